@@ -1,0 +1,134 @@
+//! Routes (`component.handler`, `servertype.component.handler`) to component handlers, and the
+//! route dictionary offered to clients in the handshake.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pitaya_protocol::RouteDict;
+
+use crate::runtime::{ComponentHandle, HandlerKind};
+
+/// Why two components cannot be served together.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouterError {
+    /// Two loaded components declare the same name, so their routes collide.
+    #[error("duplicate route {route}: declared by both {first} and {second}")]
+    DuplicateRoute {
+        /// The route both would serve.
+        route: String,
+        /// The file loaded first.
+        first: String,
+        /// The file loaded second.
+        second: String,
+    },
+}
+
+/// Where a client route leads.
+#[derive(Debug)]
+pub enum Resolved<'a> {
+    /// A handler of a loaded component.
+    Handler {
+        /// The component serving it.
+        component: &'a Arc<ComponentHandle>,
+        /// The handler's name within the component.
+        handler: &'a str,
+        /// Request or notify.
+        kind: HandlerKind,
+    },
+    /// The route is well formed but nothing serves it here (PIT-404).
+    NotFound,
+    /// The route is not `[servertype.]component.handler` (PIT-400).
+    Malformed,
+}
+
+/// Every loaded component, by name.
+#[derive(Debug)]
+pub struct Router {
+    server_type: String,
+    components: HashMap<String, Arc<ComponentHandle>>,
+    dict: Arc<RouteDict>,
+}
+
+impl Router {
+    /// Builds the router for `server_type` from the loaded components.
+    pub fn new(server_type: &str, loaded: Vec<ComponentHandle>) -> Result<Self, RouterError> {
+        let mut components: HashMap<String, Arc<ComponentHandle>> = HashMap::new();
+        for component in loaded {
+            if let Some(first) = components.get(&component.name) {
+                let route = format!(
+                    "{}.{}",
+                    component.name,
+                    component.handlers.first().map_or("*", |h| h.name.as_str())
+                );
+                return Err(RouterError::DuplicateRoute {
+                    route,
+                    first: first.path.display().to_string(),
+                    second: component.path.display().to_string(),
+                });
+            }
+            components.insert(component.name.clone(), Arc::new(component));
+        }
+        // Both route forms go in the dictionary: clients compress whichever they send.
+        let routes = components.values().flat_map(|component| {
+            component.handlers.iter().flat_map(move |handler| {
+                [
+                    format!("{}.{}", component.name, handler.name),
+                    format!("{server_type}.{}.{}", component.name, handler.name),
+                ]
+            })
+        });
+        let dict = Arc::new(RouteDict::from_routes(routes));
+        Ok(Self {
+            server_type: server_type.to_owned(),
+            components,
+            dict,
+        })
+    }
+
+    /// The route dictionary sent in the handshake.
+    pub fn dict(&self) -> &Arc<RouteDict> {
+        &self.dict
+    }
+
+    /// The loaded components.
+    pub fn components(&self) -> impl Iterator<Item = &Arc<ComponentHandle>> {
+        self.components.values()
+    }
+
+    /// The component loaded at position `index`.
+    pub fn component_by_index(&self, index: usize) -> Option<&Arc<ComponentHandle>> {
+        self.components.values().find(|c| c.index == index)
+    }
+
+    /// Resolves a client route. Lookup is exact and case-sensitive.
+    pub fn resolve<'a>(&'a self, route: &'a str) -> Resolved<'a> {
+        let parts: Vec<&str> = route.split('.').collect();
+        let (component, handler) = match parts.as_slice() {
+            [component, handler] => (*component, *handler),
+            [server_type, component, handler] => {
+                if server_type.is_empty() || component.is_empty() || handler.is_empty() {
+                    return Resolved::Malformed;
+                }
+                if *server_type != self.server_type {
+                    return Resolved::NotFound;
+                }
+                (*component, *handler)
+            }
+            _ => return Resolved::Malformed,
+        };
+        if component.is_empty() || handler.is_empty() {
+            return Resolved::Malformed;
+        }
+        let Some(found) = self.components.get(component) else {
+            return Resolved::NotFound;
+        };
+        match found.handlers.iter().find(|h| h.name == handler) {
+            Some(spec) => Resolved::Handler {
+                component: found,
+                handler: &spec.name,
+                kind: spec.kind,
+            },
+            None => Resolved::NotFound,
+        }
+    }
+}

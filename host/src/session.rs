@@ -1,0 +1,354 @@
+//! Sessions: one per connected client, with its uid, its data and its bounded send queue.
+//!
+//! The registry is shared by the connection tasks (which create and remove sessions) and the
+//! component threads (whose host functions push, bind and kick). Everything here is
+//! non-blocking: a host function called from inside a component never waits on a socket.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use pitaya_protocol::ClientHandshake;
+use tokio::sync::{Notify, mpsc};
+
+/// The host's number for a connection. Never reused while the process runs.
+pub type SessionId = u64;
+
+/// What the connection's writer task is asked to do.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Write one encoded packet.
+    Packet(Bytes),
+    /// Write this (kick) packet, then close the connection.
+    Last(Bytes),
+}
+
+/// Why a packet could not be queued for a session.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    /// The session has closed, or is closing.
+    #[error("session closed")]
+    Closed,
+    /// The client does not read fast enough: its send queue is full, so it is being disconnected.
+    #[error("send queue full")]
+    QueueFull,
+}
+
+/// Why a uid could not be bound.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BindError {
+    /// The session has closed.
+    #[error("session not found")]
+    NoSession,
+    /// The session is already bound to another uid.
+    #[error("session already bound to uid {0}")]
+    AlreadyBound(String),
+    /// The uid is empty.
+    #[error("invalid uid")]
+    InvalidUid,
+}
+
+/// One connected client.
+#[derive(Debug)]
+pub struct Session {
+    id: SessionId,
+    remote: SocketAddr,
+    handshake: ClientHandshake,
+    uid: Mutex<Option<String>>,
+    /// Values are JSON text by SDK convention; the host does not look inside.
+    data: Mutex<HashMap<String, String>>,
+    outbound: mpsc::Sender<Outbound>,
+    closing: AtomicBool,
+    /// Wakes the connection task when something outside it (a kick, a full queue) closes the session.
+    close_signal: Notify,
+    /// Indices of the components this session has called, so each hears of its close.
+    components_seen: Mutex<Vec<usize>>,
+}
+
+impl Session {
+    /// The session id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The client's address.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// What the client sent in its handshake.
+    pub fn handshake(&self) -> &ClientHandshake {
+        &self.handshake
+    }
+
+    /// The bound uid, if any.
+    pub fn uid(&self) -> Option<String> {
+        lock(&self.uid).clone()
+    }
+
+    /// A session data value.
+    pub fn get(&self, key: &str) -> Option<String> {
+        lock(&self.data).get(key).cloned()
+    }
+
+    /// Sets a session data value.
+    pub fn set(&self, key: String, value: String) {
+        lock(&self.data).insert(key, value);
+    }
+
+    /// Removes a session data value.
+    pub fn remove(&self, key: &str) {
+        lock(&self.data).remove(key);
+    }
+
+    /// Whether the session is closing or closed.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Queues an encoded packet. A full queue closes the session: a client that does not read
+    /// must not make the host hold an unbounded backlog for it.
+    pub fn send(&self, packet: Bytes) -> Result<(), SendError> {
+        self.enqueue(Outbound::Packet(packet))
+    }
+
+    /// Queues a last packet (a kick) and closes the session once it is written.
+    pub fn send_last(&self, packet: Bytes) -> Result<(), SendError> {
+        let result = self.enqueue(Outbound::Last(packet));
+        self.close();
+        result
+    }
+
+    fn enqueue(&self, item: Outbound) -> Result<(), SendError> {
+        if self.is_closing() {
+            return Err(SendError::Closed);
+        }
+        match self.outbound.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(session = self.id, "send queue full, disconnecting");
+                self.close();
+                Err(SendError::QueueFull)
+            }
+        }
+    }
+
+    /// Marks the session closing and wakes its connection task.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.close_signal.notify_one();
+    }
+
+    /// Resolves once [`Session::close`] has been called.
+    pub async fn closed(&self) {
+        self.close_signal.notified().await
+    }
+
+    /// Records that the session called component `index`; true the first time.
+    pub fn note_component(&self, index: usize) -> bool {
+        let mut seen = lock(&self.components_seen);
+        if seen.contains(&index) {
+            false
+        } else {
+            seen.push(index);
+            true
+        }
+    }
+
+    /// The components this session has called.
+    pub fn components_seen(&self) -> Vec<usize> {
+        lock(&self.components_seen).clone()
+    }
+}
+
+/// All connected sessions, by id and by bound uid.
+#[derive(Debug, Default)]
+pub struct Registry {
+    next_id: AtomicU64,
+    inner: RwLock<RegistryInner>,
+}
+
+#[derive(Debug, Default)]
+struct RegistryInner {
+    sessions: HashMap<SessionId, Arc<Session>>,
+    uids: HashMap<String, SessionId>,
+}
+
+impl Registry {
+    /// Creates a session for a client that has handshaken and returns it.
+    pub fn create(
+        &self,
+        remote: SocketAddr,
+        handshake: ClientHandshake,
+        outbound: mpsc::Sender<Outbound>,
+    ) -> Arc<Session> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let session = Arc::new(Session {
+            id,
+            remote,
+            handshake,
+            uid: Mutex::new(None),
+            data: Mutex::new(HashMap::new()),
+            outbound,
+            closing: AtomicBool::new(false),
+            close_signal: Notify::new(),
+            components_seen: Mutex::new(Vec::new()),
+        });
+        write(&self.inner).sessions.insert(id, session.clone());
+        session
+    }
+
+    /// The session with this id, if it is still connected.
+    pub fn get(&self, id: SessionId) -> Option<Arc<Session>> {
+        read(&self.inner).sessions.get(&id).cloned()
+    }
+
+    /// The session bound to `uid`, if any.
+    pub fn by_uid(&self, uid: &str) -> Option<Arc<Session>> {
+        let inner = read(&self.inner);
+        inner
+            .uids
+            .get(uid)
+            .and_then(|id| inner.sessions.get(id))
+            .cloned()
+    }
+
+    /// Number of connected sessions.
+    pub fn len(&self) -> usize {
+        read(&self.inner).sessions.len()
+    }
+
+    /// Whether no session is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Binds `uid` to session `id`. A uid already bound to another session is taken over:
+    /// the older session is returned so the caller can kick it (a duplicate login).
+    pub fn bind(&self, id: SessionId, uid: &str) -> Result<Option<Arc<Session>>, BindError> {
+        if uid.is_empty() {
+            return Err(BindError::InvalidUid);
+        }
+        let mut inner = write(&self.inner);
+        let session = inner
+            .sessions
+            .get(&id)
+            .cloned()
+            .ok_or(BindError::NoSession)?;
+        let mut bound = lock(&session.uid);
+        match bound.as_deref() {
+            Some(current) if current == uid => return Ok(None),
+            Some(current) => return Err(BindError::AlreadyBound(current.to_owned())),
+            None => {}
+        }
+        *bound = Some(uid.to_owned());
+        drop(bound);
+        let older = inner
+            .uids
+            .insert(uid.to_owned(), id)
+            .and_then(|old| inner.sessions.get(&old).cloned());
+        Ok(older)
+    }
+
+    /// Removes a closed session (and its uid binding, if the uid still points at it).
+    pub fn remove(&self, id: SessionId) -> Option<Arc<Session>> {
+        let mut inner = write(&self.inner);
+        let session = inner.sessions.remove(&id)?;
+        if let Some(uid) = lock(&session.uid).as_deref()
+            && inner.uids.get(uid) == Some(&id)
+        {
+            inner.uids.remove(uid);
+        }
+        Some(session)
+    }
+}
+
+// A poisoned lock only means another thread panicked while holding it; the maps stay usable,
+// and a host that keeps serving is worth more than one that cascades the panic.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry_with_session(
+        capacity: usize,
+    ) -> (Registry, Arc<Session>, mpsc::Receiver<Outbound>) {
+        let registry = Registry::default();
+        let (tx, rx) = mpsc::channel(capacity);
+        let session = registry.create(
+            "127.0.0.1:1".parse().unwrap(),
+            ClientHandshake::default(),
+            tx,
+        );
+        (registry, session, rx)
+    }
+
+    #[test]
+    fn binding_a_uid_twice_returns_the_older_session() {
+        let (registry, first, _rx1) = registry_with_session(4);
+        let (tx, _rx2) = mpsc::channel(4);
+        let second = registry.create(
+            "127.0.0.1:2".parse().unwrap(),
+            ClientHandshake::default(),
+            tx,
+        );
+        assert_eq!(
+            registry.bind(first.id(), "u1").unwrap().map(|s| s.id()),
+            None
+        );
+        let older = registry.bind(second.id(), "u1").unwrap();
+        assert_eq!(older.map(|s| s.id()), Some(first.id()));
+        assert_eq!(registry.by_uid("u1").map(|s| s.id()), Some(second.id()));
+        // Removing the older session must not unbind the uid from the newer one.
+        registry.remove(first.id());
+        assert_eq!(registry.by_uid("u1").map(|s| s.id()), Some(second.id()));
+    }
+
+    #[test]
+    fn a_session_cannot_change_its_uid() {
+        let (registry, session, _rx) = registry_with_session(4);
+        registry.bind(session.id(), "a").unwrap();
+        assert_eq!(registry.bind(session.id(), "a"), Ok(None));
+        assert_eq!(
+            registry.bind(session.id(), "b").map(|_| ()),
+            Err(BindError::AlreadyBound("a".into()))
+        );
+        assert_eq!(
+            registry.bind(session.id(), "").map(|_| ()),
+            Err(BindError::InvalidUid)
+        );
+    }
+
+    #[test]
+    fn a_full_queue_closes_the_session() {
+        let (_registry, session, _rx) = registry_with_session(2);
+        session.send(Bytes::from_static(b"1")).unwrap();
+        session.send(Bytes::from_static(b"2")).unwrap();
+        assert_eq!(
+            session.send(Bytes::from_static(b"3")),
+            Err(SendError::QueueFull)
+        );
+        assert!(session.is_closing());
+        assert_eq!(
+            session.send(Bytes::from_static(b"4")),
+            Err(SendError::Closed)
+        );
+    }
+}

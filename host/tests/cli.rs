@@ -1,0 +1,155 @@
+//! The command line's promises: every flag in `--help`, and one clear line with a non-zero exit
+//! for each kind of bad start (missing or invalid component, duplicate routes, bad address).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use anyhow::{Context, Result};
+
+fn host() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pitaya-host"))
+}
+
+fn components_dir() -> PathBuf {
+    std::env::var_os("PITAYA_COMPONENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
+        })
+}
+
+fn echo_wasm() -> Result<PathBuf> {
+    let path = components_dir().join("echo.wasm");
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: run `cargo xtask test`, which builds the components first",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Runs the host and expects it to fail, returning its stderr's error lines.
+fn fails(command: &mut Command) -> Result<String> {
+    let Output { status, stderr, .. } = command.output().context("cannot run pitaya-host")?;
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    anyhow::ensure!(
+        !status.success(),
+        "expected a failure, got {status}; stderr: {stderr}"
+    );
+    Ok(stderr)
+}
+
+fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|line| line.starts_with("error:"))
+        .collect()
+}
+
+#[test]
+fn help_describes_every_flag() -> Result<()> {
+    let output = host().args(["serve", "--help"]).output()?;
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout)?;
+    for flag in [
+        "--tcp",
+        "--ws",
+        "--heartbeat",
+        "--server-type",
+        "--handshake-timeout",
+        "--max-packet",
+        "--max-inflated",
+        "--send-queue",
+        "--call-timeout-ms",
+        "--max-memory-mib",
+        "--compress",
+        "--compress-handshake",
+        "--push-route-codes",
+    ] {
+        assert!(
+            help.contains(flag),
+            "--help does not mention {flag}:\n{help}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_missing_component_is_one_clear_line() -> Result<()> {
+    let stderr = fails(host().args(["serve", "--tcp", "127.0.0.1:0", "no/such/game.wasm"]))?;
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("no/such/game.wasm"), "{stderr}");
+    assert!(lines[0].contains("cannot read component"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn an_invalid_component_is_one_clear_line() -> Result<()> {
+    let path =
+        std::env::temp_dir().join(format!("pitaya-host-not-wasm-{}.wasm", std::process::id()));
+    std::fs::write(&path, b"this is not webassembly")?;
+    let stderr = fails(host().args(["serve", "--tcp", "127.0.0.1:0"]).arg(&path));
+    std::fs::remove_file(&path)?;
+    let stderr = stderr?;
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("invalid component"), "{stderr}");
+    assert!(lines[0].contains(&*path.to_string_lossy()), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn duplicate_routes_are_refused() -> Result<()> {
+    let echo = echo_wasm()?;
+    let stderr = fails(
+        host()
+            .args(["serve", "--tcp", "127.0.0.1:0"])
+            .arg(&echo)
+            .arg(&echo),
+    )?;
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("duplicate route echo."), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn a_malformed_address_is_refused() -> Result<()> {
+    let stderr = fails(host().args(["serve", "--tcp", "not-an-address", "x.wasm"]))?;
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("not-an-address"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn an_address_in_use_is_one_clear_line() -> Result<()> {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = taken.local_addr()?.to_string();
+    let stderr = fails(host().args(["serve", "--tcp", &addr]).arg(echo_wasm()?))?;
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(&format!("cannot listen on tcp {addr}")),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_bad_server_type_is_refused() -> Result<()> {
+    let stderr = fails(host().args([
+        "serve",
+        "--server-type",
+        "a.b",
+        "--tcp",
+        "127.0.0.1:0",
+        "x.wasm",
+    ]))?;
+    assert!(
+        error_lines(&stderr)[0].contains("--server-type"),
+        "{stderr}"
+    );
+    Ok(())
+}
