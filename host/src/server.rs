@@ -378,10 +378,14 @@ async fn drive(shared: Arc<Shared>, conn: Conn) {
         while let Some(event) = protocol.poll_event() {
             match event {
                 Event::Handshake(handshake) => {
-                    protocol.accept_handshake();
                     let created = shared.registry.create(peer, handshake, outbound.clone());
                     tracing::debug!(%peer, %kind, session = created.id(), "handshake");
                     session = Some(created);
+                    // Packets that came behind the handshake are decoded now; their events
+                    // join the queue this loop is draining.
+                    if let Err(error) = protocol.accept_handshake() {
+                        tracing::debug!(%peer, %kind, %error, "protocol error, closing");
+                    }
                 }
                 Event::Ready => {}
                 Event::Message(message) => pending.push_back(message),

@@ -185,7 +185,14 @@ impl Connection {
         }
         self.observe(now);
         self.recv_buf.extend_from_slice(bytes);
-        loop {
+        self.process_buffered(now)
+    }
+
+    /// Decodes buffered packets until more bytes are needed. While the host validates a
+    /// handshake, later packets (a client may send its ack in the same write) stay buffered:
+    /// they are judged against the state the host's decision leads to.
+    fn process_buffered(&mut self, now: Instant) -> Result<(), ProtocolError> {
+        while self.state != State::AwaitingValidation {
             let packet = match self.decoder.decode(&mut self.recv_buf) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(()),
@@ -196,6 +203,7 @@ impl Connection {
                 return Err(self.fail(error));
             }
         }
+        Ok(())
     }
 
     fn handle_packet(&mut self, packet: Packet) -> Result<(), ProtocolError> {
@@ -262,10 +270,11 @@ impl Connection {
     /// dict, serializer) and moves to [`State::HandshakeSent`]. The first server heartbeat is due
     /// one interval after the latest `now` the connection was given.
     ///
-    /// Does nothing unless the state is [`State::AwaitingValidation`].
-    pub fn accept_handshake(&mut self) {
+    /// Packets that arrived behind the handshake are then processed, so this can fail like
+    /// [`Connection::receive`]. Does nothing unless the state is [`State::AwaitingValidation`].
+    pub fn accept_handshake(&mut self) -> Result<(), ProtocolError> {
         if self.state != State::AwaitingValidation {
-            return;
+            return Ok(());
         }
         let json = server_handshake_json(
             self.config.heartbeat_secs(),
@@ -286,6 +295,7 @@ impl Connection {
         self.queue_handshake_reply(&body);
         self.state = State::HandshakeSent;
         self.next_heartbeat = self.after(self.latest_now, self.config.heartbeat);
+        self.process_buffered(self.latest_now)
     }
 
     /// Refuses the client's handshake: queues `{"code":<code>,"msg":...}` and moves to

@@ -83,7 +83,7 @@ impl Harness {
     fn handshake_sent(offset: Duration) -> Self {
         let mut h = Self::new();
         h.receive(HANDSHAKE, offset).unwrap();
-        h.conn.accept_handshake();
+        h.conn.accept_handshake().unwrap();
         h.events();
         h.transmits();
         assert_eq!(h.conn.state(), State::HandshakeSent);
@@ -127,6 +127,14 @@ impl Harness {
     }
 }
 
+/// States in which packets are decoded as they arrive (while the host validates a handshake,
+/// later packets wait for its decision).
+const DECODING_STATES: [State; 3] = [
+    State::AwaitingHandshake,
+    State::HandshakeSent,
+    State::Working,
+];
+
 const LIVE_STATES: [State; 4] = [
     State::AwaitingHandshake,
     State::AwaitingValidation,
@@ -136,11 +144,7 @@ const LIVE_STATES: [State; 4] = [
 
 #[test]
 fn handshake_only_while_awaiting_it() {
-    for state in [
-        State::AwaitingValidation,
-        State::HandshakeSent,
-        State::Working,
-    ] {
+    for state in [State::HandshakeSent, State::Working] {
         let mut h = Harness::in_state(state);
         h.assert_closed_by(
             HANDSHAKE,
@@ -154,11 +158,7 @@ fn handshake_only_while_awaiting_it() {
 
 #[test]
 fn ack_only_after_the_handshake_was_sent() {
-    for state in [
-        State::AwaitingHandshake,
-        State::AwaitingValidation,
-        State::Working,
-    ] {
+    for state in [State::AwaitingHandshake, State::Working] {
         let mut h = Harness::in_state(state);
         h.assert_closed_by(
             ACK,
@@ -172,11 +172,7 @@ fn ack_only_after_the_handshake_was_sent() {
 
 #[test]
 fn data_only_once_working() {
-    for state in [
-        State::AwaitingHandshake,
-        State::AwaitingValidation,
-        State::HandshakeSent,
-    ] {
+    for state in [State::AwaitingHandshake, State::HandshakeSent] {
         let mut h = Harness::in_state(state);
         h.assert_closed_by(
             &request(1, "room.join"),
@@ -203,7 +199,7 @@ fn heartbeat_accepted_in_every_live_state() {
 
 #[test]
 fn kick_from_a_client_is_an_error() {
-    for state in LIVE_STATES {
+    for state in DECODING_STATES {
         let mut h = Harness::in_state(state);
         h.assert_closed_by(
             KICK,
@@ -217,7 +213,7 @@ fn kick_from_a_client_is_an_error() {
 
 #[test]
 fn unknown_packet_types_close_in_every_state() {
-    for state in LIVE_STATES {
+    for state in DECODING_STATES {
         for byte in [0u8, 6, 0x7f, 0xff] {
             let mut h = Harness::in_state(state);
             h.assert_closed_by(
@@ -278,7 +274,7 @@ fn full_session_with_requests_notifies_codes_and_zlib() {
     let dict = RouteDict::from_routes(["room.join", "room.message"]);
     let mut h = Harness::with(ConnectionConfig::default(), dict);
     h.receive(HANDSHAKE, Duration::ZERO).unwrap();
-    h.conn.accept_handshake();
+    h.conn.accept_handshake().unwrap();
     let reply = h.transmits();
     assert_eq!(reply.len(), 1);
     let json: Value = serde_json::from_slice(&reply[0][4..]).unwrap();
@@ -343,7 +339,7 @@ fn a_whole_session_fed_one_byte_at_a_time() {
         h.receive(&[byte], Duration::ZERO).unwrap();
     }
     assert!(matches!(h.events().as_slice(), [Event::Handshake(_)]));
-    h.conn.accept_handshake();
+    h.conn.accept_handshake().unwrap();
     let mut wire = ACK.to_vec();
     wire.extend(request(7, "a.b"));
     wire.extend(HEARTBEAT);
@@ -411,7 +407,7 @@ fn refused_handshake() {
     );
     assert_eq!(h.receive(ACK, Duration::ZERO), Err(ProtocolError::Closed));
     // Accepting afterwards changes nothing.
-    h.conn.accept_handshake();
+    h.conn.accept_handshake().unwrap();
     assert_eq!(h.conn.state(), State::Closed);
     assert!(h.transmits().is_empty());
 }
@@ -424,7 +420,7 @@ fn accept_only_while_awaiting_validation() {
         State::Working,
     ] {
         let mut h = Harness::in_state(state);
-        h.conn.accept_handshake();
+        h.conn.accept_handshake().unwrap();
         assert_eq!(h.conn.state(), state);
         assert!(h.transmits().is_empty());
     }
@@ -455,7 +451,7 @@ fn server_handshake_reflects_config() {
     };
     let mut h = Harness::with(config, RouteDict::from_routes(["x.y"]));
     h.receive(HANDSHAKE, Duration::ZERO).unwrap();
-    h.conn.accept_handshake();
+    h.conn.accept_handshake().unwrap();
     assert_eq!(
         h.transmits()[0][4..],
         *br#"{"code":200,"sys":{"dict":{"x.y":1},"heartbeat":5,"serializer":"protobuf"}}"#
@@ -473,7 +469,7 @@ fn compressed_server_handshake() {
     let plain = pitaya_protocol::server_handshake_json(30, &dict, "json");
     let mut h = Harness::with(config.clone(), dict);
     h.receive(HANDSHAKE, Duration::ZERO).unwrap();
-    h.conn.accept_handshake();
+    h.conn.accept_handshake().unwrap();
     let reply = h.transmits().remove(0);
     let mut buf = BytesMut::from(reply.as_ref());
     let packet = PacketDecoder::default().decode(&mut buf).unwrap().unwrap();
@@ -486,7 +482,7 @@ fn compressed_server_handshake() {
     assert!(deflate(&tiny).len() >= tiny.len());
     let mut h = Harness::with(config, RouteDict::default());
     h.receive(HANDSHAKE, Duration::ZERO).unwrap();
-    h.conn.accept_handshake();
+    h.conn.accept_handshake().unwrap();
     assert_eq!(h.transmits()[0][4..], tiny);
 }
 
@@ -598,7 +594,7 @@ fn liveness_counts_from_the_handshake_while_waiting_for_the_ack() {
     };
     let mut h = Harness::with(config, RouteDict::default());
     h.receive(HANDSHAKE, Duration::ZERO).unwrap();
-    h.conn.accept_handshake();
+    h.conn.accept_handshake().unwrap();
     h.transmits();
     h.timeout(SECOND).unwrap();
     assert_eq!(h.transmits(), [Bytes::from_static(HEARTBEAT)]);
@@ -624,7 +620,7 @@ fn zero_heartbeat_disables_heartbeats_and_liveness() {
     };
     let mut h = Harness::with(config, RouteDict::default());
     h.receive(HANDSHAKE, Duration::ZERO).unwrap();
-    h.conn.accept_handshake();
+    h.conn.accept_handshake().unwrap();
     let reply = h.transmits().remove(0);
     let json: Value = serde_json::from_slice(&reply[4..]).unwrap();
     assert_eq!(json["sys"]["heartbeat"], 0);
@@ -640,4 +636,49 @@ fn no_heartbeats_before_the_handshake_is_answered() {
     let mut h = Harness::in_state(State::AwaitingValidation);
     h.timeout(9 * SECOND).unwrap();
     assert!(h.transmits().is_empty());
+}
+
+#[test]
+fn packets_behind_the_handshake_wait_for_the_hosts_decision() {
+    let mut batch = HANDSHAKE.to_vec();
+    batch.extend_from_slice(ACK);
+    batch.extend_from_slice(&request(1, "room.join"));
+    let mut h = Harness::in_state(State::AwaitingHandshake);
+    h.receive(&batch, Duration::ZERO).unwrap();
+    assert_eq!(h.conn.state(), State::AwaitingValidation);
+    assert!(matches!(h.events().as_slice(), [Event::Handshake(_)]));
+    h.conn.accept_handshake().unwrap();
+    assert_eq!(h.conn.state(), State::Working);
+    assert!(matches!(
+        h.events().as_slice(),
+        [Event::Ready, Event::Message(_)]
+    ));
+}
+
+#[test]
+fn a_second_handshake_behind_the_first_fails_on_accept() {
+    let mut batch = HANDSHAKE.to_vec();
+    batch.extend_from_slice(HANDSHAKE);
+    let mut h = Harness::in_state(State::AwaitingHandshake);
+    h.receive(&batch, Duration::ZERO).unwrap();
+    assert_eq!(
+        h.conn.accept_handshake(),
+        Err(ProtocolError::UnexpectedPacket {
+            kind: PacketType::Handshake,
+            state: State::HandshakeSent,
+        })
+    );
+    assert_eq!(h.conn.state(), State::Closed);
+}
+
+#[test]
+fn a_refused_handshake_drops_what_was_behind_it() {
+    let mut batch = HANDSHAKE.to_vec();
+    batch.extend_from_slice(ACK);
+    let mut h = Harness::in_state(State::AwaitingHandshake);
+    h.receive(&batch, Duration::ZERO).unwrap();
+    h.events();
+    h.conn.refuse_handshake(400, "no");
+    assert_eq!(h.conn.state(), State::Closed);
+    assert!(h.events().is_empty());
 }

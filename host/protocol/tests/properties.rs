@@ -311,7 +311,7 @@ proptest! {
         // Half the runs skip the handshake, so that most of their steps reach Data handling.
         if start_working {
             conn.receive(&[1, 0, 0, 0], start).unwrap();
-            conn.accept_handshake();
+            conn.accept_handshake().unwrap();
             conn.receive(&[2, 0, 0, 0], start).unwrap();
             while conn.poll_event().is_some() {}
             while conn.poll_transmit().is_some() {}
@@ -321,7 +321,7 @@ proptest! {
             let was_closed = conn.state() == State::Closed;
             let result = match step {
                 Step::Receive(bytes) => conn.receive(&bytes, start + elapsed),
-                Step::Accept => { conn.accept_handshake(); Ok(()) }
+                Step::Accept => conn.accept_handshake(),
                 Step::Refuse => { conn.refuse_handshake(400, "no"); Ok(()) }
                 Step::Timeout(millis) => {
                     elapsed += Duration::from_millis(millis);
@@ -367,7 +367,7 @@ proptest! {
         let run = |pieces: Vec<&[u8]>| {
             let mut conn = new_connection(start);
             conn.receive(&prefix[..6], start).unwrap();
-            conn.accept_handshake();
+            conn.accept_handshake().unwrap();
             conn.receive(&prefix[6..], start).unwrap();
             let mut error = None;
             for piece in pieces {

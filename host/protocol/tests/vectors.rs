@@ -306,7 +306,7 @@ fn handshake_exchange() {
     assert_eq!(conn.state(), State::AwaitingValidation);
     assert_eq!(conn.poll_transmit(), None);
 
-    conn.accept_handshake();
+    conn.accept_handshake().unwrap();
     assert_eq!(
         conn.poll_transmit().unwrap().as_ref(),
         bytes(&[&hex("01 00 00 41"), SERVER_HANDSHAKE])

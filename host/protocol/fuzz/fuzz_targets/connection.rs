@@ -25,12 +25,14 @@ fuzz_target!(|data: &[u8]| {
         let len = usize::from(control & 0x1f).min(tail.len());
         let (piece, tail) = tail.split_at(len);
         rest = tail;
-        if control & 0x20 != 0 {
-            conn.accept_handshake();
-        }
+        let accepted = if control & 0x20 != 0 {
+            conn.accept_handshake()
+        } else {
+            Ok(())
+        };
         now += Duration::from_secs(u64::from(control >> 6) * 20);
-        let result = conn
-            .receive(piece, now)
+        let result = accepted
+            .and_then(|()| conn.receive(piece, now))
             .and_then(|()| conn.handle_timeout(now));
         if result.is_err() {
             assert_eq!(conn.state(), State::Closed);

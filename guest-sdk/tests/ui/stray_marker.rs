@@ -1,0 +1,9 @@
+//! A marker outside a #[component] block.
+use pitaya_guest::prelude::*;
+
+#[request]
+fn join() -> Result<()> {
+    Ok(())
+}
+
+fn main() {}

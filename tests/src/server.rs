@@ -1,0 +1,321 @@
+//! Harness that starts the real `pitaya-host` binary on ephemeral 127.0.0.1 ports, learns its addresses from
+//! its stdout, forwards its log (stderr) to the test's output, and kills it when dropped.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::mpsc;
+
+use crate::client::{Client, HandshakeReply, Transport};
+use crate::codec::PITAYA_HANDSHAKE;
+
+/// How long the server may take to print its addresses (it compiles the components first).
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Command-line options of `pitaya-host serve`; `None` leaves the server's default.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub heartbeat: Option<u64>,
+    pub handshake_timeout: Option<u64>,
+    pub max_packet: Option<u64>,
+    pub server_type: Option<String>,
+    /// Component file names inside the components directory.
+    pub components: Vec<String>,
+    /// More command-line arguments, before the components.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            heartbeat: None,
+            handshake_timeout: None,
+            max_packet: None,
+            server_type: None,
+            components: vec!["echo.wasm".into(), "chat.wasm".into()],
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+impl ServerOptions {
+    pub fn heartbeat(mut self, secs: u64) -> Self {
+        self.heartbeat = Some(secs);
+        self
+    }
+
+    pub fn handshake_timeout(mut self, secs: u64) -> Self {
+        self.handshake_timeout = Some(secs);
+        self
+    }
+
+    pub fn max_packet(mut self, bytes: u64) -> Self {
+        self.max_packet = Some(bytes);
+        self
+    }
+
+    pub fn server_type(mut self, name: &str) -> Self {
+        self.server_type = Some(name.to_owned());
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.to_owned());
+        self
+    }
+}
+
+/// The workspace root (this crate lives in `<workspace>/tests`).
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `PITAYA_HOST_BIN`, else `<workspace>/target/release/pitaya-host`.
+pub fn host_binary() -> PathBuf {
+    std::env::var_os("PITAYA_HOST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join("target/release/pitaya-host"))
+}
+
+/// `PITAYA_COMPONENTS_DIR`, else `<workspace>/target/wasm32-wasip2/release/`.
+pub fn components_dir() -> PathBuf {
+    std::env::var_os("PITAYA_COMPONENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join("target/wasm32-wasip2/release"))
+}
+
+/// A running `pitaya-host`.
+pub struct Server {
+    child: Mutex<Child>,
+    pub tcp: SocketAddr,
+    pub ws: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Server {
+    /// Starts a server with the default options (components echo and chat).
+    pub async fn start_default() -> Result<Self> {
+        Self::start(ServerOptions::default()).await
+    }
+
+    /// Starts `pitaya-host serve --tcp 127.0.0.1:0 --ws 127.0.0.1:0 ...` and waits until it printed both
+    /// addresses.
+    pub async fn start(opts: ServerOptions) -> Result<Self> {
+        let bin = host_binary();
+        if !bin.is_file() {
+            bail!(
+                "the server binary {} does not exist: run `cargo xtask test` (or build it and set PITAYA_HOST_BIN)",
+                bin.display()
+            );
+        }
+        let dir = components_dir();
+        let mut components = Vec::new();
+        for name in &opts.components {
+            let path = dir.join(name);
+            if !path.is_file() {
+                bail!(
+                    "the component {} does not exist: run `cargo xtask test` (or build it and set PITAYA_COMPONENTS_DIR)",
+                    path.display()
+                );
+            }
+            components.push(path);
+        }
+
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve")
+            .args(["--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0"]);
+        if let Some(h) = opts.heartbeat {
+            cmd.args(["--heartbeat", &h.to_string()]);
+        }
+        if let Some(t) = opts.handshake_timeout {
+            cmd.args(["--handshake-timeout", &t.to_string()]);
+        }
+        if let Some(m) = opts.max_packet {
+            cmd.args(["--max-packet", &m.to_string()]);
+        }
+        if let Some(s) = &opts.server_type {
+            cmd.args(["--server-type", s]);
+        }
+        cmd.args(&opts.extra_args);
+        // Plain log lines in the test output.
+        cmd.env("NO_COLOR", "1");
+        cmd.args(&components)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let shown = format!("{cmd:?}");
+        let mut child = cmd.spawn().with_context(|| format!("spawning {shown}"))?;
+
+        let log = Arc::new(Mutex::new(Vec::new()));
+        // stderr: forwarded line by line to the test's stderr (shown when a test fails) and kept.
+        let stderr = child.stderr.take().context("child stderr")?;
+        let log2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[pitaya-host] {line}");
+                log2.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        // stdout: address lines go to the channel; reading goes on so the server never blocks on a full pipe.
+        let stdout = child.stdout.take().context("child stdout")?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[pitaya-host stdout] {line}");
+                let _ = tx.send(line);
+            }
+        });
+
+        let mut server = Server {
+            child: Mutex::new(child),
+            tcp: SocketAddr::from(([0, 0, 0, 0], 0)),
+            ws: SocketAddr::from(([0, 0, 0, 0], 0)),
+            log,
+        };
+        let (mut tcp, mut ws) = (None, None);
+        let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+        while tcp.is_none() || ws.is_none() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => bail!(
+                    "{shown} did not print both listener addresses within {STARTUP_TIMEOUT:?}\n{}",
+                    server.log_tail(40)
+                ),
+                Ok(None) => {
+                    let status = server.exit_status();
+                    bail!(
+                        "{shown} closed its stdout ({status}) before printing both addresses\n{}",
+                        server.log_tail(40)
+                    )
+                }
+                Ok(Some(line)) => {
+                    let line = line.trim();
+                    if let Some(a) = line.strip_prefix("tcp://") {
+                        tcp = Some(
+                            a.parse::<SocketAddr>()
+                                .with_context(|| format!("bad address line {line:?}"))?,
+                        );
+                    } else if let Some(a) = line.strip_prefix("ws://") {
+                        let a = a.trim_end_matches('/');
+                        ws = Some(
+                            a.parse::<SocketAddr>()
+                                .with_context(|| format!("bad address line {line:?}"))?,
+                        );
+                    }
+                }
+            }
+        }
+        server.tcp = tcp.expect("loop ends when set");
+        server.ws = ws.expect("loop ends when set");
+        Ok(server)
+    }
+
+    /// The listener of `transport`.
+    pub fn addr(&self, transport: Transport) -> SocketAddr {
+        match transport {
+            Transport::Tcp => self.tcp,
+            Transport::Ws => self.ws,
+        }
+    }
+
+    /// A new connection, not handshaken.
+    pub async fn connect(&self, transport: Transport) -> Result<Client> {
+        Client::connect(transport, self.addr(transport)).await
+    }
+
+    /// A new connection after a pitaya-style handshake and the ack: ready for requests.
+    pub async fn connect_ready(&self, transport: Transport) -> Result<Client> {
+        let mut c = self.connect(transport).await?;
+        c.handshake(PITAYA_HANDSHAKE)
+            .await
+            .with_context(|| format!("handshake over {transport}"))?;
+        Ok(c)
+    }
+
+    /// Like [`Server::connect_ready`], also returning the handshake reply.
+    pub async fn connect_ready_with_reply(
+        &self,
+        transport: Transport,
+    ) -> Result<(Client, HandshakeReply)> {
+        let c = self.connect_ready(transport).await?;
+        let reply = c.handshake.clone().context("handshake reply kept")?;
+        Ok((c, reply))
+    }
+
+    /// "still running", or how the server exited.
+    pub fn exit_status(&self) -> String {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        match child.try_wait() {
+            Ok(None) => "still running".into(),
+            Ok(Some(status)) => format!("exited: {status}"),
+            Err(e) => format!("status unknown: {e}"),
+        }
+    }
+
+    /// The last `n` lines of the server's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let start = log.len().saturating_sub(n);
+        let mut s = format!(
+            "--- pitaya-host log (last {} of {} lines) ---",
+            log.len() - start,
+            log.len()
+        );
+        for line in &log[start..] {
+            s.push('\n');
+            s.push_str(line);
+        }
+        s
+    }
+
+    /// Runs `scenario` over TCP, then over WebSocket (both even when the first fails), and reports every
+    /// failure, each with its transport and the server's state.
+    pub async fn each_transport<F, Fut>(&self, scenario: F) -> Result<()>
+    where
+        F: Fn(Transport) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        self.transports(&Transport::ALL, scenario).await
+    }
+
+    /// Runs `scenario` for each of `transports`; see [`Server::each_transport`].
+    pub async fn transports<F, Fut>(&self, transports: &[Transport], scenario: F) -> Result<()>
+    where
+        F: Fn(Transport) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        let mut failures = Vec::new();
+        for &t in transports {
+            if let Err(e) = scenario(t).await {
+                failures.push(format!("over {t}: {e:#}"));
+            }
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "{}\n(server {})\n{}",
+            failures.join("\n\n"),
+            self.exit_status(),
+            self.log_tail(30)
+        )
+    }
+}

@@ -1,0 +1,170 @@
+//! Handshake tests (§2): pitaya-style and pomelo-style handshakes over TCP and WebSocket, the reply's code,
+//! heartbeat, serializer and dict, and the refusal of an invalid handshake.
+
+use std::collections::HashSet;
+
+use anyhow::{Context, Result, ensure};
+use pitaya_tests::checks::{ensure_echo, ensure_nothing_else};
+use pitaya_tests::codec::{PITAYA_HANDSHAKE, POMELO_HANDSHAKE};
+use pitaya_tests::{Client, HandshakeReply, Incoming, Server, Transport};
+
+/// Every handler route of the echo and room components, in both forms.
+const HANDLER_ROUTES: &[&str] = &[
+    "echo.echo",
+    "echo.notify",
+    "echo.fail",
+    "room.join",
+    "room.message",
+];
+
+/// Checks a default server's handshake reply: code 200, heartbeat 30, serializer json, not compressed, and a
+/// dict that holds every handler route in both forms with distinct codes.
+fn check_reply(reply: &HandshakeReply) -> Result<()> {
+    ensure!(reply.code == 200, "code is not 200: {}", reply.json);
+    ensure!(
+        reply.heartbeat == Some(30),
+        "sys.heartbeat is not the default 30: {}",
+        reply.json
+    );
+    ensure!(
+        reply.serializer.as_deref() == Some("json"),
+        "sys.serializer is not \"json\": {}",
+        reply.json
+    );
+    ensure!(
+        !reply.compressed,
+        "the handshake reply is zlib-compressed although compression is off by default"
+    );
+    ensure!(
+        reply.json["sys"]["dict"].is_object(),
+        "sys.dict is not an object: {}",
+        reply.json
+    );
+    for route in HANDLER_ROUTES {
+        reply.code_of(route)?;
+        reply.code_of(&format!("connector.{route}"))?;
+    }
+    let codes: HashSet<u16> = reply.dict.values().copied().collect();
+    ensure!(
+        codes.len() == reply.dict.len(),
+        "dict codes are not distinct: {:?}",
+        reply.dict
+    );
+    Ok(())
+}
+
+/// Handshakes with `json`, checks the reply, then makes a request with a plain and a coded route.
+async fn handshake_scenario(server: &Server, t: Transport, json: &str) -> Result<()> {
+    let mut c = server.connect(t).await?;
+    let reply = c.handshake(json).await?;
+    check_reply(&reply)?;
+    let id = c.next_id();
+    c.send_request(id, "echo.echo", br#"{"after":"handshake"}"#)
+        .await?;
+    ensure_echo(&c.wait_response(id).await?, id, br#"{"after":"handshake"}"#)?;
+    let id = c.next_id();
+    c.send_request(id, reply.code_of("echo.echo")?, br#"{"coded":true}"#)
+        .await?;
+    ensure_echo(&c.wait_response(id).await?, id, br#"{"coded":true}"#)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pitaya_style_handshake() -> Result<()> {
+    let server = Server::start_default().await?;
+    server
+        .each_transport(|t| handshake_scenario(&server, t, PITAYA_HANDSHAKE))
+        .await
+}
+
+#[tokio::test]
+async fn pomelo_style_handshake() -> Result<()> {
+    let server = Server::start_default().await?;
+    server
+        .each_transport(|t| handshake_scenario(&server, t, POMELO_HANDSHAKE))
+        .await
+}
+
+/// Unknown keys are ignored ("parsed leniently").
+#[tokio::test]
+async fn handshake_with_unknown_keys_is_accepted() -> Result<()> {
+    let server = Server::start_default().await?;
+    let json = r#"{"sys":{"platform":"linux","libVersion":"9.9.9","extra":[1,2,3]},"user":{"name":"x"},"more":{"k":"v"}}"#;
+    server
+        .each_transport(|t| handshake_scenario(&server, t, json))
+        .await
+}
+
+/// Invalid JSON: the server answers `{"code":400,...}` and closes.
+async fn invalid_handshake(server: &Server, t: Transport) -> Result<()> {
+    let mut c = server.connect(t).await?;
+    c.send_handshake("{this is not json").await?;
+    let reply = c
+        .wait_handshake()
+        .await
+        .context("the server must answer an invalid handshake")?;
+    ensure!(
+        reply.code == 400,
+        "expected code 400 for an invalid handshake, got {}",
+        reply.json
+    );
+    c.wait_closed()
+        .await
+        .context("the server must close after refusing a handshake")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_handshake_json_is_refused_with_400_and_closed() -> Result<()> {
+    let server = Server::start_default().await?;
+    server
+        .each_transport(|t| invalid_handshake(&server, t))
+        .await
+}
+
+/// The client's own heartbeats are accepted at any time after the handshake.
+async fn client_heartbeats(server: &Server, t: Transport) -> Result<()> {
+    let mut c = server.connect_ready(t).await?;
+    for _ in 0..3 {
+        c.send_heartbeat().await?;
+    }
+    let id = c.next_id();
+    c.send_request(id, "echo.echo", b"{}").await?;
+    ensure_echo(&c.wait_response(id).await?, id, b"{}")?;
+    let unexpected: Vec<_> = c
+        .backlog()
+        .iter()
+        .filter(|e| !matches!(e.what, Incoming::Heartbeat))
+        .map(|e| format!("{:?}", e.what))
+        .collect();
+    ensure!(unexpected.is_empty(), "unexpected packets: {unexpected:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_heartbeats_are_accepted() -> Result<()> {
+    let server = Server::start_default().await?;
+    server
+        .each_transport(|t| client_heartbeats(&server, t))
+        .await
+}
+
+/// Any URL path upgrades to WebSocket, without a subprotocol (§1).
+#[tokio::test]
+async fn websocket_upgrades_at_any_path() -> Result<()> {
+    let server = Server::start_default().await?;
+    server
+        .transports(&[Transport::Ws], |t| async move {
+            for path in ["/", "/ws", "/some/deep/path?token=abc"] {
+                let mut c = Client::connect_at(t, server.ws, path).await?;
+                c.handshake(PITAYA_HANDSHAKE)
+                    .await
+                    .with_context(|| format!("path {path}"))?;
+                ensure_nothing_else(&mut c)
+                    .await
+                    .with_context(|| format!("path {path}"))?;
+            }
+            Ok(())
+        })
+        .await
+}
