@@ -70,22 +70,105 @@
 //!   `SessionId`.)
 //! - A handler is reached as `<component>.<fn name>`; `#[request(name = "getMembers")]` picks
 //!   another name. A handler name that does not exist answers `PIT-404`.
-//! - Optional hooks: `#[init] fn init(config: Vec<u8>) -> Result<Self, E>` builds the component
-//!   from its configuration (without it, `Default::default()` does), and `#[session_closed]`
-//!   hears of closed sessions.
+//!
+//! # Hooks
+//!
+//! Besides handlers, a `#[component]` block may mark these functions (all optional; each takes
+//! `&mut self`, `&self` or no receiver, and the arguments listed, by type, in any order):
+//!
+//! | Marker | Signature (arguments optional unless said) | Called |
+//! |---|---|---|
+//! | `#[init]` | `fn(config: Vec<u8>) -> Result<Self, E: Display>` | once, to build the state (else `Default`) |
+//! | `#[session_closed]` | `fn(session: SessionId)` | when a session that called the component closes |
+//! | `#[timer]` | `fn(timer: TimerId)`, returns `()` or `Result<(), E>` (logged) | when a [`timers`] timer fires |
+//! | `#[validate_handshake]` | `fn(session: &Session, handshake: Handshake) -> Result<(), E>` | for every new client; an error refuses it |
+//! | `#[before]` | `fn(session: &Session, handler: &str) -> Result<(), HandlerError>` | before every handler call; an error is the answer |
+//! | `#[after]` | `fn(session: &Session, handler: &str, outcome: &Outcome)` | after every handler call, refused or not |
+//! | `#[shutdown]` | `fn()`, returns `()` or `Result<(), E>` (logged) | once, when the host stops |
+//! | `#[export_state]` | `fn() -> Json<T>` (or bytes, or an `Option`) | on the old instance, at hot reload |
+//! | `#[import_state]` | `fn(state: Json<T>)` (or bytes; the state is required), returns `()` or `Result<(), E>` | on the new instance, at hot reload; an error keeps the old one |
+//!
+//! `#[before]` and `#[after]` are pitaya's handler pipelines, run inside the component: there
+//! may be several of each (they run in the order written), they see the handler's name (the
+//! part of the route after the component's name), and an `#[after]` hook may rewrite the
+//! answer through `&mut Outcome`. They do not run for a handler name that does not exist. The
+//! handshake argument of `#[validate_handshake]` may be any type that decodes from the
+//! handshake JSON, like a payload; one that does not decode refuses the client.
+//!
+//! ```
+//! use pitaya_guest::log;
+//! use pitaya_guest::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! struct Bank {
+//!     vault: u64,
+//! }
+//!
+//! #[component(name = "bank")]
+//! impl Bank {
+//!     #[request]
+//!     fn deposit(&mut self, amount: u64) -> Result<u64> {
+//!         self.vault += amount;
+//!         Ok(self.vault)
+//!     }
+//!
+//!     /// Only clients that sent a token may connect.
+//!     #[validate_handshake]
+//!     fn admit(&mut self, handshake: Handshake) -> Result<(), String> {
+//!         match handshake.user["token"].as_str() {
+//!             Some(_) => Ok(()),
+//!             None => Err("no token".into()),
+//!         }
+//!     }
+//!
+//!     /// Only bound sessions may call handlers.
+//!     #[before]
+//!     fn logged_in(&mut self, session: &Session, handler: &str) -> Result<(), HandlerError> {
+//!         match session.uid() {
+//!             Some(_) => Ok(()),
+//!             None => Err(HandlerError::new("BANK-AUTH", format!("log in before bank.{handler}"))),
+//!         }
+//!     }
+//!
+//!     #[after]
+//!     fn audit(&mut self, handler: &str, outcome: &Outcome) {
+//!         log::debug!("bank.{handler}: {}", if outcome.is_ok() { "ok" } else { "failed" });
+//!     }
+//!
+//!     /// Hot reload keeps the vault.
+//!     #[export_state]
+//!     fn save(&self) -> Json<&Bank> {
+//!         Json(self)
+//!     }
+//!
+//!     #[import_state]
+//!     fn load(&mut self, Json(old): Json<Bank>) {
+//!         *self = old;
+//!     }
+//! }
+//! ```
 //!
 //! # State
 //!
 //! The component value is the state. The host makes one instance, and calls it one call at a
-//! time, so handlers use `&mut self` freely and never see a data race. A trap (a panic) ends
-//! that instance and the host starts a fresh one with `init`; state that must survive that
-//! belongs in session data (see [`Session::set`]).
+//! time (timers included), so handlers use `&mut self` freely and never see a data race. A trap
+//! (a panic) ends that instance and the host starts a fresh one with `init`; state that must
+//! survive that belongs in session data (see [`Session::set`]) or in host groups. On hot reload
+//! the state is handed over with `#[export_state]` and `#[import_state]`.
 //!
-//! # Sessions, logs and tests
+//! # The host's services
 //!
-//! [`Session`] acts on a client session: uid binding, session data (JSON), pushes, kicks.
-//! [`log`] writes to the host's log. [`testing::TestHost`] runs a component natively, against a
-//! host in memory, so `cargo test` can check handlers without building WebAssembly.
+//! - [`Session`] acts on a client session: uid binding, session data (JSON), pushes, kicks
+//!   (with a reason, or a plain close), its address and its [`Handshake`].
+//! - [`Group`] is a room kept by the host: add and remove sessions, list them, broadcast to
+//!   them (encoded once). Closed sessions leave by themselves.
+//! - [`users`] reaches players by uid: their session, pushes, kicks.
+//! - [`timers`] starts one-shot and fixed-rate timers, heard by the `#[timer]` hook.
+//! - [`log`] writes to the host's log.
+//!
+//! [`testing::TestHost`] runs a component natively, against a host in memory with a fake clock,
+//! so `cargo test` can check handlers, hooks, groups and timers without building WebAssembly.
 //!
 //! # How it fits together
 //!
@@ -99,18 +182,29 @@
 
 mod component;
 mod error;
+pub mod groups;
+mod handshake;
+mod hooks;
 pub mod log;
 mod payload;
 mod runtime;
 mod session;
+mod state;
 mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+pub mod timers;
+pub mod users;
 
 pub use component::{Component, HandlerInfo, HandlerKind};
 pub use error::HandlerError;
+pub use groups::Group;
+pub use handshake::Handshake;
+pub use hooks::{BeforeReturn, HookReturn, Outcome, OutcomeArg};
 pub use payload::{FromPayload, InitReturn, IntoResponse, NotifyReturn, Raw, RequestReturn};
 pub use session::{BindError, Session, SessionId};
+pub use state::{FromState, IntoState, Json};
+pub use timers::TimerId;
 
 /// Turns an `impl` block of handler functions into the component's export. See the
 /// [crate docs](crate) for what handlers may look like.
@@ -154,6 +248,37 @@ pub use pitaya_guest_macros::init;
 /// Marks the hook that hears of closed sessions, inside a [`#[component]`](component) block.
 pub use pitaya_guest_macros::session_closed;
 
+/// Marks the hook that receives timer fires, inside a [`#[component]`](component) block:
+/// `fn fired(&mut self, timer: TimerId)`. See [`timers`].
+pub use pitaya_guest_macros::timer;
+
+/// Marks the hook that accepts or refuses new clients by their handshake, inside a
+/// [`#[component]`](component) block:
+/// `fn check(&mut self, session: &Session, handshake: Handshake) -> Result<(), String>`.
+pub use pitaya_guest_macros::validate_handshake;
+
+/// Marks the hook called once when the host shuts down, inside a [`#[component]`](component)
+/// block: `fn stop(&mut self)`.
+pub use pitaya_guest_macros::shutdown;
+
+/// Marks the hook that hands the state to a new build on hot reload, inside a
+/// [`#[component]`](component) block: `fn save(&mut self) -> Json<State>` (or bytes, or an
+/// `Option` of either).
+pub use pitaya_guest_macros::export_state;
+
+/// Marks the hook that takes the state over from the old build on hot reload, inside a
+/// [`#[component]`](component) block: `fn load(&mut self, state: Json<State>) -> Result<(), String>`.
+pub use pitaya_guest_macros::import_state;
+
+/// Marks a hook run before every handler call, inside a [`#[component]`](component) block:
+/// `fn check(&mut self, session: &Session, handler: &str) -> Result<(), HandlerError>`. An
+/// error is the call's answer and the handler does not run.
+pub use pitaya_guest_macros::before;
+
+/// Marks a hook run after every handler call, inside a [`#[component]`](component) block:
+/// `fn log(&mut self, session: &Session, handler: &str, outcome: &Outcome)`.
+pub use pitaya_guest_macros::after;
+
 /// `Result` with [`HandlerError`] as the default error type.
 ///
 /// ```
@@ -164,10 +289,26 @@ pub use pitaya_guest_macros::session_closed;
 pub type Result<T, E = HandlerError> = std::result::Result<T, E>;
 
 /// What most components need: `use pitaya_guest::prelude::*;`.
+///
+/// It holds the types handlers use (sessions, groups, errors, payloads), `#[component]` and its
+/// markers. The [`log`], [`timers`] and [`users`] functions are used through their modules:
+/// `log::info!(...)`, `timers::every(...)`, `users::push(...)`.
+///
+/// ```
+/// use pitaya_guest::log;
+/// use pitaya_guest::prelude::*;
+///
+/// fn greet(session: &Session) -> Result<()> {
+///     log::info!("greeting session {}", session.id());
+///     Group::new("lobby").broadcast("onGreeting", &session.id());
+///     Ok(())
+/// }
+/// ```
 pub mod prelude {
     pub use crate::{
-        Component, HandlerError, Raw, Result, Session, SessionId, component, init, notify, request,
-        session_closed,
+        Component, Group, HandlerError, Handshake, Json, Outcome, Raw, Result, Session, SessionId,
+        TimerId, after, before, component, export_state, import_state, init, notify, request,
+        session_closed, shutdown, timer, validate_handshake,
     };
 }
 
@@ -208,6 +349,11 @@ macro_rules! export {
             let _ = <$component as $crate::Component>::init;
             let _ = <$component as $crate::Component>::handle;
             let _ = <$component as $crate::Component>::session_closed;
+            let _ = <$component as $crate::Component>::validate_handshake;
+            let _ = <$component as $crate::Component>::on_timer;
+            let _ = <$component as $crate::Component>::shutdown;
+            let _ = <$component as $crate::Component>::export_state;
+            let _ = <$component as $crate::Component>::import_state;
         };
     };
 }
@@ -244,5 +390,22 @@ pub mod __private {
         fn default_component() -> Self {
             T::default()
         }
+    }
+
+    /// Decodes a handshake for a `#[validate_handshake]` hook; the error refuses the client.
+    pub fn decode_handshake<T: crate::FromPayload>(handshake: String) -> Result<T, String> {
+        T::from_payload(handshake.into_bytes()).map_err(|error| {
+            let reason = error.message;
+            let reason = reason.strip_prefix("invalid payload: ").unwrap_or(&reason);
+            format!("invalid handshake: {reason}")
+        })
+    }
+
+    /// Logs the error a hook returned (for hooks whose errors go nowhere else).
+    pub fn log_hook_error(hook: &str, function: &str, error: &str) {
+        crate::log::log(
+            crate::log::Level::Error,
+            &format!("the {hook} hook `{function}` failed: {error}"),
+        );
     }
 }

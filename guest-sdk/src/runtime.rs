@@ -6,7 +6,8 @@
 use std::any::Any;
 use std::cell::RefCell;
 
-use crate::{Component, HandlerError, HandlerInfo, SessionId};
+use crate::log::Level;
+use crate::{Component, HandlerError, HandlerInfo, SessionId, TimerId};
 
 thread_local! {
     // The component's state. WebAssembly here is single-threaded and the host never re-enters
@@ -16,9 +17,9 @@ thread_local! {
     static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
 }
 
-/// The component's name and handlers.
-pub(crate) fn info<C: Component>() -> (&'static str, &'static [HandlerInfo]) {
-    (C::NAME, C::HANDLERS)
+/// The component's name and handlers, and whether it validates handshakes.
+pub(crate) fn info<C: Component>() -> (&'static str, &'static [HandlerInfo], bool) {
+    (C::NAME, C::HANDLERS, C::VALIDATES_HANDSHAKE)
 }
 
 /// Builds the component from its configuration and makes it the instance, replacing any
@@ -47,13 +48,62 @@ pub(crate) fn handle<C: Component>(
 
 /// Tells the component a session closed. Nothing to tell when it was never initialised.
 pub(crate) fn session_closed<C: Component>(session: SessionId) {
-    let initialised = INSTANCE.with(|slot| slot.try_borrow().is_ok_and(|slot| slot.is_some()));
-    if initialised && let Err(error) = with_instance::<C, _>(|c| c.session_closed(session)) {
-        crate::log::log(
-            crate::log::Level::Error,
-            &format!("session-closed for session {session} failed: {error}"),
-        );
+    if initialised()
+        && let Err(error) = with_instance::<C, _>(|c| c.session_closed(session))
+    {
+        log_failure(&format!("session-closed for session {session}"), &error);
     }
+}
+
+/// Asks the component whether to let a new client in.
+pub(crate) fn validate_handshake<C: Component>(
+    session: SessionId,
+    handshake: String,
+) -> Result<(), String> {
+    with_instance::<C, _>(|c| c.validate_handshake(session, handshake))
+        .map_err(|error| error.message)?
+}
+
+/// Hands a timer's fire to the component.
+pub(crate) fn on_timer<C: Component>(timer: TimerId) {
+    if let Err(error) = with_instance::<C, _>(|c| c.on_timer(timer)) {
+        log_failure(&format!("timer {timer}"), &error);
+    }
+}
+
+/// Tells the component the host is shutting down. Nothing to tell when it was never
+/// initialised.
+pub(crate) fn shutdown<C: Component>() {
+    if initialised()
+        && let Err(error) = with_instance::<C, _>(|c| c.shutdown())
+    {
+        log_failure("shutdown", &error);
+    }
+}
+
+/// The state the component hands to its successor. Nothing when it was never initialised.
+pub(crate) fn export_state<C: Component>() -> Option<Vec<u8>> {
+    if !initialised() {
+        return None;
+    }
+    with_instance::<C, _>(|c| c.export_state()).unwrap_or_else(|error| {
+        log_failure("export-state", &error);
+        None
+    })
+}
+
+/// Gives the (new) instance the state its predecessor exported.
+pub(crate) fn import_state<C: Component>(state: Vec<u8>) -> Result<(), String> {
+    with_instance::<C, _>(|c| c.import_state(state)).map_err(|error| error.message)?
+}
+
+/// Whether there is an instance (of any type).
+fn initialised() -> bool {
+    INSTANCE.with(|slot| slot.try_borrow().is_ok_and(|slot| slot.is_some()))
+}
+
+fn log_failure(what: &str, error: &HandlerError) {
+    crate::log::log(Level::Error, &format!("{what} failed: {error}"));
 }
 
 /// Runs `f` on the instance, building it first if needed.
@@ -92,6 +142,28 @@ pub(crate) fn reset() {
     });
 }
 
+/// Hot reload, as the host does it: the old instance exports its state, a new one is built
+/// with `config` and imports it. When `init` or the import fails, the old instance stays.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn reload<C: Component>(config: Vec<u8>) -> Result<(), String> {
+    let state = export_state::<C>();
+    let fresh = C::init(config)?;
+    let swap = |instance: Option<Box<dyn Any>>| {
+        INSTANCE.with(|slot| match slot.try_borrow_mut() {
+            Ok(mut slot) => Ok(std::mem::replace(&mut *slot, instance)),
+            Err(_) => Err("reload was called while the component was busy".to_string()),
+        })
+    };
+    let old = swap(Some(Box::new(fresh)))?;
+    if let Some(state) = state
+        && let Err(error) = import_state::<C>(state)
+    {
+        swap(old)?;
+        return Err(error);
+    }
+    Ok(())
+}
+
 /// Sends panic messages to the host's log: a guest's stderr usually goes nowhere, and the
 /// instance traps right after, so this is the one chance to say what went wrong and where.
 fn install_panic_logger() {
@@ -100,7 +172,7 @@ fn install_panic_logger() {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
             std::panic::set_hook(Box::new(|info| {
-                crate::log::log(crate::log::Level::Error, &format!("component {info}"));
+                crate::log::log(Level::Error, &format!("component {info}"));
             }));
         });
     }
@@ -122,8 +194,9 @@ pub mod glue {
 
     impl<C: Component> Guest for Export<C> {
         fn info() -> types::ComponentInfo {
-            let (name, handlers) = info::<C>();
+            let (name, handlers, validates_handshake) = info::<C>();
             types::ComponentInfo {
+                validates_handshake,
                 name: name.to_string(),
                 handlers: handlers
                     .iter()
@@ -158,6 +231,26 @@ pub mod glue {
 
         fn session_closed(session: u64) {
             session_closed::<C>(SessionId(session))
+        }
+
+        fn on_timer(timer: u64) {
+            on_timer::<C>(TimerId(timer))
+        }
+
+        fn validate_handshake(session: u64, handshake: String) -> Result<(), String> {
+            validate_handshake::<C>(SessionId(session), handshake)
+        }
+
+        fn shutdown() {
+            shutdown::<C>()
+        }
+
+        fn export_state() -> Option<Vec<u8>> {
+            export_state::<C>()
+        }
+
+        fn import_state(state: Vec<u8>) -> Result<(), String> {
+            import_state::<C>(state)
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Sessions: `SessionId`, the value that names a client connection, and `Session`, the handle that acts on one.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::log::Level;
-use crate::{HandlerError, sys};
+use crate::{HandlerError, Handshake, sys};
 
 /// The number the host gives a connected client. Ids are never reused while the host runs, so
 /// a component can keep them in its state (a room's members) and compare, hash or sort them.
@@ -61,6 +62,20 @@ impl From<SessionId> for u64 {
     }
 }
 
+/// Lets functions that take `impl Into<SessionId>` (such as [`Group::add`](crate::Group::add))
+/// take the handle a handler receives.
+impl From<&Session> for SessionId {
+    fn from(session: &Session) -> Self {
+        session.id
+    }
+}
+
+impl From<Session> for SessionId {
+    fn from(session: Session) -> Self {
+        session.id
+    }
+}
+
 /// A client session, as a handle to act on it through the host.
 ///
 /// A handler gets the calling session by taking a `&Session` (or `SessionId`) argument; any
@@ -97,7 +112,15 @@ pub struct Session {
 }
 
 /// Why [`Session::bind`] failed.
+///
+/// ```
+/// use pitaya_guest::BindError;
+///
+/// let error = BindError::AlreadyBound("ana".into());
+/// assert_eq!(error.to_string(), "the session is already bound to uid \"ana\"");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BindError {
     /// The session has closed.
     SessionClosed,
@@ -105,6 +128,9 @@ pub enum BindError {
     AlreadyBound(String),
     /// The uid is empty.
     InvalidUid,
+    /// Another session holds the uid, and the host is configured to refuse duplicate logins.
+    /// (By default the host kicks the older session instead, and binding succeeds.)
+    UidTaken,
 }
 
 impl fmt::Display for BindError {
@@ -115,6 +141,7 @@ impl fmt::Display for BindError {
                 write!(f, "the session is already bound to uid {uid:?}")
             }
             BindError::InvalidUid => write!(f, "the uid is empty"),
+            BindError::UidTaken => write!(f, "another session holds the uid"),
         }
     }
 }
@@ -147,6 +174,12 @@ impl Session {
     }
 
     /// The session's id.
+    ///
+    /// ```
+    /// use pitaya_guest::{Session, SessionId};
+    ///
+    /// assert_eq!(SessionId(3).session().id(), SessionId(3));
+    /// ```
     pub fn id(&self) -> SessionId {
         self.id
     }
@@ -163,7 +196,9 @@ impl Session {
     }
 
     /// Binds a uid to the session (pitaya's user id: pushes and kicks by uid, one session per
-    /// uid). Binding the uid it already has succeeds.
+    /// uid). Binding the uid it already has succeeds. When another session holds the uid, the
+    /// host kicks that older session by default (or, configured to, refuses with
+    /// [`BindError::UidTaken`]).
     ///
     /// ```
     /// fn login(session: &pitaya_guest::Session, user: &str) -> Result<(), pitaya_guest::HandlerError> {
@@ -202,6 +237,12 @@ impl Session {
     }
 
     /// Reads a session data value as the text it is stored as.
+    ///
+    /// ```
+    /// fn is_logged_in(session: &pitaya_guest::Session) -> bool {
+    ///     session.get_raw("token").is_some()
+    /// }
+    /// ```
     pub fn get_raw(&self, key: &str) -> Option<String> {
         sys::get(self.id.0, key)
     }
@@ -224,11 +265,23 @@ impl Session {
     }
 
     /// Stores text in the session's data as it is.
+    ///
+    /// ```
+    /// fn remember_team(session: &pitaya_guest::Session) {
+    ///     session.set_raw("team", "\"red\"");
+    /// }
+    /// ```
     pub fn set_raw(&self, key: &str, value: &str) {
         sys::set(self.id.0, key, value)
     }
 
     /// Removes a session data value.
+    ///
+    /// ```
+    /// fn logout(session: &pitaya_guest::Session) {
+    ///     session.remove("token");
+    /// }
+    /// ```
     pub fn remove(&self, key: &str) {
         sys::remove(self.id.0, key)
     }
@@ -278,13 +331,104 @@ impl Session {
 
     /// Kicks the session: its client gets a Kick packet and is disconnected. The component's
     /// `#[session_closed]` hook runs later, after the current call.
+    ///
+    /// ```
+    /// fn on_cheat(session: &pitaya_guest::Session) {
+    ///     session.kick();
+    /// }
+    /// ```
     pub fn kick(&self) {
-        sys::kick(self.id.0)
+        sys::kick(self.id.0, None)
+    }
+
+    /// Kicks the session and says why. The host sends the reason to the client (as
+    /// `{"reason": ...}` in the Kick packet) only when it is configured to: pomelo clients read
+    /// it, pitaya clients expect an empty kick.
+    ///
+    /// ```
+    /// fn on_idle(session: &pitaya_guest::Session) {
+    ///     session.kick_with_reason("idle for too long");
+    /// }
+    /// ```
+    pub fn kick_with_reason(&self, reason: &str) {
+        sys::kick(self.id.0, Some(reason))
+    }
+
+    /// Closes the connection without a Kick packet, as if the client had gone away. The
+    /// component's `#[session_closed]` hook runs later, after the current call.
+    ///
+    /// ```
+    /// fn drop_silently(session: &pitaya_guest::Session) {
+    ///     session.close();
+    /// }
+    /// ```
+    pub fn close(&self) {
+        sys::close(self.id.0)
     }
 
     /// Whether the session is still connected.
+    ///
+    /// ```
+    /// fn still_there(session: &pitaya_guest::Session) -> bool {
+    ///     session.is_connected()
+    /// }
+    /// ```
     pub fn is_connected(&self) -> bool {
         sys::is_connected(self.id.0)
+    }
+
+    /// The client's address (`IP:PORT`), or `None` once the session has closed. An address the
+    /// host gives in another form is logged as a warning and reads as `None`.
+    ///
+    /// ```
+    /// fn where_from(session: &pitaya_guest::Session) -> String {
+    ///     match session.remote_address() {
+    ///         Some(address) => address.ip().to_string(),
+    ///         None => "gone".to_string(),
+    ///     }
+    /// }
+    /// ```
+    pub fn remote_address(&self) -> Option<SocketAddr> {
+        let text = sys::remote_address(self.id.0)?;
+        match text.parse() {
+            Ok(address) => Some(address),
+            Err(error) => {
+                crate::log::log(
+                    Level::Warn,
+                    &format!(
+                        "session {} has the remote address {text:?}, which is not IP:PORT: {error}",
+                        self.id
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// What the client sent in its handshake: the `sys` part (client type and version) and the
+    /// `user` part (anything the game's client put there). `None` once the session has closed.
+    ///
+    /// ```
+    /// fn client_version(session: &pitaya_guest::Session) -> Option<String> {
+    ///     let handshake = session.handshake()?;
+    ///     handshake.sys["clientVersion"].as_str().map(str::to_string)
+    /// }
+    /// ```
+    pub fn handshake(&self) -> Option<Handshake> {
+        let text = sys::handshake(self.id.0)?;
+        match serde_json::from_str(&text) {
+            Ok(handshake) => Some(handshake),
+            Err(error) => {
+                crate::log::log(
+                    Level::Warn,
+                    &format!(
+                        "session {} has a handshake that is not a JSON object: {error}",
+                        self.id
+                    ),
+                );
+                None
+            }
+        }
     }
 }
 
@@ -298,6 +442,13 @@ mod tests {
         let text = serde_json::to_string(&ids).unwrap();
         assert_eq!(text, "[1,18446744073709551615]");
         assert_eq!(serde_json::from_str::<Vec<SessionId>>(&text).unwrap(), ids);
+    }
+
+    #[test]
+    fn a_session_handle_converts_to_its_id() {
+        let session = Session::from_id(SessionId(9));
+        assert_eq!(SessionId::from(&session), SessionId(9));
+        assert_eq!(SessionId::from(session), SessionId(9));
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! - [`pitaya_protocol`] (its own crate): the sans-IO codec and connection state machine.
 //! - [`transport`]: TCP and WebSocket byte pipes; nothing about wasm or sessions.
 //! - [`session`]: connected clients, their uid, data and bounded send queues.
+//! - [`group`]: groups (rooms) of sessions.
 //! - [`runtime`]: wasmtime; one actor thread per component instance; host functions.
 //! - [`router`]: client routes to component handlers, and the route dictionary.
 //! - [`server`]: listeners and the per-connection driver that joins the pieces.
 //!
 //! ARCHITECTURE.md at the repository root gives the invariants.
 
+pub mod group;
 pub mod router;
 pub mod runtime;
 pub mod server;
@@ -18,4 +20,5 @@ pub mod session;
 pub mod transport;
 
 pub use pitaya_protocol as protocol;
-pub use server::{ComponentSpec, Server, ServerConfig, ServerError};
+pub use runtime::{ComponentOptions, Grants, Limits};
+pub use server::{Reloader, Server, ServerConfig, ServerError};

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use pitaya_host::runtime::Limits;
-use pitaya_host::{ComponentSpec, Server, ServerConfig};
+use std::collections::HashMap;
+
+use pitaya_host::{ComponentOptions, Grants, Limits, Reloader, Server, ServerConfig};
 use pitaya_protocol::{ConnectionConfig, EncodeOptions};
 
 /// A pitaya-protocol game server that runs game logic as sandboxed WebAssembly components.
@@ -22,6 +23,11 @@ struct Cli {
 enum Command {
     /// Load components and serve clients over TCP and WebSocket.
     Serve(ServeArgs),
+    /// Create a new component crate in ./NAME that builds and serves with no edits.
+    New {
+        /// The component's name (its routes are NAME.handler); letters, digits, '_' and '-'.
+        name: String,
+    },
 }
 
 #[derive(Args)]
@@ -85,6 +91,62 @@ struct ServeArgs {
     #[arg(long)]
     push_route_codes: bool,
 
+    /// Bytes queued for one client before it counts as not reading and is disconnected.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    send_queue_bytes: usize,
+
+    /// Largest response or push payload a component may produce, in bytes; a larger response
+    /// is answered with PIT-500, a larger push is dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    max_response: usize,
+
+    /// Send kick reasons as a `{"reason":...}` body (pomelo clients read it). Off by default:
+    /// pitaya clients expect an empty kick.
+    #[arg(long)]
+    kick_reasons: bool,
+
+    /// What binding a uid that another session holds does: `kick` the older session (a
+    /// duplicate login) or `refuse` the new binding.
+    #[arg(long, value_name = "POLICY", default_value = "kick", value_parser = ["kick", "refuse"])]
+    duplicate_login: String,
+
+    /// Requests and notifies one session may send per second (burst of the same size); a
+    /// request over it is answered with PIT-429, a notify is dropped.
+    #[arg(long, value_name = "N")]
+    rate_limit: Option<u32>,
+
+    /// Most simultaneous connections; more are closed as soon as they are accepted.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+
+    /// Reload a component when its .wasm file changes (SIGHUP reloads every component).
+    #[arg(long)]
+    watch: bool,
+
+    /// Seconds a graceful shutdown (SIGTERM, SIGINT) may take.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    shutdown_timeout: u64,
+
+    /// Fuel one call may burn (about one unit per wasm instruction), for deterministic budgets
+    /// on top of --call-timeout-ms.
+    #[arg(long, value_name = "UNITS")]
+    fuel: Option<u64>,
+
+    /// Serve this folder over plain HTTP on the WebSocket port (pages of browser games).
+    #[arg(long, value_name = "DIR")]
+    web: Option<PathBuf>,
+
+    /// Give a component capabilities: NAME=CAP[,CAP...] with CAP one of `clock` (the real
+    /// clocks; otherwise time stands at the epoch), `stdio` (prints reach the host's stdout and
+    /// stderr), `env:KEY=VALUE` (an environment variable). Repeatable. Files and network are
+    /// never granted.
+    #[arg(long, value_name = "NAME=CAPS")]
+    grant: Vec<String>,
+
+    /// Configuration bytes for a component's init: NAME=VALUE. Repeatable.
+    #[arg(long = "init", value_name = "NAME=VALUE")]
+    init: Vec<String>,
+
     /// Component files (.wasm) to serve.
     #[arg(value_name = "COMPONENT.wasm", required = true)]
     components: Vec<PathBuf>,
@@ -102,6 +164,7 @@ fn main() {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::New { name } => new_component(&name),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -123,8 +186,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(addr) = server.ws_addr() {
             println!("ws://{addr}");
         }
+        reload_on_hangup(server.reloader());
         server.run(shutdown_signal()).await;
-        tracing::info!("shutting down");
+        tracing::info!("shut down");
         anyhow::Ok(())
     })?;
     // Component threads may be mid-call; the process exit ends them.
@@ -149,6 +213,15 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     if args.max_packet == 0 {
         bail!("--max-packet must be at least 1");
     }
+    let defaults = ComponentOptions {
+        config: Vec::new(),
+        limits: Limits {
+            call_timeout: Duration::from_millis(args.call_timeout_ms.max(1)),
+            max_memory: args.max_memory_mib << 20,
+            fuel: args.fuel,
+        },
+        grants: Grants::default(),
+    };
     Ok(ServerConfig {
         tcp,
         ws,
@@ -166,19 +239,135 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
             push_route_codes: args.push_route_codes,
         },
         send_queue: args.send_queue,
-        limits: Limits {
-            call_timeout: Duration::from_millis(args.call_timeout_ms),
-            max_memory: args.max_memory_mib << 20,
-        },
-        components: args
-            .components
-            .into_iter()
-            .map(|path| ComponentSpec {
-                path,
-                config: Vec::new(),
-            })
-            .collect(),
+        send_queue_bytes: args.send_queue_bytes,
+        max_response: args.max_response,
+        kick_reasons: args.kick_reasons,
+        refuse_duplicate_login: args.duplicate_login == "refuse",
+        rate_limit: args.rate_limit.filter(|rate| *rate > 0),
+        max_connections: args.max_connections,
+        watch: args.watch,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        web: args.web,
+        default_options: defaults.clone(),
+        component_options: per_component_options(&defaults, &args.grant, &args.init)?,
+        components: args.components,
     })
+}
+
+/// Splits `NAME=REST` (the component name, then its value).
+fn named<'a>(flag: &str, value: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
+    match value.split_once('=') {
+        Some((name, rest)) if !name.is_empty() => Ok((name, rest)),
+        _ => bail!("{flag} takes NAME=VALUE, got {value:?}"),
+    }
+}
+
+fn per_component_options(
+    defaults: &ComponentOptions,
+    grants: &[String],
+    inits: &[String],
+) -> anyhow::Result<HashMap<String, ComponentOptions>> {
+    let mut options: HashMap<String, ComponentOptions> = HashMap::new();
+    for grant in grants {
+        let (name, caps) = named("--grant", grant)?;
+        let entry = options
+            .entry(name.to_owned())
+            .or_insert_with(|| defaults.clone());
+        for cap in caps.split(',') {
+            match cap {
+                "clock" => entry.grants.clock = true,
+                "stdio" => entry.grants.stdio = true,
+                _ => match cap.strip_prefix("env:").and_then(|kv| kv.split_once('=')) {
+                    Some((key, value)) if !key.is_empty() => {
+                        entry.grants.env.push((key.to_owned(), value.to_owned()))
+                    }
+                    _ => bail!(
+                        "--grant {grant}: unknown capability {cap:?} (clock, stdio or env:KEY=VALUE)"
+                    ),
+                },
+            }
+        }
+    }
+    for init in inits {
+        let (name, value) = named("--init", init)?;
+        let entry = options
+            .entry(name.to_owned())
+            .or_insert_with(|| defaults.clone());
+        entry.config = value.as_bytes().to_vec();
+    }
+    Ok(options)
+}
+
+/// Reloads every component on SIGHUP.
+fn reload_on_hangup(reloader: Reloader) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload by file change only (--watch)");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading every component");
+            reloader.reload_all().await;
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = reloader;
+}
+
+/// The files of a new component crate, from guest-sdk/template.
+const TEMPLATE: &[(&str, &str)] = &[
+    (
+        "Cargo.toml",
+        include_str!("../../guest-sdk/template/Cargo.toml.tmpl"),
+    ),
+    (
+        "src/lib.rs",
+        include_str!("../../guest-sdk/template/src/lib.rs.tmpl"),
+    ),
+    (
+        "README.md",
+        include_str!("../../guest-sdk/template/README.md.tmpl"),
+    ),
+];
+
+fn new_component(name: &str) -> anyhow::Result<()> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_alphabetic());
+    if !valid {
+        bail!(
+            "invalid component name {name:?}: start with a letter; use letters, digits, '_' and '-'"
+        );
+    }
+    let dir = PathBuf::from(name);
+    if dir.exists() {
+        bail!("{} already exists", dir.display());
+    }
+    // The SDK is found where this binary was built from; a published SDK would be a version.
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
+    let sdk = sdk.canonicalize().unwrap_or(sdk);
+    for (file, template) in TEMPLATE {
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let text = template
+            .replace("{{name}}", name)
+            .replace("{{sdk_path}}", &sdk.display().to_string());
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("created component {name} in ./{name}");
+    println!("build it:  cd {name} && cargo build --release --target wasm32-wasip2");
+    println!(
+        "serve it:  pitaya-host serve target/wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {

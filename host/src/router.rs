@@ -54,11 +54,14 @@ impl Router {
     pub fn new(server_type: &str, loaded: Vec<ComponentHandle>) -> Result<Self, RouterError> {
         let mut components: HashMap<String, Arc<ComponentHandle>> = HashMap::new();
         for component in loaded {
-            if let Some(first) = components.get(&component.name) {
+            if let Some(first) = components.get(component.name()) {
                 let route = format!(
                     "{}.{}",
-                    component.name,
-                    component.handlers.first().map_or("*", |h| h.name.as_str())
+                    component.name(),
+                    component
+                        .handlers()
+                        .first()
+                        .map_or("*", |h| h.name.as_str())
                 );
                 return Err(RouterError::DuplicateRoute {
                     route,
@@ -66,14 +69,15 @@ impl Router {
                     second: component.path.display().to_string(),
                 });
             }
-            components.insert(component.name.clone(), Arc::new(component));
+            components.insert(component.name().to_owned(), Arc::new(component));
         }
         // Both route forms go in the dictionary: clients compress whichever they send.
         let routes = components.values().flat_map(|component| {
-            component.handlers.iter().flat_map(move |handler| {
+            let name = component.name();
+            component.handlers().into_iter().flat_map(move |handler| {
                 [
-                    format!("{}.{}", component.name, handler.name),
-                    format!("{server_type}.{}.{}", component.name, handler.name),
+                    format!("{name}.{}", handler.name),
+                    format!("{server_type}.{name}.{}", handler.name),
                 ]
             })
         });
@@ -122,11 +126,11 @@ impl Router {
         let Some(found) = self.components.get(component) else {
             return Resolved::NotFound;
         };
-        match found.handlers.iter().find(|h| h.name == handler) {
-            Some(spec) => Resolved::Handler {
+        match found.handler_kind(handler) {
+            Some(kind) => Resolved::Handler {
                 component: found,
-                handler: &spec.name,
-                kind: spec.kind,
+                handler,
+                kind,
             },
             None => Resolved::NotFound,
         }

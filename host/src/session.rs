@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -23,6 +23,52 @@ pub enum Outbound {
     Packet(Bytes),
     /// Write this (kick) packet, then close the connection.
     Last(Bytes),
+}
+
+impl Outbound {
+    /// The packet's length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Outbound::Packet(packet) | Outbound::Last(packet) => packet.len(),
+        }
+    }
+
+    /// Whether the packet is empty (never, for a valid packet).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The sending side of a connection: a channel to its writer task, bounded in packets and
+/// in bytes.
+#[derive(Debug, Clone)]
+pub struct SendQueue {
+    /// The channel to the writer task.
+    pub sender: mpsc::Sender<Outbound>,
+    /// Bytes waiting in the channel (the writer subtracts what it wrote).
+    pub queued: Arc<AtomicUsize>,
+    /// Most bytes that may wait.
+    pub max_queued: usize,
+}
+
+impl SendQueue {
+    /// Queues a packet unless that would pass either bound.
+    pub fn try_push(&self, item: Outbound) -> Result<(), SendError> {
+        let len = item.len();
+        let queued = self.queued.fetch_add(len, Ordering::AcqRel) + len;
+        let result = if queued > self.max_queued {
+            Err(SendError::QueueFull)
+        } else {
+            self.sender.try_send(item).map_err(|error| match error {
+                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+                mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
+            })
+        };
+        if result.is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+        }
+        result
+    }
 }
 
 /// Why a packet could not be queued for a session.
@@ -48,6 +94,9 @@ pub enum BindError {
     /// The uid is empty.
     #[error("invalid uid")]
     InvalidUid,
+    /// Another session holds the uid and duplicate logins are refused.
+    #[error("uid bound to another session")]
+    UidTaken,
 }
 
 /// One connected client.
@@ -59,12 +108,15 @@ pub struct Session {
     uid: Mutex<Option<String>>,
     /// Values are JSON text by SDK convention; the host does not look inside.
     data: Mutex<HashMap<String, String>>,
-    outbound: mpsc::Sender<Outbound>,
+    /// Bounded in bytes too: that is the real bound on what a slow reader costs.
+    outbound: SendQueue,
     closing: AtomicBool,
     /// Wakes the connection task when something outside it (a kick, a full queue) closes the session.
     close_signal: Notify,
     /// Indices of the components this session has called, so each hears of its close.
     components_seen: Mutex<Vec<usize>>,
+    /// The groups the session was added to, so it leaves them when it closes.
+    groups: Mutex<Vec<String>>,
 }
 
 impl Session {
@@ -125,15 +177,28 @@ impl Session {
         if self.is_closing() {
             return Err(SendError::Closed);
         }
-        match self.outbound.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(session = self.id, "send queue full, disconnecting");
-                self.close();
-                Err(SendError::QueueFull)
-            }
+        let result = self.outbound.try_push(item);
+        if result == Err(SendError::QueueFull) {
+            tracing::warn!(
+                session = self.id,
+                "send queue full, disconnecting a client that does not read"
+            );
+            self.close();
         }
+        result
+    }
+
+    /// Records that the session joined `group`.
+    pub fn note_group(&self, group: &str) {
+        let mut groups = lock(&self.groups);
+        if !groups.iter().any(|g| g == group) {
+            groups.push(group.to_owned());
+        }
+    }
+
+    /// The groups the session joined.
+    pub fn groups(&self) -> Vec<String> {
+        lock(&self.groups).clone()
     }
 
     /// Marks the session closing and wakes its connection task.
@@ -183,7 +248,7 @@ impl Registry {
         &self,
         remote: SocketAddr,
         handshake: ClientHandshake,
-        outbound: mpsc::Sender<Outbound>,
+        queue: SendQueue,
     ) -> Arc<Session> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let session = Arc::new(Session {
@@ -192,10 +257,11 @@ impl Registry {
             handshake,
             uid: Mutex::new(None),
             data: Mutex::new(HashMap::new()),
-            outbound,
+            outbound: queue,
             closing: AtomicBool::new(false),
             close_signal: Notify::new(),
             components_seen: Mutex::new(Vec::new()),
+            groups: Mutex::new(Vec::new()),
         });
         write(&self.inner).sessions.insert(id, session.clone());
         session
@@ -216,6 +282,11 @@ impl Registry {
             .cloned()
     }
 
+    /// Every connected session.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        read(&self.inner).sessions.values().cloned().collect()
+    }
+
     /// Number of connected sessions.
     pub fn len(&self) -> usize {
         read(&self.inner).sessions.len()
@@ -227,8 +298,14 @@ impl Registry {
     }
 
     /// Binds `uid` to session `id`. A uid already bound to another session is taken over:
-    /// the older session is returned so the caller can kick it (a duplicate login).
-    pub fn bind(&self, id: SessionId, uid: &str) -> Result<Option<Arc<Session>>, BindError> {
+    /// the older session is returned so the caller can kick it (a duplicate login), unless
+    /// `refuse_taken`, which fails with [`BindError::UidTaken`] instead.
+    pub fn bind(
+        &self,
+        id: SessionId,
+        uid: &str,
+        refuse_taken: bool,
+    ) -> Result<Option<Arc<Session>>, BindError> {
         if uid.is_empty() {
             return Err(BindError::InvalidUid);
         }
@@ -243,6 +320,14 @@ impl Registry {
             Some(current) if current == uid => return Ok(None),
             Some(current) => return Err(BindError::AlreadyBound(current.to_owned())),
             None => {}
+        }
+        if refuse_taken
+            && inner
+                .uids
+                .get(uid)
+                .is_some_and(|holder| inner.sessions.contains_key(holder))
+        {
+            return Err(BindError::UidTaken);
         }
         *bound = Some(uid.to_owned());
         drop(bound);
@@ -287,6 +372,14 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
 
+    fn queue(sender: mpsc::Sender<Outbound>, max_queued: usize) -> SendQueue {
+        SendQueue {
+            sender,
+            queued: Arc::default(),
+            max_queued,
+        }
+    }
+
     fn registry_with_session(
         capacity: usize,
     ) -> (Registry, Arc<Session>, mpsc::Receiver<Outbound>) {
@@ -295,7 +388,7 @@ mod tests {
         let session = registry.create(
             "127.0.0.1:1".parse().unwrap(),
             ClientHandshake::default(),
-            tx,
+            queue(tx, usize::MAX),
         );
         (registry, session, rx)
     }
@@ -334,6 +427,23 @@ mod tests {
             registry.bind(session.id(), "").map(|_| ()),
             Err(BindError::InvalidUid)
         );
+    }
+
+    #[test]
+    fn a_queue_over_its_byte_bound_closes_the_session() {
+        let registry = Registry::default();
+        let (tx, _rx) = mpsc::channel(100);
+        let session = registry.create(
+            "127.0.0.1:1".parse().unwrap(),
+            ClientHandshake::default(),
+            queue(tx, 10),
+        );
+        session.send(Bytes::from_static(b"123456")).unwrap();
+        assert_eq!(
+            session.send(Bytes::from_static(b"123456")),
+            Err(SendError::QueueFull)
+        );
+        assert!(session.is_closing());
     }
 
     #[test]

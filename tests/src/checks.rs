@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
+use std::time::Duration;
 
 use crate::client::Client;
 use crate::codec::{Message, MessageType, Route};
@@ -101,4 +102,54 @@ pub async fn ensure_nothing_else(c: &mut Client) -> Result<()> {
 /// Fails when the server closed the connection or broke the protocol so far.
 pub fn ensure_open(c: &mut Client) -> Result<()> {
     c.ensure_open()
+}
+
+/// Sends a Request to `route` with the JSON `body`, waits for the answer, requires a success and returns its
+/// JSON payload.
+pub async fn call(c: &mut Client, route: &str, body: &Value) -> Result<Value> {
+    let id = c.next_id();
+    c.send_request(id, route, body.to_string().as_bytes())
+        .await
+        .with_context(|| format!("sending {route} {body}"))?;
+    let m = c
+        .wait_response(id)
+        .await
+        .with_context(|| format!("waiting for the answer to {route} {body}"))?;
+    ensure_success(&m, id).with_context(|| format!("{route} {body}"))?;
+    m.json()
+        .with_context(|| format!("answer to {route} {body}"))
+}
+
+/// Like [`call`] with a timeout of its own.
+pub async fn call_within(
+    c: &mut Client,
+    route: &str,
+    body: &Value,
+    within: Duration,
+) -> Result<Value> {
+    let id = c.next_id();
+    c.send_request(id, route, body.to_string().as_bytes())
+        .await
+        .with_context(|| format!("sending {route} {body}"))?;
+    let m = c
+        .wait_response_within(id, within)
+        .await
+        .with_context(|| format!("waiting for the answer to {route} {body}"))?;
+    ensure_success(&m, id).with_context(|| format!("{route} {body}"))?;
+    m.json()
+        .with_context(|| format!("answer to {route} {body}"))
+}
+
+/// Sends a Request to `route` with the JSON `body` and requires an error response with `code`; returns the
+/// error payload.
+pub async fn call_error(c: &mut Client, route: &str, body: &Value, code: &str) -> Result<Value> {
+    let id = c.next_id();
+    c.send_request(id, route, body.to_string().as_bytes())
+        .await
+        .with_context(|| format!("sending {route} {body}"))?;
+    let m = c
+        .wait_response(id)
+        .await
+        .with_context(|| format!("waiting for the answer to {route} {body}"))?;
+    ensure_error(&m, id, code).with_context(|| format!("{route} {body}"))
 }

@@ -194,6 +194,8 @@ pub struct Client {
     pub handshake: Option<HandshakeReply>,
     /// When the connection was opened.
     pub opened_at: Instant,
+    /// Our end of the connection.
+    pub local_addr: SocketAddr,
 }
 
 impl Drop for Client {
@@ -222,6 +224,7 @@ impl Client {
             .await
             .with_context(|| format!("connecting to {addr} ({transport})"))?;
         stream.set_nodelay(true).context("setting TCP_NODELAY")?;
+        let local_addr = stream.local_addr().context("local address")?;
         let opened_at = Instant::now();
         let (tx, rx) = mpsc::unbounded_channel();
         let (writer, reader) = match transport {
@@ -249,6 +252,7 @@ impl Client {
             wait: DEFAULT_WAIT,
             handshake: None,
             opened_at,
+            local_addr,
         })
     }
 
@@ -520,6 +524,39 @@ impl Client {
             })
             .await?;
         Ok(m)
+    }
+
+    /// Like [`Client::wait_push`], within `within`, also returning when the push arrived.
+    pub async fn wait_push_within(
+        &mut self,
+        route: &str,
+        within: Duration,
+    ) -> Result<(Message, Instant)> {
+        let what = format!("a push with route {route:?}");
+        self.wait_for(&what, within, |e| match e {
+            Incoming::Data(m)
+                if m.kind == MessageType::Push && m.route == Some(Route::Plain(route.into())) =>
+            {
+                Some(m.clone())
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for a Kick packet; returns its body (empty for pitaya-style kicks).
+    pub async fn wait_kick(&mut self) -> Result<Vec<u8>> {
+        self.wait_kick_within(self.wait).await
+    }
+
+    pub async fn wait_kick_within(&mut self, within: Duration) -> Result<Vec<u8>> {
+        let (body, _) = self
+            .wait_for("a Kick packet", within, |e| match e {
+                Incoming::Kick(b) => Some(b.clone()),
+                _ => None,
+            })
+            .await?;
+        Ok(body)
     }
 
     /// Waits for the next Data message of any kind, in arrival order.

@@ -5,11 +5,13 @@
 //!   zlib payloads).
 //! - [`client`]: one async client over TCP or WebSocket, with waits for responses, pushes, heartbeats and close.
 //! - [`checks`]: assertions shared by the tests.
+//! - [`procfs`]: the server's resident memory and TCP socket states, from `/proc`.
 //! - [`server`]: starts `pitaya-host serve` on ephemeral ports and runs scenarios over each transport.
 
 pub mod checks;
 pub mod client;
 pub mod codec;
+pub mod procfs;
 pub mod server;
 
 #[cfg(test)]

@@ -5,12 +5,12 @@ use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use tokio::sync::mpsc;
+use anyhow::{Context, Result, bail, ensure};
+use tokio::sync::{mpsc, watch};
 
 use crate::client::{Client, HandshakeReply, Transport};
 use crate::codec::PITAYA_HANDSHAKE;
@@ -29,6 +29,9 @@ pub struct ServerOptions {
     pub components: Vec<String>,
     /// More command-line arguments, before the components.
     pub extra_args: Vec<String>,
+    /// Whether to listen on WebSocket too (`--ws 127.0.0.1:0`); when false only `--tcp` is passed and only the
+    /// `tcp://` line is awaited.
+    pub ws: bool,
 }
 
 impl Default for ServerOptions {
@@ -40,6 +43,7 @@ impl Default for ServerOptions {
             server_type: None,
             components: vec!["echo.wasm".into(), "chat.wasm".into()],
             extra_args: Vec::new(),
+            ws: true,
         }
     }
 }
@@ -69,6 +73,25 @@ impl ServerOptions {
         self.extra_args.push(arg.to_owned());
         self
     }
+
+    /// Two arguments, such as a flag and its value.
+    pub fn args(mut self, flag: &str, value: impl ToString) -> Self {
+        self.extra_args.push(flag.to_owned());
+        self.extra_args.push(value.to_string());
+        self
+    }
+
+    /// Serves exactly these components: file names inside the components directory, or absolute paths.
+    pub fn components<S: AsRef<str>>(mut self, names: &[S]) -> Self {
+        self.components = names.iter().map(|n| n.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Listens on TCP only.
+    pub fn tcp_only(mut self) -> Self {
+        self.ws = false;
+        self
+    }
 }
 
 /// The workspace root (this crate lives in `<workspace>/tests`).
@@ -96,9 +119,14 @@ pub fn components_dir() -> PathBuf {
 /// A running `pitaya-host`.
 pub struct Server {
     child: Mutex<Child>,
+    /// The server's process id.
+    pub pid: u32,
     pub tcp: SocketAddr,
+    /// The WebSocket listener (0.0.0.0:0 when started with [`ServerOptions::tcp_only`]).
     pub ws: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// Counts the stderr lines read so far; `true` in the second field once stderr reached EOF.
+    log_lines: watch::Receiver<(usize, bool)>,
 }
 
 impl Drop for Server {
@@ -139,8 +167,10 @@ impl Server {
         }
 
         let mut cmd = Command::new(&bin);
-        cmd.arg("serve")
-            .args(["--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0"]);
+        cmd.arg("serve").args(["--tcp", "127.0.0.1:0"]);
+        if opts.ws {
+            cmd.args(["--ws", "127.0.0.1:0"]);
+        }
         if let Some(h) = opts.heartbeat {
             cmd.args(["--heartbeat", &h.to_string()]);
         }
@@ -164,6 +194,7 @@ impl Server {
         let mut child = cmd.spawn().with_context(|| format!("spawning {shown}"))?;
 
         let log = Arc::new(Mutex::new(Vec::new()));
+        let (lines_tx, log_lines) = watch::channel((0usize, false));
         // stderr: forwarded line by line to the test's stderr (shown when a test fails) and kept.
         let stderr = child.stderr.take().context("child stderr")?;
         let log2 = Arc::clone(&log);
@@ -172,7 +203,9 @@ impl Server {
                 let Ok(line) = line else { break };
                 eprintln!("[pitaya-host] {line}");
                 log2.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                lines_tx.send_modify(|(n, _)| *n += 1);
             }
+            lines_tx.send_modify(|(_, eof)| *eof = true);
         });
         // stdout: address lines go to the channel; reading goes on so the server never blocks on a full pipe.
         let stdout = child.stdout.take().context("child stdout")?;
@@ -185,13 +218,17 @@ impl Server {
             }
         });
 
+        let pid = child.id();
         let mut server = Server {
             child: Mutex::new(child),
+            pid,
             tcp: SocketAddr::from(([0, 0, 0, 0], 0)),
             ws: SocketAddr::from(([0, 0, 0, 0], 0)),
             log,
+            log_lines,
         };
-        let (mut tcp, mut ws) = (None, None);
+        let unused = SocketAddr::from(([0, 0, 0, 0], 0));
+        let (mut tcp, mut ws) = (None, if opts.ws { None } else { Some(unused) });
         let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
         while tcp.is_none() || ws.is_none() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -258,6 +295,117 @@ impl Server {
         let c = self.connect_ready(transport).await?;
         let reply = c.handshake.clone().context("handshake reply kept")?;
         Ok((c, reply))
+    }
+
+    /// Sends the signal `sig` (such as `libc::SIGTERM`) to the server process.
+    pub fn signal(&self, sig: i32) -> Result<()> {
+        // The child is not reaped before `wait_exit` or drop, so the pid still names it.
+        let pid = i32::try_from(self.pid).context("pid out of range")?;
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(pid, sig) };
+        ensure!(
+            rc == 0,
+            "kill({pid}, {sig}) failed: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(())
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn try_exit_status(&self) -> Option<ExitStatus> {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        child.try_wait().ok().flatten()
+    }
+
+    /// Waits until the process exits (checking every 10 ms), at most `within`.
+    pub async fn wait_exit(&self, within: Duration) -> Result<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            tick.tick().await;
+            if let Some(status) = self.try_exit_status() {
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "the server did not exit within {within:?}\n{}",
+                    self.log_tail(30)
+                );
+            }
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&self) -> bool {
+        self.try_exit_status().is_none()
+    }
+
+    /// `VmRSS` of the server process, in KiB, from `/proc/<pid>/status`.
+    pub fn rss_kib(&self) -> Result<u64> {
+        crate::procfs::rss_kib(self.pid)
+    }
+
+    /// The first stderr line (so far) containing `needle`.
+    pub fn log_line_containing(&self, needle: &str) -> Option<String> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter().find(|l| l.contains(needle)).cloned()
+    }
+
+    /// Number of stderr lines read so far.
+    pub fn log_len(&self) -> usize {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Waits until a stderr line at index `from` or later contains `needle`; returns it. Fails after `within`,
+    /// or when stderr ends without such a line.
+    pub async fn wait_log_from(
+        &self,
+        from: usize,
+        needle: &str,
+        within: Duration,
+    ) -> Result<String> {
+        let mut rx = self.log_lines.clone();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let eof = rx.borrow_and_update().1;
+            {
+                let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(l) = log.iter().skip(from).find(|l| l.contains(needle)) {
+                    return Ok(l.clone());
+                }
+            }
+            if eof {
+                bail!(
+                    "the server's stderr ended without a line containing {needle:?} ({})\n{}",
+                    self.exit_status(),
+                    self.log_tail(30)
+                );
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Err(_) => bail!(
+                    "no stderr line containing {needle:?} within {within:?} ({})\n{}",
+                    self.exit_status(),
+                    self.log_tail(30)
+                ),
+                Ok(Err(_)) => {
+                    // The reader thread is gone: one last look happens at the top of the loop.
+                    let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(l) = log.iter().skip(from).find(|l| l.contains(needle)) {
+                        return Ok(l.clone());
+                    }
+                    bail!(
+                        "the server's stderr ended without a line containing {needle:?}\n{}",
+                        self.log_tail(30)
+                    );
+                }
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    /// Waits until any stderr line contains `needle`.
+    pub async fn wait_log(&self, needle: &str, within: Duration) -> Result<String> {
+        self.wait_log_from(0, needle, within).await
     }
 
     /// "still running", or how the server exited.

@@ -14,13 +14,16 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("echo-component", "echo"),
     ("chat-component", "chat"),
     ("hostile-component", "hostile"),
+    ("lab-component", "lab"),
+    ("tadpole-component", "tadpole"),
 ];
 
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   build    build the components (wasm32-wasip2) and the host (release)
-  demo     build, then serve the chat and echo components on tcp 127.0.0.1:3250 and ws 127.0.0.1:3251
+  demo     build, then serve the chat, tadpole and echo components on tcp 127.0.0.1:3250 and
+           ws 127.0.0.1:3251, with the demo pages at http://127.0.0.1:3251/
   test     build, then run every test of the workspace";
 
 fn main() {
@@ -85,13 +88,8 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Paths of what `build` produced.
-struct Built {
-    host: PathBuf,
-    components: PathBuf,
-}
-
-fn build() -> anyhow::Result<Built> {
+/// Builds the components for wasm32-wasip2 and returns the folder holding them.
+fn build_components() -> anyhow::Result<PathBuf> {
     ensure_wasm_target()?;
     let mut components = cargo();
     components.args(["build", "--release", "--target", WASM_TARGET]);
@@ -102,46 +100,68 @@ fn build() -> anyhow::Result<Built> {
         components.args(["-p", package]);
     }
     run_command(&mut components).context("building the components")?;
-    run_command(cargo().args(["build", "--release", "-p", "pitaya-host"]))
-        .context("building the host")?;
-    let built = Built {
-        host: target_dir().join("release").join("pitaya-host"),
-        components: target_dir().join(WASM_TARGET).join("release"),
-    };
+    let folder = target_dir().join(WASM_TARGET).join("release");
     for (_, file) in COMPONENTS {
-        let path = built.components.join(format!("{file}.wasm"));
+        let path = folder.join(format!("{file}.wasm"));
         if !path.exists() {
             bail!("the build did not produce {}", path.display());
         }
     }
-    Ok(built)
+    Ok(folder)
+}
+
+fn host_binary() -> PathBuf {
+    target_dir().join("release").join("pitaya-host")
+}
+
+fn build() -> anyhow::Result<PathBuf> {
+    let components = build_components()?;
+    run_command(cargo().args(["build", "--release", "-p", "pitaya-host"]))
+        .context("building the host")?;
+    Ok(components)
 }
 
 fn demo() -> anyhow::Result<()> {
-    let built = build()?;
-    eprintln!("xtask: serving the chat demo (Ctrl-C stops it)");
+    let components = build()?;
+    eprintln!(
+        "xtask: open http://127.0.0.1:3251/chat.html (and tadpole.html) in two tabs; Ctrl-C stops"
+    );
     run_command(
-        Command::new(&built.host)
-            .args(["serve", "--tcp", "127.0.0.1:3250", "--ws", "127.0.0.1:3251"])
-            .arg(built.components.join("chat.wasm"))
-            .arg(built.components.join("echo.wasm")),
+        Command::new(host_binary())
+            .args([
+                "serve",
+                "--tcp",
+                "127.0.0.1:3250",
+                "--ws",
+                "127.0.0.1:3251",
+                "--web",
+            ])
+            .arg(root().join("examples").join("web"))
+            .arg(components.join("chat.wasm"))
+            .arg(components.join("tadpole.wasm"))
+            .arg(components.join("echo.wasm")),
     )
 }
 
 fn test() -> anyhow::Result<()> {
-    let built = build()?;
+    let components = build_components()?;
+    // `cargo test` builds the host binary itself (the host's CLI tests need it) with the
+    // test build's feature set; building it separately first would compile wasmtime twice.
     run_command(
         cargo()
-            .args([
-                "test",
-                "--release",
-                "--workspace",
-                "--exclude",
-                "echo-component",
-                "--exclude",
-                "chat-component",
-            ])
-            .env("PITAYA_HOST_BIN", &built.host)
-            .env("PITAYA_COMPONENTS_DIR", &built.components),
+            .args(["test", "--release", "--workspace"])
+            .env("PITAYA_HOST_BIN", host_binary())
+            .env("PITAYA_COMPONENTS_DIR", &components),
+    )?;
+    // The browser test: Debian's chromium driven by playwright-core, both installed by setup.sh.
+    let browser = root().join("tests").join("browser");
+    run_command(Command::new("bash").arg(browser.join("setup.sh")))
+        .context("setting up the browser test")?;
+    run_command(
+        Command::new("node")
+            .arg(browser.join("run.mjs"))
+            .env("PITAYA_HOST_BIN", host_binary())
+            .env("PITAYA_COMPONENTS_DIR", &components),
     )
+    .context("the browser test")
 }

@@ -79,6 +79,15 @@ fn message_goes_to_every_member_unchanged() {
 }
 
 #[test]
+fn the_room_is_a_host_group() {
+    let mut host = TestHost::<Room>::new().unwrap();
+    let (ana, bob) = (host.connect(), host.connect());
+    join(&mut host, ana);
+    join(&mut host, bob);
+    assert_eq!(host.group_members("room"), [ana, bob]);
+}
+
+#[test]
 fn closed_and_vanished_sessions_leave_the_room() {
     let mut host = TestHost::<Room>::new().unwrap();
     let (ana, bob, cid, dan) = (
@@ -91,7 +100,7 @@ fn closed_and_vanished_sessions_leave_the_room() {
         join(&mut host, member);
     }
     host.close(bob);
-    // Gone without the component being told yet: the next broadcast finds out.
+    // Gone without the component being told: the host's group drops it all the same.
     host.disconnect(cid);
     host.notify(ana, "message", "x").unwrap();
     join(&mut host, dan);

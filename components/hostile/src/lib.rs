@@ -7,10 +7,21 @@
 //! - `hostile.deep` recurses without end: a stack overflow trap.
 //! - `hostile.big` answers with 100 MB: refused (memory cap, or the host's reply size cap).
 //! - `hostile.ok` answers `{}`: proves the component is serving again afterwards.
+//! - `hostile.flood` `{"bytes":N,"chunk":C}` pushes `onFlood` chunks of C bytes to the caller
+//!   until N bytes are queued or a push is refused: a client that does not read is disconnected
+//!   once its bounded send queue is full, and the host's memory stays bounded.
 
 use std::hint::black_box;
 
 use pitaya_guest::prelude::*;
+use serde::Deserialize;
+
+/// What `hostile.flood` is asked to push.
+#[derive(Deserialize)]
+struct Flood {
+    bytes: usize,
+    chunk: usize,
+}
 
 #[derive(Default)]
 struct Hostile;
@@ -49,12 +60,23 @@ impl Hostile {
     }
 
     #[request]
+    fn flood(session: &Session, flood: Flood) -> Result<serde_json::Value> {
+        let chunk = Raw(vec![b'f'; flood.chunk.clamp(1, 1 << 20)]);
+        let mut pushed = 0;
+        while pushed < flood.bytes && session.push_raw("onFlood", &chunk) {
+            pushed += chunk.len();
+        }
+        Ok(serde_json::json!({ "pushed": pushed }))
+    }
+
+    #[request]
     fn ok() -> Result<Raw> {
         Ok(Raw(b"{}".to_vec()))
     }
 }
 
-/// Not a tail call, so the compiler cannot turn it into a loop.
+/// Not a tail call, so the compiler cannot turn it into a loop; it never returns on purpose.
+#[allow(unconditional_recursion)]
 fn recurse(depth: u64) -> u64 {
     let frame = black_box([depth; 16]);
     recurse(depth + 1).wrapping_add(frame[black_box(3)])

@@ -19,9 +19,10 @@ mod model;
 /// `pitaya_guest::Component` for the type and exports it.
 ///
 /// Arguments: `name = "room"` (the first part of the component's routes; defaults to the type's
-/// name in lower case). Inside the block, `#[request]`, `#[notify]`, `#[init]` and
-/// `#[session_closed]` mark the functions the host calls; other functions are left alone.
-/// See the `pitaya_guest` crate docs for the handler signatures it accepts.
+/// name in lower case). Inside the block, `#[request]` and `#[notify]` mark handlers, and
+/// `#[init]`, `#[session_closed]`, `#[timer]`, `#[validate_handshake]`, `#[shutdown]`,
+/// `#[export_state]`, `#[import_state]`, `#[before]` and `#[after]` mark hooks; other functions
+/// are left alone. See the `pitaya_guest` crate docs for the signatures it accepts.
 ///
 /// ```
 /// use pitaya_guest::prelude::*;
@@ -139,4 +140,169 @@ pub fn init(_attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn session_closed(_attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::stray_marker("session_closed", item.into()).into()
+}
+
+/// Marks the hook that receives timer fires, inside a `#[component]` block. Outside one it is
+/// an error.
+///
+/// ```
+/// # use pitaya_guest::prelude::*;
+/// use std::time::Duration;
+/// use pitaya_guest::timers;
+///
+/// #[derive(Default)]
+/// struct Game {
+///     frames: u64,
+/// }
+///
+/// #[component(name = "game")]
+/// impl Game {
+///     #[request]
+///     fn start(&mut self) -> Result<TimerId> {
+///         Ok(timers::every(Duration::from_millis(50)))
+///     }
+///
+///     #[timer]
+///     fn tick(&mut self, timer: TimerId) {
+///         self.frames += 1;
+///     }
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn timer(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::stray_marker("timer", item.into()).into()
+}
+
+/// Marks the hook that accepts or refuses new clients by their handshake, inside a
+/// `#[component]` block. Outside one it is an error.
+///
+/// ```
+/// # use pitaya_guest::prelude::*;
+/// #[derive(Default)]
+/// struct Gate;
+///
+/// #[component(name = "gate")]
+/// impl Gate {
+///     #[validate_handshake]
+///     fn check(&mut self, session: &Session, handshake: Handshake) -> Result<(), String> {
+///         if handshake.user["token"].is_string() {
+///             Ok(())
+///         } else {
+///             Err(format!("session {} sent no token", session.id()))
+///         }
+///     }
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn validate_handshake(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::stray_marker("validate_handshake", item.into()).into()
+}
+
+/// Marks the hook called once when the host shuts down, inside a `#[component]` block.
+/// Outside one it is an error.
+///
+/// ```
+/// # use pitaya_guest::prelude::*;
+/// # #[derive(Default)] struct Game;
+/// #[component(name = "game")]
+/// impl Game {
+///     #[shutdown]
+///     fn stop(&mut self) {
+///         pitaya_guest::log::info!("game over");
+///     }
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn shutdown(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::stray_marker("shutdown", item.into()).into()
+}
+
+/// Marks the hook that hands the state to a new build on hot reload, inside a `#[component]`
+/// block. Outside one it is an error.
+///
+/// ```
+/// # use pitaya_guest::prelude::*;
+/// #[derive(Default)]
+/// struct Game {
+///     high_score: u64,
+/// }
+///
+/// #[component(name = "game")]
+/// impl Game {
+///     #[export_state]
+///     fn save(&self) -> Json<u64> {
+///         Json(self.high_score)
+///     }
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn export_state(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::stray_marker("export_state", item.into()).into()
+}
+
+/// Marks the hook that takes the state over from the old build on hot reload, inside a
+/// `#[component]` block. Outside one it is an error.
+///
+/// ```
+/// # use pitaya_guest::prelude::*;
+/// #[derive(Default)]
+/// struct Game {
+///     high_score: u64,
+/// }
+///
+/// #[component(name = "game")]
+/// impl Game {
+///     #[import_state]
+///     fn load(&mut self, Json(high_score): Json<u64>) -> Result<(), String> {
+///         self.high_score = high_score;
+///         Ok(())
+///     }
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn import_state(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::stray_marker("import_state", item.into()).into()
+}
+
+/// Marks a hook run before every handler call, inside a `#[component]` block. Outside one it
+/// is an error.
+///
+/// ```
+/// # use pitaya_guest::prelude::*;
+/// # #[derive(Default)] struct Bank;
+/// #[component(name = "bank")]
+/// impl Bank {
+///     #[before]
+///     fn logged_in(&mut self, session: &Session, handler: &str) -> Result<(), HandlerError> {
+///         match session.uid() {
+///             Some(_) => Ok(()),
+///             None => Err(HandlerError::new("BANK-AUTH", format!("log in before bank.{handler}"))),
+///         }
+///     }
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn before(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::stray_marker("before", item.into()).into()
+}
+
+/// Marks a hook run after every handler call, inside a `#[component]` block. Outside one it
+/// is an error.
+///
+/// ```
+/// # use pitaya_guest::prelude::*;
+/// # #[derive(Default)] struct Bank;
+/// #[component(name = "bank")]
+/// impl Bank {
+///     #[after]
+///     fn audit(&mut self, session: SessionId, handler: &str, outcome: &Outcome) {
+///         if let Err(error) = outcome {
+///             pitaya_guest::log::warn!("bank.{handler} failed for session {session}: {error}");
+///         }
+///     }
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn after(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::stray_marker("after", item.into()).into()
 }

@@ -18,6 +18,15 @@ pub struct Component {
     pub handlers: Vec<Handler>,
     pub init: Option<Hook>,
     pub session_closed: Option<Hook>,
+    pub timer: Option<Hook>,
+    pub validate_handshake: Option<Hook>,
+    pub shutdown: Option<Hook>,
+    pub export_state: Option<Hook>,
+    pub import_state: Option<Hook>,
+    /// Run before every handler call, in the order they are written.
+    pub before: Vec<Hook>,
+    /// Run after every handler call, in the order they are written.
+    pub after: Vec<Hook>,
 }
 
 /// Whether a handler answers.
@@ -37,7 +46,7 @@ pub struct Handler {
     pub return_span: Span,
 }
 
-/// An `#[init]` or `#[session_closed]` function.
+/// A hook: any marked function that is not a handler.
 pub struct Hook {
     pub call: Call,
     /// `#[init]` only: the hook returns `Self` itself rather than a `Result`.
@@ -65,15 +74,33 @@ pub enum Arg {
     SessionIdRef,
     /// The payload (for `#[init]`, the configuration).
     Payload(Box<Type>),
+    /// `#[validate_handshake]`: the handshake, decoded like a payload.
+    Handshake(Box<Type>),
+    /// `#[import_state]`: the state handed over.
+    State(Box<Type>),
+    /// `#[timer]`: `TimerId`.
+    TimerId,
+    /// `#[before]` and `#[after]`: the handler's name, `&str`.
+    HandlerName,
+    /// `#[after]`: the call's outcome, `&Outcome` or `&mut Outcome` (the type as written, so
+    /// that a wrong one is reported on it).
+    Outcome(Box<Type>),
 }
 
-/// The four markers `#[component]` reads inside its block.
+/// The markers `#[component]` reads inside its block.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Marker {
     Request,
     Notify,
     Init,
     SessionClosed,
+    Timer,
+    ValidateHandshake,
+    Shutdown,
+    ExportState,
+    ImportState,
+    Before,
+    After,
 }
 
 impl Marker {
@@ -83,6 +110,13 @@ impl Marker {
             "notify" => Some(Marker::Notify),
             "init" => Some(Marker::Init),
             "session_closed" => Some(Marker::SessionClosed),
+            "timer" => Some(Marker::Timer),
+            "validate_handshake" => Some(Marker::ValidateHandshake),
+            "shutdown" => Some(Marker::Shutdown),
+            "export_state" => Some(Marker::ExportState),
+            "import_state" => Some(Marker::ImportState),
+            "before" => Some(Marker::Before),
+            "after" => Some(Marker::After),
             _ => None,
         }
     }
@@ -93,7 +127,23 @@ impl Marker {
             Marker::Notify => "#[notify]",
             Marker::Init => "#[init]",
             Marker::SessionClosed => "#[session_closed]",
+            Marker::Timer => "#[timer]",
+            Marker::ValidateHandshake => "#[validate_handshake]",
+            Marker::Shutdown => "#[shutdown]",
+            Marker::ExportState => "#[export_state]",
+            Marker::ImportState => "#[import_state]",
+            Marker::Before => "#[before]",
+            Marker::After => "#[after]",
         }
+    }
+
+    /// "a #[timer] hook" / "an #[after] hook", for messages.
+    fn hook(self) -> String {
+        let article = match self {
+            Marker::Init | Marker::ExportState | Marker::ImportState | Marker::After => "an",
+            _ => "a",
+        };
+        format!("{article} {} hook", self.as_str())
     }
 }
 
@@ -164,6 +214,13 @@ pub fn read(name: Option<LitStr>, item: &mut ItemImpl) -> syn::Result<Component>
     let mut handlers: Vec<Handler> = Vec::new();
     let mut init: Option<Hook> = None;
     let mut session_closed: Option<Hook> = None;
+    let mut timer: Option<Hook> = None;
+    let mut validate_handshake: Option<Hook> = None;
+    let mut shutdown: Option<Hook> = None;
+    let mut export_state: Option<Hook> = None;
+    let mut import_state: Option<Hook> = None;
+    let mut before: Vec<Hook> = Vec::new();
+    let mut after: Vec<Hook> = Vec::new();
     for impl_item in &mut item.items {
         let ImplItem::Fn(function) = impl_item else {
             // Markers only mean something on functions; say so rather than leave them to
@@ -205,21 +262,29 @@ pub fn read(name: Option<LitStr>, item: &mut ItemImpl) -> syn::Result<Component>
             Marker::Init => {
                 no_marker_arguments(&attr, &mut errors);
                 let hook = read_init(function, &mut errors);
-                if init.is_some() {
-                    errors.at(&function.sig.ident, "a component has one #[init] hook");
-                }
-                init = init.or(hook);
+                set_once(&mut init, hook, marker, function, &mut errors);
             }
-            Marker::SessionClosed => {
+            Marker::Before | Marker::After => {
                 no_marker_arguments(&attr, &mut errors);
-                let hook = read_session_closed(function, &mut errors);
-                if session_closed.is_some() {
-                    errors.at(
-                        &function.sig.ident,
-                        "a component has one #[session_closed] hook",
-                    );
+                let hook = read_hook(marker, function, &mut errors);
+                if marker == Marker::Before {
+                    before.push(hook);
+                } else {
+                    after.push(hook);
                 }
-                session_closed = session_closed.or(hook);
+            }
+            _ => {
+                no_marker_arguments(&attr, &mut errors);
+                let hook = read_hook(marker, function, &mut errors);
+                let slot = match marker {
+                    Marker::SessionClosed => &mut session_closed,
+                    Marker::Timer => &mut timer,
+                    Marker::ValidateHandshake => &mut validate_handshake,
+                    Marker::Shutdown => &mut shutdown,
+                    Marker::ExportState => &mut export_state,
+                    _ => &mut import_state,
+                };
+                set_once(slot, Some(hook), marker, function, &mut errors);
             }
         }
     }
@@ -230,7 +295,35 @@ pub fn read(name: Option<LitStr>, item: &mut ItemImpl) -> syn::Result<Component>
         handlers,
         init,
         session_closed,
+        timer,
+        validate_handshake,
+        shutdown,
+        export_state,
+        import_state,
+        before,
+        after,
     })
+}
+
+/// Keeps the first hook of a kind that a component has only one of; reports the others.
+fn set_once(
+    slot: &mut Option<Hook>,
+    hook: Option<Hook>,
+    marker: Marker,
+    function: &ImplItemFn,
+    errors: &mut Errors,
+) {
+    if slot.is_some() {
+        errors.at(
+            &function.sig.ident,
+            format!(
+                "a component has one {} hook; this is the second",
+                marker.as_str()
+            ),
+        );
+    } else {
+        *slot = hook;
+    }
 }
 
 fn component_name(name: Option<LitStr>, self_ty: &Type, errors: &mut Errors) -> String {
@@ -449,33 +542,111 @@ fn read_init(function: &ImplItemFn, errors: &mut Errors) -> Option<Hook> {
     })
 }
 
-fn read_session_closed(function: &ImplItemFn, errors: &mut Errors) -> Option<Hook> {
+/// Reads any hook but `#[init]`: its receiver, its arguments (each hook takes its own kinds)
+/// and its return type.
+fn read_hook(marker: Marker, function: &ImplItemFn, errors: &mut Errors) -> Hook {
     let sig = &function.sig;
     check_plain_function(sig, errors);
     let has_receiver = read_receiver(sig, errors);
-    let args = read_args(sig, errors);
-    for arg in &args {
-        if let Arg::Payload(ty) = arg {
-            errors.at(
-                ty,
-                "a #[session_closed] hook takes the closed session (`SessionId` or `&Session`) and nothing else",
-            );
+    let hook = marker.hook();
+    let takes: &str = match marker {
+        Marker::SessionClosed => {
+            "takes the closed session (`SessionId` or `&Session`) and nothing else"
+        }
+        Marker::Timer => "takes the timer's id (`TimerId`) and nothing else",
+        Marker::ValidateHandshake => {
+            "takes the new client's session (`&Session` or `SessionId`) and its handshake (`Handshake`, or any type that decodes from it)"
+        }
+        Marker::Shutdown => "takes no arguments",
+        Marker::ExportState => "takes no arguments: it returns the state to hand over",
+        Marker::ImportState => {
+            "takes the state handed over (`Json<T>`, `Vec<u8>` or `Raw`) and nothing else"
+        }
+        Marker::Before => {
+            "takes the calling session (`&Session` or `SessionId`) and the handler's name (`&str`)"
+        }
+        _ => {
+            "takes the calling session (`&Session` or `SessionId`), the handler's name (`&str`) and the outcome (`&Outcome`, or `&mut Outcome` to change it)"
+        }
+    };
+    let mut args = Vec::new();
+    // The handshake, the state or the outcome: a hook takes at most one.
+    let mut decoded = 0;
+    for typed in typed_args(sig) {
+        let arg = match (marker, classify(typed, errors)) {
+            (
+                Marker::SessionClosed | Marker::ValidateHandshake | Marker::Before | Marker::After,
+                Class::Session(arg),
+            ) => Some(arg),
+            (Marker::Timer, Class::TimerId) => Some(Arg::TimerId),
+            (Marker::Before | Marker::After, Class::Str) => Some(Arg::HandlerName),
+            (Marker::After, Class::Ref) => {
+                decoded += 1;
+                Some(Arg::Outcome(typed.ty.clone()))
+            }
+            (Marker::ValidateHandshake, Class::Value | Class::TimerId) => {
+                decoded += 1;
+                Some(Arg::Handshake(typed.ty.clone()))
+            }
+            (Marker::ImportState, Class::Value | Class::TimerId) => {
+                decoded += 1;
+                Some(Arg::State(typed.ty.clone()))
+            }
+            _ => None,
+        };
+        match arg {
+            Some(arg) => args.push(arg),
+            None => errors.at(&typed.ty, format!("{hook} {takes}")),
+        }
+        if decoded > 1 {
+            errors.at(&typed.ty, format!("{hook} {takes}"));
+            decoded = 1;
         }
     }
-    if let ReturnType::Type(_, ty) = &sig.output
-        && !matches!(&**ty, Type::Tuple(tuple) if tuple.elems.is_empty())
-    {
-        errors.at(ty, "a #[session_closed] hook returns nothing");
+    if marker == Marker::ImportState && decoded == 0 {
+        errors.at(&sig.ident, format!("{hook} {takes}"));
     }
-    Some(Hook {
+    let return_span = match &sig.output {
+        ReturnType::Type(_, ty) => {
+            let unit = matches!(ungroup(ty), Type::Tuple(tuple) if tuple.elems.is_empty());
+            if matches!(marker, Marker::SessionClosed | Marker::After) && !unit {
+                let also = if marker == Marker::After {
+                    "; it may change the outcome through `&mut Outcome`"
+                } else {
+                    ""
+                };
+                errors.at(ty, format!("{hook} returns nothing{also}"));
+            }
+            ty.span()
+        }
+        ReturnType::Default => {
+            let returns = match marker {
+                Marker::ValidateHandshake => Some(
+                    "returns `Result<(), String>`: `Ok(())` lets the client in, an error refuses it",
+                ),
+                Marker::ExportState => Some(
+                    "returns the state to hand over: `Json<T>` for a serde value, bytes, or an `Option` of either",
+                ),
+                Marker::Before => Some(
+                    "returns `Result<(), HandlerError>`: an error is the call's answer and the handler does not run",
+                ),
+                _ => None,
+            };
+            if let Some(returns) = returns {
+                errors.at(&sig.ident, format!("{hook} {returns}"));
+            }
+            sig.ident.span()
+        }
+    };
+    Hook {
         call: Call {
             ident: sig.ident.clone(),
             has_receiver,
             args,
         },
         returns_self: false,
-        return_span: sig.ident.span(),
-    })
+        return_span,
+    }
 }
 
 /// Rejects what the host cannot call: async, unsafe, generic and variadic functions.
@@ -523,39 +694,75 @@ fn read_receiver(sig: &Signature, errors: &mut Errors) -> bool {
     true
 }
 
-/// Classifies the function's arguments (not the receiver) by type.
+/// The typed arguments of a function (not the receiver).
+fn typed_args(sig: &Signature) -> impl Iterator<Item = &syn::PatType> {
+    sig.inputs.iter().filter_map(|input| match input {
+        FnArg::Typed(typed) => Some(typed),
+        FnArg::Receiver(_) => None,
+    })
+}
+
+/// What an argument's type says it is, before each kind of function decides what it accepts.
+enum Class {
+    /// A session, in one of its four forms.
+    Session(Arg),
+    /// `TimerId`.
+    TimerId,
+    /// `&str`.
+    Str,
+    /// Another reference.
+    Ref,
+    /// Another type, by value.
+    Value,
+}
+
+/// Classifies an argument by its type; reports a session taken by `&mut`.
+fn classify(typed: &syn::PatType, errors: &mut Errors) -> Class {
+    let ty = ungroup(&typed.ty);
+    match ty {
+        Type::Reference(reference) => match session_type(&reference.elem) {
+            Some(session) if reference.mutability.is_some() => {
+                errors.at(
+                    ty,
+                    format!("take the session as `&{session}`: a session handle is not changed by its methods"),
+                );
+                Class::Session(Arg::SessionRef)
+            }
+            Some("Session") => Class::Session(Arg::SessionRef),
+            Some(_) => Class::Session(Arg::SessionIdRef),
+            None if is_str(&reference.elem) => Class::Str,
+            None => Class::Ref,
+        },
+        _ => match session_type(ty) {
+            Some("Session") => Class::Session(Arg::Session),
+            Some(_) => Class::Session(Arg::SessionId),
+            None if type_ident(ty).is_some_and(|ident| ident == "TimerId") => Class::TimerId,
+            None => Class::Value,
+        },
+    }
+}
+
+/// Reads a handler's arguments: sessions, and payloads (anything else, by value).
 fn read_args(sig: &Signature, errors: &mut Errors) -> Vec<Arg> {
     let mut args = Vec::new();
-    for input in &sig.inputs {
-        let FnArg::Typed(typed) = input else {
-            continue;
-        };
-        let ty = ungroup(&typed.ty);
-        let arg = match ty {
-            Type::Reference(reference) => match session_type(&reference.elem) {
-                Some(session) if reference.mutability.is_some() => {
-                    errors.at(
-                        ty,
-                        format!("take the session as `&{session}`: a session handle is not changed by its methods"),
-                    );
-                    Arg::SessionRef
+    for typed in typed_args(sig) {
+        let arg = match classify(typed, errors) {
+            Class::Session(arg) => arg,
+            Class::Str | Class::Ref => {
+                if let Type::Reference(reference) = ungroup(&typed.ty) {
+                    errors.at(&typed.ty, borrowed_payload_message(&reference.elem));
                 }
-                Some("Session") => Arg::SessionRef,
-                Some(_) => Arg::SessionIdRef,
-                None => {
-                    errors.at(ty, borrowed_payload_message(&reference.elem));
-                    Arg::Payload(typed.ty.clone())
-                }
-            },
-            _ => match session_type(ty) {
-                Some("Session") => Arg::Session,
-                Some(_) => Arg::SessionId,
-                None => Arg::Payload(typed.ty.clone()),
-            },
+                Arg::Payload(typed.ty.clone())
+            }
+            Class::TimerId | Class::Value => Arg::Payload(typed.ty.clone()),
         };
         args.push(arg);
     }
     args
+}
+
+fn is_str(ty: &Type) -> bool {
+    matches!(ungroup(ty), Type::Path(path) if path.qself.is_none() && path.path.is_ident("str"))
 }
 
 /// Payloads are decoded into owned values (the bytes are gone after the call); say what to
@@ -764,6 +971,113 @@ mod tests {
             "a #[session_closed] hook takes the closed session",
             "a #[session_closed] hook returns nothing",
             "this function is already marked #[request]",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, start) in errors.iter().zip(expected) {
+            assert!(
+                error.starts_with(start),
+                "{error:?} should start with {start:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_every_hook_and_keeps_before_and_after_in_order() {
+        let (component, _) = read_ok(
+            quote!(name = "lab"),
+            quote! {
+                impl Lab {
+                    #[timer]
+                    fn tick(&mut self, timer: TimerId) {}
+                    #[validate_handshake]
+                    fn check(&mut self, session: &Session, handshake: Handshake) -> Result<(), String> { Ok(()) }
+                    #[shutdown]
+                    fn stop(&mut self) {}
+                    #[export_state]
+                    fn save(&self) -> Json<u32> { Json(1) }
+                    #[import_state]
+                    fn load(&mut self, Json(n): Json<u32>) {}
+                    #[before]
+                    fn second_written_first(&mut self, handler: &str) -> Result<(), HandlerError> { Ok(()) }
+                    #[pitaya_guest::before]
+                    fn auth(session: SessionId) -> Result<(), HandlerError> { Ok(()) }
+                    #[after]
+                    fn log(&mut self, session: &Session, handler: &str, outcome: &mut Outcome) {}
+                }
+            },
+        );
+        assert!(matches!(
+            component
+                .timer
+                .as_ref()
+                .map(|hook| hook.call.args.as_slice()),
+            Some([Arg::TimerId])
+        ));
+        assert!(matches!(
+            component
+                .validate_handshake
+                .as_ref()
+                .map(|hook| hook.call.args.as_slice()),
+            Some([Arg::SessionRef, Arg::Handshake(_)])
+        ));
+        assert!(component.shutdown.is_some() && component.export_state.is_some());
+        assert!(matches!(
+            component
+                .import_state
+                .as_ref()
+                .map(|hook| hook.call.args.as_slice()),
+            Some([Arg::State(_)])
+        ));
+        let before: Vec<String> = component
+            .before
+            .iter()
+            .map(|hook| hook.call.ident.to_string())
+            .collect();
+        assert_eq!(before, ["second_written_first", "auth"]);
+        assert!(!component.before[1].call.has_receiver);
+        assert!(matches!(
+            component.after[0].call.args.as_slice(),
+            [Arg::SessionRef, Arg::HandlerName, Arg::Outcome(_)]
+        ));
+    }
+
+    #[test]
+    fn hook_mistakes_are_reported_at_once() {
+        let errors = read_err(
+            quote!(),
+            quote! {
+                impl Room {
+                    #[timer]
+                    fn a(&mut self, session: &Session) {}
+                    #[timer]
+                    fn b(&mut self) {}
+                    #[shutdown]
+                    fn c(&mut self, now: u64) {}
+                    #[export_state]
+                    fn d(&self) {}
+                    #[import_state]
+                    fn e(&mut self, a: Vec<u8>, b: Vec<u8>) {}
+                    #[validate_handshake]
+                    fn f(&mut self, handshake: &Handshake) -> Result<(), String> { Ok(()) }
+                    #[before]
+                    fn g(&mut self, payload: Raw) -> Result<(), HandlerError> { Ok(()) }
+                    #[after]
+                    fn h(&mut self, a: &Outcome, b: &Outcome) {}
+                    #[after(name = "x")]
+                    fn i(&mut self) {}
+                }
+            },
+        );
+        let expected = [
+            "a #[timer] hook takes the timer's id",
+            "a component has one #[timer] hook; this is the second",
+            "a #[shutdown] hook takes no arguments",
+            "an #[export_state] hook returns the state to hand over",
+            "an #[import_state] hook takes the state handed over",
+            "a #[validate_handshake] hook takes the new client's session",
+            "a #[before] hook takes the calling session",
+            "an #[after] hook takes the calling session",
+            "this marker takes no arguments",
         ];
         assert_eq!(errors.len(), expected.len(), "{errors:#?}");
         for (error, start) in errors.iter().zip(expected) {

@@ -1,11 +1,8 @@
 //! The `pitaya:host/session` interface: what a component may do to sessions.
 
-use bytes::BytesMut;
-use pitaya_protocol::{RouteDict, encode_push, kick_packet};
-
-use super::HostState;
 use super::bindings::BindError;
 use super::bindings::pitaya::host::{session, types};
+use super::instance::HostState;
 use crate::session::{self as sessions, SessionId};
 
 impl types::Host for HostState {}
@@ -16,7 +13,8 @@ impl session::Host for HostState {
     }
 
     fn bind(&mut self, session: SessionId, uid: String) -> Result<(), BindError> {
-        match self.context.registry.bind(session, &uid) {
+        let refuse = self.context.refuse_duplicate_login;
+        match self.context.registry.bind(session, &uid, refuse) {
             Ok(older) => {
                 if let Some(older) = older {
                     // A duplicate login: the newest session wins the uid, the older one is kicked.
@@ -26,13 +24,14 @@ impl session::Host for HostState {
                         new = session,
                         "uid bound again, kicking the older session"
                     );
-                    let _ = older.send_last(kick_packet(None));
+                    let _ = older.send_last(self.context.kick_packet(Some("logged in elsewhere")));
                 }
                 Ok(())
             }
             Err(sessions::BindError::NoSession) => Err(BindError::NoSession),
             Err(sessions::BindError::AlreadyBound(uid)) => Err(BindError::AlreadyBound(uid)),
             Err(sessions::BindError::InvalidUid) => Err(BindError::InvalidUid),
+            Err(sessions::BindError::UidTaken) => Err(BindError::UidTaken),
         }
     }
 
@@ -56,19 +55,21 @@ impl session::Host for HostState {
         let Some(target) = self.context.registry.get(session) else {
             return false;
         };
-        let empty = RouteDict::default();
-        let dict = self.context.dict.get().map_or(&empty, |dict| dict);
-        let mut packet = BytesMut::new();
-        if let Err(error) = encode_push(&route, &payload, dict, &self.context.encode, &mut packet) {
-            tracing::warn!(component = %self.component, session, route, %error, "push refused");
-            return false;
+        match self.encode_push(&route, &payload) {
+            Some(packet) => target.send(packet).is_ok(),
+            None => false,
         }
-        target.send(packet.freeze()).is_ok()
     }
 
-    fn kick(&mut self, session: SessionId) {
+    fn kick(&mut self, session: SessionId, reason: Option<String>) {
         if let Some(session) = self.context.registry.get(session) {
-            let _ = session.send_last(kick_packet(None));
+            let _ = session.send_last(self.context.kick_packet(reason.as_deref()));
+        }
+    }
+
+    fn close(&mut self, session: SessionId) {
+        if let Some(session) = self.context.registry.get(session) {
+            session.close();
         }
     }
 
@@ -77,5 +78,15 @@ impl session::Host for HostState {
             .registry
             .get(session)
             .is_some_and(|session| !session.is_closing())
+    }
+
+    fn remote_address(&mut self, session: SessionId) -> Option<String> {
+        Some(self.context.registry.get(session)?.remote().to_string())
+    }
+
+    fn handshake(&mut self, session: SessionId) -> Option<String> {
+        let session = self.context.registry.get(session)?;
+        let handshake = session.handshake();
+        Some(serde_json::json!({ "sys": handshake.sys, "user": handshake.user }).to_string())
     }
 }

@@ -1,39 +1,52 @@
 //! The wasmtime side: compiles components, keeps one long-lived instance per component on its
-//! own thread (an actor), and runs calls into it one at a time.
+//! own thread (an actor), runs calls into it one at a time, and swaps in new builds.
 //!
 //! Calls arrive as [`Job`]s on a channel and answer on a oneshot, so the async runtime never
 //! runs guest code: a component that spins costs its own thread until the epoch deadline
 //! stops it, never a tokio worker.
 
 mod bindings;
+mod host_groups;
 mod host_log;
 mod host_session;
+mod host_timers;
+mod host_users;
+mod instance;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use pitaya_protocol::{EncodeOptions, RouteDict};
 use tokio::sync::{mpsc, oneshot};
-use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
 
+use crate::group::Groups;
 use crate::session::{Registry, SessionId};
 use bindings::Game;
 pub use bindings::HandlerKind;
+use instance::{HostState, Instance};
 
 /// How long an epoch tick lasts; call deadlines are counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Limits applied to every component instance.
+/// Jobs that may wait for one component before callers wait for room.
+const JOB_QUEUE: usize = 4096;
+
+/// Limits applied to a component's instances.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Wall-clock budget of one call into a component.
     pub call_timeout: Duration,
     /// Cap on one instance's linear memory, in bytes.
     pub max_memory: usize,
+    /// Fuel (roughly, wasm instructions) one call may burn, for deterministic budgets. None
+    /// leaves only the wall-clock deadline.
+    pub fuel: Option<u64>,
 }
 
 impl Default for Limits {
@@ -41,8 +54,39 @@ impl Default for Limits {
         Self {
             call_timeout: Duration::from_secs(1),
             max_memory: 64 << 20,
+            fuel: None,
         }
     }
+}
+
+/// What a component may reach beyond the host's own interfaces. Nothing is granted unless
+/// asked for: no files and no network ever, no environment, and a clock frozen at the epoch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// The real wall and monotonic clocks.
+    pub clock: bool,
+    /// The host's stdout and stderr (otherwise a component's prints go nowhere).
+    pub stdio: bool,
+    /// Environment variables the component sees.
+    pub env: Vec<(String, String)>,
+}
+
+/// How one component is served: its configuration, limits and grants.
+#[derive(Debug, Clone, Default)]
+pub struct ComponentOptions {
+    /// Bytes passed to the component's `init`.
+    pub config: Vec<u8>,
+    /// Its limits.
+    pub limits: Limits,
+    /// Its capabilities.
+    pub grants: Grants,
+}
+
+/// A component file and how it is served.
+#[derive(Debug, Clone)]
+pub(crate) struct ComponentSpec {
+    pub(crate) path: PathBuf,
+    pub(crate) options: ComponentOptions,
 }
 
 /// Why a component could not be loaded.
@@ -82,6 +126,24 @@ pub enum LoadError {
         /// The offending name.
         name: String,
     },
+    /// A new build declares another name than the one it replaces.
+    #[error("component {path} is now named {new:?}, not {old:?}: a reload keeps the name")]
+    Renamed {
+        /// The file.
+        path: PathBuf,
+        /// The name served so far.
+        old: String,
+        /// The new build's name.
+        new: String,
+    },
+    /// The new build refused the state of the old one.
+    #[error("component {path} refused the state of its previous build: {reason}")]
+    Handover {
+        /// The file.
+        path: PathBuf,
+        /// What `import-state` returned.
+        reason: String,
+    },
     /// The engine could not be created.
     #[error("cannot configure wasmtime: {0}")]
     Engine(String),
@@ -90,10 +152,11 @@ pub enum LoadError {
 /// Why a call did not produce a handler result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CallFailure {
-    /// The component trapped (panic, unreachable, out-of-bounds access, stack overflow).
+    /// The component trapped (panic, unreachable, out-of-bounds access, stack overflow,
+    /// memory exhausted).
     #[error("component trapped")]
     Trap,
-    /// The call ran past its deadline.
+    /// The call ran past its deadline or its fuel.
     #[error("component timed out")]
     Timeout,
     /// The component has no working instance (it failed to restart) or its thread has gone.
@@ -124,21 +187,163 @@ pub struct HandlerSpec {
     pub kind: HandlerKind,
 }
 
+/// What a component declares about itself.
+#[derive(Debug, Clone)]
+pub(crate) struct Declared {
+    pub(crate) name: String,
+    pub(crate) handlers: Vec<HandlerSpec>,
+    pub(crate) validates_handshake: bool,
+}
+
+/// Work for a component's thread.
+pub(crate) enum Job {
+    Handle {
+        session: SessionId,
+        handler: String,
+        payload: Bytes,
+        reply: oneshot::Sender<CallResult>,
+    },
+    SessionClosed(SessionId),
+    Timer(u64),
+    Validate {
+        session: SessionId,
+        handshake: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Shutdown(oneshot::Sender<()>),
+    /// Hand the job queue and exported state to a successor build.
+    Retire(oneshot::Sender<Handover>),
+}
+
+/// What a retiring instance hands to its successor.
+pub(crate) struct Handover {
+    state: Option<Vec<u8>>,
+    queue: mpsc::Receiver<Job>,
+    /// Sending the queue back keeps the old build serving (the successor refused the state).
+    give_back: oneshot::Sender<mpsc::Receiver<Job>>,
+}
+
+/// Timers an instance has set, by id, so they can be cancelled, and all at once when the
+/// instance goes (a fresh instance sets its own in `init`).
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    running: Mutex<HashMap<u64, TimerEntry>>,
+}
+
+/// A running timer task.
+#[derive(Debug)]
+pub(crate) struct TimerEntry {
+    pub(crate) task: tokio::task::AbortHandle,
+    /// A one-shot timer is forgotten once it fires.
+    pub(crate) once: bool,
+}
+
+impl Timers {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, TimerEntry>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn cancel_all(&self) {
+        for (_, timer) in self.lock().drain() {
+            timer.task.abort();
+        }
+    }
+
+    /// Whether a fired timer is still this instance's; a one-shot is removed as it fires.
+    pub(crate) fn fired(&self, timer: u64) -> bool {
+        let mut running = self.lock();
+        match running.get(&timer) {
+            Some(entry) if entry.once => running.remove(&timer).is_some(),
+            Some(_) => true,
+            None => false,
+        }
+    }
+}
+
+impl Drop for Timers {
+    fn drop(&mut self) {
+        self.cancel_all();
+    }
+}
+
+/// What the instances of one component share across restarts and reloads.
+#[derive(Debug)]
+pub(crate) struct ComponentShared {
+    pub(crate) name: Arc<str>,
+    pub(crate) jobs: mpsc::Sender<Job>,
+    /// Timer ids stay unique across instances, so a late fire of an old timer is recognisably
+    /// not one of the new instance's.
+    pub(crate) next_timer: AtomicU64,
+}
+
+/// What host functions reach: sessions, groups, how to encode pushes and kicks.
+#[derive(Debug)]
+pub struct HostContext {
+    /// All connected sessions.
+    pub registry: Arc<Registry>,
+    /// All groups.
+    pub groups: Groups,
+    /// Options for encoding pushes.
+    pub encode: EncodeOptions,
+    /// The route dictionary, set once every component is loaded (coded push routes use it).
+    pub dict: OnceLock<Arc<RouteDict>>,
+    /// Whether kicks carry `{"reason":...}` (pomelo clients) or nothing (pitaya clients).
+    pub kick_reasons: bool,
+    /// Whether binding a uid held by another session fails instead of kicking that session.
+    pub refuse_duplicate_login: bool,
+    /// Largest payload a component may answer or push.
+    pub max_payload: usize,
+    /// The async runtime, where timers run.
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl HostContext {
+    /// The Kick packet for `reason`, with a body only when kick reasons are on.
+    pub fn kick_packet(&self, reason: Option<&str>) -> Bytes {
+        pitaya_protocol::kick_packet(reason.filter(|_| self.kick_reasons))
+    }
+}
+
 /// A loaded component: what it serves and the channel to its instance.
 #[derive(Debug)]
 pub struct ComponentHandle {
-    /// The component's name, the component part of its routes.
-    pub name: String,
-    /// Its handlers, as declared by `info`.
-    pub handlers: Vec<HandlerSpec>,
+    shared: Arc<ComponentShared>,
+    /// Replaced by a reload.
+    declared: RwLock<Declared>,
     /// The file it was loaded from.
     pub path: PathBuf,
     /// Its position in load order.
     pub index: usize,
-    jobs: mpsc::Sender<Job>,
+    spec: ComponentSpec,
 }
 
 impl ComponentHandle {
+    /// The component's name, the component part of its routes.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Its handlers, as declared by `info`.
+    pub fn handlers(&self) -> Vec<HandlerSpec> {
+        read(&self.declared).handlers.clone()
+    }
+
+    /// The kind of handler `name`, if the component serves it.
+    pub fn handler_kind(&self, name: &str) -> Option<HandlerKind> {
+        read(&self.declared)
+            .handlers
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.kind)
+    }
+
+    /// Whether the component wants to validate handshakes.
+    pub fn validates_handshake(&self) -> bool {
+        read(&self.declared).validates_handshake
+    }
+
     /// Calls `handler` for `session` and waits for the result.
     pub async fn call(&self, session: SessionId, handler: &str, payload: Bytes) -> CallResult {
         let (reply, answer) = oneshot::channel();
@@ -148,55 +353,39 @@ impl ComponentHandle {
             payload,
             reply,
         };
-        if self.jobs.send(job).await.is_err() {
+        if self.shared.jobs.send(job).await.is_err() {
             return Err(CallFailure::Unavailable);
         }
         answer.await.unwrap_or(Err(CallFailure::Unavailable))
     }
 
+    /// Asks the component whether to accept a client's handshake (JSON).
+    pub async fn validate(&self, session: SessionId, handshake: String) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Validate {
+            session,
+            handshake,
+            reply,
+        };
+        if self.shared.jobs.send(job).await.is_err() {
+            return Err("component unavailable".into());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err("component unavailable".into()))
+    }
+
     /// Tells the component that a session it has seen has closed.
     pub async fn session_closed(&self, session: SessionId) {
         // If the thread has gone there is nobody left to tell.
-        let _ = self.jobs.send(Job::SessionClosed(session)).await;
+        let _ = self.shared.jobs.send(Job::SessionClosed(session)).await;
     }
-}
 
-/// Work for a component's thread.
-enum Job {
-    Handle {
-        session: SessionId,
-        handler: String,
-        payload: Bytes,
-        reply: oneshot::Sender<CallResult>,
-    },
-    SessionClosed(SessionId),
-}
-
-/// What host functions reach: the sessions, and how to encode pushes.
-#[derive(Debug)]
-pub struct HostContext {
-    /// All connected sessions.
-    pub registry: Arc<Registry>,
-    /// Options for encoding pushes.
-    pub encode: EncodeOptions,
-    /// The route dictionary, set once every component is loaded (coded push routes use it).
-    pub dict: OnceLock<Arc<RouteDict>>,
-}
-
-/// The store data of one instance.
-pub(crate) struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
-    context: Arc<HostContext>,
-    component: Arc<str>,
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
+    /// Cancels the component's timers and runs its shutdown hook after the calls already queued.
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.shared.jobs.send(Job::Shutdown(done)).await.is_ok() {
+            let _ = finished.await;
         }
     }
 }
@@ -206,14 +395,15 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     context: Arc<HostContext>,
-    limits: Limits,
 }
 
 impl Runtime {
-    /// Creates the engine, links the host functions and starts the epoch ticker.
-    pub fn new(context: Arc<HostContext>, limits: Limits) -> Result<Self, LoadError> {
+    /// Creates the engine, links the host functions and starts the epoch ticker. `fuel` turns
+    /// on fuel metering, which costs every component some speed, so only when one asks for it.
+    pub fn new(context: Arc<HostContext>, fuel: bool) -> Result<Self, LoadError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        config.consume_fuel(fuel);
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
@@ -235,18 +425,16 @@ impl Runtime {
             engine,
             linker,
             context,
-            limits,
         })
     }
 
-    /// Compiles `path`, starts its instance on a thread of its own, runs `init` with `config`,
-    /// and returns the handle through which it is called.
-    pub fn load(
+    /// Compiles a component and starts an instance of it, up to (not including) `init`.
+    fn prepare(
         &self,
-        path: &Path,
-        index: usize,
-        config: Vec<u8>,
-    ) -> Result<ComponentHandle, LoadError> {
+        spec: &ComponentSpec,
+        shared: Arc<ComponentShared>,
+    ) -> Result<(Instance, Declared), LoadError> {
+        let path = &spec.path;
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
             source,
@@ -257,239 +445,157 @@ impl Runtime {
         };
         let component = Component::new(&self.engine, &bytes).map_err(invalid)?;
         let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
-        let mut instance = Instance::start(
-            pre,
-            self.context.clone(),
-            self.limits.clone(),
-            Arc::from("?"),
-        )
-        .map_err(|reason| LoadError::Start {
+        let start_error = |reason| LoadError::Start {
             path: path.to_owned(),
             reason,
-        })?;
-        let info = instance.info().map_err(|reason| LoadError::Start {
-            path: path.to_owned(),
-            reason,
-        })?;
-        let bad_name = |name: &str| name.is_empty() || name.contains('.');
-        if let Some(name) = std::iter::once(&info.name)
-            .chain(info.handlers.iter().map(|h| &h.name))
-            .find(|name| bad_name(name))
+        };
+        let mut instance = Instance::start(pre, self.context.clone(), spec.clone(), shared)
+            .map_err(start_error)?;
+        let declared = instance.info().map_err(start_error)?;
+        if let Some(name) = std::iter::once(&declared.name)
+            .chain(declared.handlers.iter().map(|h| &h.name))
+            .find(|name| name.is_empty() || name.contains('.'))
         {
             return Err(LoadError::BadName {
                 path: path.to_owned(),
                 name: name.clone(),
             });
         }
-        instance.component = Arc::from(info.name.as_str());
-        instance.store.data_mut().component = instance.component.clone();
-        instance.init(&config).map_err(|reason| LoadError::Start {
-            path: path.to_owned(),
+        Ok((instance, declared))
+    }
+
+    /// Compiles `path`, starts its instance on a thread of its own, runs `init`, and returns
+    /// the handle through which it is called. `options` gives the configuration, limits and
+    /// grants for the component's declared name.
+    pub fn load(
+        &self,
+        path: PathBuf,
+        index: usize,
+        options: &dyn Fn(&str) -> ComponentOptions,
+    ) -> Result<ComponentHandle, LoadError> {
+        let (jobs, queue) = mpsc::channel(JOB_QUEUE);
+        let provisional = ComponentSpec {
+            path: path.clone(),
+            options: ComponentOptions::default(),
+        };
+        // The name is known only after `info`, so a first instance asks it; the instance that
+        // serves is then started with the options for that name.
+        let placeholder = Arc::new(ComponentShared {
+            name: Arc::from("?"),
+            jobs: jobs.clone(),
+            next_timer: AtomicU64::new(1),
+        });
+        let (instance, declared) = self.prepare(&provisional, placeholder)?;
+        let shared = Arc::new(ComponentShared {
+            name: Arc::from(declared.name.as_str()),
+            jobs,
+            next_timer: AtomicU64::new(1),
+        });
+        let spec = ComponentSpec {
+            path: path.clone(),
+            options: options(&declared.name),
+        };
+        let start_error = |reason| LoadError::Start {
+            path: path.clone(),
+            reason,
+        };
+        let mut instance = instance
+            .restarted(spec.clone(), shared.clone())
+            .map_err(start_error)?;
+        instance.init().map_err(start_error)?;
+        spawn_actor(instance, queue).map_err(start_error)?;
+        Ok(ComponentHandle {
+            shared,
+            declared: RwLock::new(declared),
+            path,
+            index,
+            spec,
+        })
+    }
+
+    /// Replaces a component's instance with a fresh build of its file. Calls already queued
+    /// finish on the old build, later ones go to the new one, and the old build's exported
+    /// state is handed to the new one. On any failure the old build keeps serving.
+    ///
+    /// Blocks while compiling: call it off the async runtime's threads.
+    pub fn reload(&self, handle: &ComponentHandle) -> Result<(), LoadError> {
+        let path = handle.spec.path.clone();
+        let (instance, declared) = self.prepare(&handle.spec, handle.shared.clone())?;
+        if declared.name != handle.name() {
+            return Err(LoadError::Renamed {
+                path,
+                old: handle.name().to_owned(),
+                new: declared.name,
+            });
+        }
+        let mut instance = instance;
+        instance.init().map_err(|reason| LoadError::Start {
+            path: path.clone(),
             reason,
         })?;
-
-        let (jobs, queue) = mpsc::channel(1024);
-        let thread_name = format!("component-{}", info.name);
-        std::thread::Builder::new()
-            .name(thread_name)
-            .spawn(move || instance.serve(queue, config))
-            .map_err(|e| LoadError::Start {
-                path: path.to_owned(),
-                reason: e.to_string(),
+        let (handover_tx, handover_rx) = oneshot::channel();
+        handle
+            .shared
+            .jobs
+            .blocking_send(Job::Retire(handover_tx))
+            .map_err(|_| LoadError::Start {
+                path: path.clone(),
+                reason: "the running build has stopped".into(),
             })?;
-        Ok(ComponentHandle {
-            name: info.name,
-            handlers: info
-                .handlers
-                .into_iter()
-                .map(|h| HandlerSpec {
-                    name: h.name,
-                    kind: h.kind,
-                })
-                .collect(),
-            path: path.to_owned(),
-            index,
-            jobs,
-        })
-    }
-}
-
-/// One live instance of a component and what is needed to replace it.
-struct Instance {
-    pre: InstancePre<HostState>,
-    context: Arc<HostContext>,
-    limits: Limits,
-    component: Arc<str>,
-    store: Store<HostState>,
-    game: Game,
-}
-
-impl Instance {
-    fn start(
-        pre: InstancePre<HostState>,
-        context: Arc<HostContext>,
-        limits: Limits,
-        component: Arc<str>,
-    ) -> Result<Self, String> {
-        let (store, game) = Self::instantiate(&pre, &context, &limits, &component)?;
-        Ok(Self {
-            pre,
-            context,
-            limits,
-            component,
-            store,
-            game,
-        })
-    }
-
-    fn instantiate(
-        pre: &InstancePre<HostState>,
-        context: &Arc<HostContext>,
-        limits: &Limits,
-        component: &Arc<str>,
-    ) -> Result<(Store<HostState>, Game), String> {
-        let state = HostState {
-            // Nothing inherited: no files, no environment, no network.
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.max_memory)
-                .build(),
-            context: context.clone(),
-            component: component.clone(),
-        };
-        let mut store = Store::new(pre.engine(), state);
-        store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
-        let instance = pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
-        let game = Game::new(&mut store, &instance).map_err(|e| format!("{e:#}"))?;
-        Ok((store, game))
-    }
-
-    fn info(&mut self) -> Result<bindings::ComponentInfo, String> {
-        self.arm_deadline();
-        self.game
-            .pitaya_host_handler()
-            .call_info(&mut self.store)
-            .map_err(|e| format!("{e:#}"))
-    }
-
-    fn init(&mut self, config: &[u8]) -> Result<(), String> {
-        self.arm_deadline();
-        self.game
-            .pitaya_host_handler()
-            .call_init(&mut self.store, config)
-            .map_err(|e| format!("{e:#}"))?
-            .map_err(|e| format!("init returned an error: {e}"))
-    }
-
-    fn arm_deadline(&mut self) {
-        self.store
-            .set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
-    }
-
-    /// The actor loop: one job at a time until every handle is dropped.
-    fn serve(mut self, mut queue: mpsc::Receiver<Job>, config: Vec<u8>) {
-        let mut healthy = true;
-        while let Some(job) = queue.blocking_recv() {
-            if !healthy {
-                healthy = self.restart(&config);
-            }
-            match job {
-                Job::Handle {
-                    session,
-                    handler,
-                    payload,
-                    reply,
-                } => {
-                    let result = if healthy {
-                        self.arm_deadline();
-                        let outcome = self.game.pitaya_host_handler().call_handle(
-                            &mut self.store,
-                            session,
-                            &handler,
-                            &payload,
-                        );
-                        match outcome {
-                            Ok(Ok(bytes)) => Ok(Ok(bytes)),
-                            Ok(Err(e)) => Ok(Err(HandlerError {
-                                code: e.code,
-                                message: e.message,
-                                metadata: e.metadata,
-                            })),
-                            Err(error) => {
-                                let failure = classify(&error);
-                                tracing::error!(
-                                    component = %self.component,
-                                    route = %format_args!("{}.{}", self.component, handler),
-                                    session,
-                                    error = %format_args!("{error:#}"),
-                                    "component call failed; its instance will be replaced"
-                                );
-                                healthy = false;
-                                Err(failure)
-                            }
-                        }
-                    } else {
-                        Err(CallFailure::Unavailable)
-                    };
-                    // The caller may have gone (its connection closed); nothing to do then.
-                    let _ = reply.send(result);
-                }
-                Job::SessionClosed(session) => {
-                    if healthy {
-                        self.arm_deadline();
-                        let outcome = self
-                            .game
-                            .pitaya_host_handler()
-                            .call_session_closed(&mut self.store, session);
-                        if let Err(error) = outcome {
-                            tracing::error!(
-                                component = %self.component,
-                                session,
-                                error = %format_args!("{error:#}"),
-                                "session-closed hook failed; its instance will be replaced"
-                            );
-                            healthy = false;
-                        }
-                    }
-                }
-            }
+        let handover = handover_rx.blocking_recv().map_err(|_| LoadError::Start {
+            path: path.clone(),
+            reason: "the running build did not hand over".into(),
+        })?;
+        let Handover {
+            state,
+            queue,
+            give_back,
+        } = handover;
+        if let Some(state) = state
+            && let Err(reason) = instance.import_state(state)
+        {
+            let _ = give_back.send(queue);
+            return Err(LoadError::Handover { path, reason });
         }
-    }
-
-    /// Replaces a broken instance with a fresh one whose `init` runs again.
-    fn restart(&mut self, config: &[u8]) -> bool {
-        match Self::instantiate(&self.pre, &self.context, &self.limits, &self.component) {
-            Ok((store, game)) => {
-                self.store = store;
-                self.game = game;
-                match self.init(config) {
-                    Ok(()) => {
-                        tracing::info!(component = %self.component, "instance restarted");
-                        true
-                    }
-                    Err(reason) => {
-                        tracing::error!(component = %self.component, %reason, "restarted instance failed to init");
-                        false
-                    }
-                }
-            }
-            Err(reason) => {
-                tracing::error!(component = %self.component, %reason, "cannot restart instance");
-                false
-            }
-        }
+        // Dropping `give_back` tells the old thread to end (its timers end with its instance).
+        drop(give_back);
+        *write(&handle.declared) = declared;
+        spawn_actor(instance, queue).map_err(|reason| LoadError::Start { path, reason })
     }
 }
 
+fn spawn_actor(instance: Instance, queue: mpsc::Receiver<Job>) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name(format!("component-{}", instance.name()))
+        .spawn(move || instance.serve(queue))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Ticks for a deadline of `timeout`, rounded up, plus one because the current tick may be
+/// nearly over.
 fn deadline_ticks(timeout: Duration) -> u64 {
-    (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+    timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64 + 1
 }
 
-fn classify(error: &wasmtime::Error) -> CallFailure {
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) | Some(Trap::OutOfFuel) => CallFailure::Timeout,
-        _ => CallFailure::Trap,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_round_up_to_whole_ticks() {
+        assert_eq!(deadline_ticks(Duration::from_millis(1)), 2);
+        assert_eq!(deadline_ticks(Duration::from_millis(5)), 2);
+        assert_eq!(deadline_ticks(Duration::from_millis(6)), 3);
+        assert_eq!(deadline_ticks(Duration::from_secs(1)), 201);
     }
 }

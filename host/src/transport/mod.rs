@@ -4,6 +4,7 @@
 //! framing needs, and knows nothing about sessions or components. The connection driver in
 //! [`crate::server`] sits on top of [`ConnReader`] and [`ConnWriter`].
 
+pub mod http;
 mod tcp;
 mod ws;
 

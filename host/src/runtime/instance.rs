@@ -1,0 +1,393 @@
+//! One live instance of a component, its store, and the actor loop that feeds it jobs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use wasmtime::component::{InstancePre, ResourceTable};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{ComponentInfo, Game};
+use super::{
+    CallFailure, CallResult, ComponentShared, ComponentSpec, Declared, HandlerError, HandlerSpec,
+    Handover, HostContext, Job, Timers, deadline_ticks,
+};
+
+/// The store data of one instance.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    pub(crate) context: Arc<HostContext>,
+    pub(crate) shared: Arc<ComponentShared>,
+    /// This instance's timers; dropping the store cancels them.
+    pub(crate) timers: Timers,
+}
+
+impl HostState {
+    /// The component's name, for logs.
+    pub(crate) fn component(&self) -> &str {
+        &self.shared.name
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The clock a component sees when it was not granted one: always the epoch.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// One live instance of a component and what is needed to replace it after a fault.
+pub(crate) struct Instance {
+    pre: InstancePre<HostState>,
+    context: Arc<HostContext>,
+    spec: ComponentSpec,
+    shared: Arc<ComponentShared>,
+    store: Store<HostState>,
+    game: Game,
+}
+
+impl Instance {
+    pub(crate) fn start(
+        pre: InstancePre<HostState>,
+        context: Arc<HostContext>,
+        spec: ComponentSpec,
+        shared: Arc<ComponentShared>,
+    ) -> Result<Self, String> {
+        let (store, game) = instantiate(&pre, &context, &spec, &shared)?;
+        Ok(Self {
+            pre,
+            context,
+            spec,
+            shared,
+            store,
+            game,
+        })
+    }
+
+    /// A fresh instance of the same compiled component, with other options.
+    pub(crate) fn restarted(
+        self,
+        spec: ComponentSpec,
+        shared: Arc<ComponentShared>,
+    ) -> Result<Self, String> {
+        Self::start(self.pre, self.context, spec, shared)
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn arm(&mut self) {
+        self.store
+            .set_epoch_deadline(deadline_ticks(self.spec.options.limits.call_timeout));
+        if let Some(fuel) = self.spec.options.limits.fuel {
+            // Only fails when fuel metering is off, and then there is nothing to arm.
+            let _ = self.store.set_fuel(fuel);
+        }
+    }
+
+    pub(crate) fn info(&mut self) -> Result<Declared, String> {
+        self.arm();
+        let ComponentInfo {
+            name,
+            handlers,
+            validates_handshake,
+        } = self
+            .game
+            .pitaya_host_handler()
+            .call_info(&mut self.store)
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(Declared {
+            name,
+            handlers: handlers
+                .into_iter()
+                .map(|h| HandlerSpec {
+                    name: h.name,
+                    kind: h.kind,
+                })
+                .collect(),
+            validates_handshake,
+        })
+    }
+
+    pub(crate) fn init(&mut self) -> Result<(), String> {
+        self.arm();
+        self.game
+            .pitaya_host_handler()
+            .call_init(&mut self.store, &self.spec.options.config)
+            .map_err(|e| format!("{e:#}"))?
+            .map_err(|e| format!("init returned an error: {e}"))
+    }
+
+    pub(crate) fn import_state(&mut self, state: Vec<u8>) -> Result<(), String> {
+        self.arm();
+        self.game
+            .pitaya_host_handler()
+            .call_import_state(&mut self.store, &state)
+            .map_err(|e| format!("{e:#}"))?
+    }
+
+    fn export_state(&mut self) -> Option<Vec<u8>> {
+        self.arm();
+        match self
+            .game
+            .pitaya_host_handler()
+            .call_export_state(&mut self.store)
+        {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::error!(component = %self.shared.name, error = %format_args!("{error:#}"), "export-state failed; the new build starts without state");
+                None
+            }
+        }
+    }
+
+    /// The actor loop: one job at a time until every sender is gone or a successor takes over.
+    pub(crate) fn serve(mut self, mut queue: mpsc::Receiver<Job>) {
+        let mut healthy = true;
+        while let Some(job) = queue.blocking_recv() {
+            if !healthy && !matches!(job, Job::Retire(_)) {
+                healthy = self.restart();
+            }
+            match job {
+                Job::Handle {
+                    session,
+                    handler,
+                    payload,
+                    reply,
+                } => {
+                    let result = if healthy {
+                        let result = self.handle(session, &handler, &payload);
+                        healthy = result.is_ok();
+                        result
+                    } else {
+                        Err(CallFailure::Unavailable)
+                    };
+                    // The caller may have gone (its connection closed); nothing to do then.
+                    let _ = reply.send(result);
+                }
+                Job::SessionClosed(session) => {
+                    if healthy {
+                        self.arm();
+                        let outcome = self
+                            .game
+                            .pitaya_host_handler()
+                            .call_session_closed(&mut self.store, session);
+                        healthy = self.survived(outcome, "session-closed", Some(session));
+                    }
+                }
+                Job::Timer(timer) => {
+                    let known = self.store.data().timers.fired(timer);
+                    if healthy && known {
+                        self.arm();
+                        let outcome = self
+                            .game
+                            .pitaya_host_handler()
+                            .call_on_timer(&mut self.store, timer);
+                        healthy = self.survived(outcome, "on-timer", None);
+                    }
+                }
+                Job::Validate {
+                    session,
+                    handshake,
+                    reply,
+                } => {
+                    let verdict = if healthy {
+                        self.arm();
+                        let outcome = self.game.pitaya_host_handler().call_validate_handshake(
+                            &mut self.store,
+                            session,
+                            &handshake,
+                        );
+                        match outcome {
+                            Ok(verdict) => verdict,
+                            Err(error) => {
+                                healthy = self.survived(
+                                    Err::<(), _>(error),
+                                    "validate-handshake",
+                                    Some(session),
+                                );
+                                Err("the component failed to validate the handshake".into())
+                            }
+                        }
+                    } else {
+                        Err("the component is unavailable".into())
+                    };
+                    let _ = reply.send(verdict);
+                }
+                Job::Shutdown(done) => {
+                    self.store.data().timers.cancel_all();
+                    if healthy {
+                        self.arm();
+                        let outcome = self
+                            .game
+                            .pitaya_host_handler()
+                            .call_shutdown(&mut self.store);
+                        self.survived(outcome, "shutdown", None);
+                    }
+                    let _ = done.send(());
+                }
+                Job::Retire(successor) => {
+                    let state = if healthy { self.export_state() } else { None };
+                    let (give_back, given_back) = tokio::sync::oneshot::channel();
+                    let handover = Handover {
+                        state,
+                        queue,
+                        give_back,
+                    };
+                    if let Err(handover) = successor.send(handover) {
+                        queue = handover.queue;
+                        continue;
+                    }
+                    match given_back.blocking_recv() {
+                        // The successor refused the state: keep serving.
+                        Ok(returned) => queue = returned,
+                        Err(_) => {
+                            tracing::info!(component = %self.shared.name, "old build retired");
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, session: u64, handler: &str, payload: &[u8]) -> CallResult {
+        self.arm();
+        let outcome =
+            self.game
+                .pitaya_host_handler()
+                .call_handle(&mut self.store, session, handler, payload);
+        match outcome {
+            Ok(Ok(bytes)) => Ok(Ok(bytes)),
+            Ok(Err(e)) => Ok(Err(HandlerError {
+                code: e.code,
+                message: e.message,
+                metadata: e.metadata,
+            })),
+            Err(error) => {
+                let failure = classify(&error);
+                tracing::error!(
+                    component = %self.shared.name,
+                    route = %format_args!("{}.{}", self.shared.name, handler),
+                    session,
+                    %failure,
+                    error = %format_args!("{error:#}"),
+                    "component call failed; its instance will be replaced"
+                );
+                Err(failure)
+            }
+        }
+    }
+
+    /// Logs a failed hook call; false when the instance must be replaced.
+    fn survived<T>(&self, outcome: wasmtime::Result<T>, hook: &str, session: Option<u64>) -> bool {
+        match outcome {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::error!(
+                    component = %self.shared.name,
+                    hook,
+                    session,
+                    error = %format_args!("{error:#}"),
+                    "component hook failed; its instance will be replaced"
+                );
+                false
+            }
+        }
+    }
+
+    /// Replaces a broken instance with a fresh one whose `init` runs again.
+    fn restart(&mut self) -> bool {
+        match instantiate(&self.pre, &self.context, &self.spec, &self.shared) {
+            Ok((store, game)) => {
+                // Dropping the old store cancels the old instance's timers.
+                self.store = store;
+                self.game = game;
+                match self.init() {
+                    Ok(()) => {
+                        tracing::info!(component = %self.shared.name, "instance restarted");
+                        true
+                    }
+                    Err(reason) => {
+                        tracing::error!(component = %self.shared.name, %reason, "restarted instance failed to init");
+                        false
+                    }
+                }
+            }
+            Err(reason) => {
+                tracing::error!(component = %self.shared.name, %reason, "cannot restart instance");
+                false
+            }
+        }
+    }
+}
+
+fn instantiate(
+    pre: &InstancePre<HostState>,
+    context: &Arc<HostContext>,
+    spec: &ComponentSpec,
+    shared: &Arc<ComponentShared>,
+) -> Result<(Store<HostState>, Game), String> {
+    let mut wasi = WasiCtx::builder();
+    // Nothing inherited unless granted: no files, no network, no environment, no clock.
+    if !spec.options.grants.clock {
+        wasi.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
+    }
+    if spec.options.grants.stdio {
+        wasi.inherit_stdout().inherit_stderr();
+    }
+    wasi.envs(&spec.options.grants.env);
+    let state = HostState {
+        wasi: wasi.build(),
+        table: ResourceTable::new(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(spec.options.limits.max_memory)
+            .build(),
+        context: context.clone(),
+        shared: shared.clone(),
+        timers: Timers::default(),
+    };
+    let mut store = Store::new(pre.engine(), state);
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(deadline_ticks(spec.options.limits.call_timeout));
+    if let Some(fuel) = spec.options.limits.fuel {
+        let _ = store.set_fuel(fuel);
+    }
+    let instance = pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
+    let game = Game::new(&mut store, &instance).map_err(|e| format!("{e:#}"))?;
+    Ok((store, game))
+}
+
+fn classify(error: &wasmtime::Error) -> CallFailure {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) | Some(Trap::OutOfFuel) => CallFailure::Timeout,
+        _ => CallFailure::Trap,
+    }
+}

@@ -1,0 +1,518 @@
+//! One connection from accept to close.
+//!
+//! Each connection has two tasks. The driver reads bytes, feeds [`pitaya_protocol::Connection`],
+//! dispatches the session's messages one at a time in arrival order, and queues responses. The
+//! writer drains the session's bounded send queue into the socket, batching what is waiting.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pitaya_protocol::{
+    Connection, Event, Message, MessageType, State, encode_response, error_payload_json,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::Shared;
+use crate::router::Resolved;
+use crate::runtime::{CallFailure, HandlerKind};
+use crate::session::{Outbound, SendQueue, Session};
+use crate::transport::http::{Sniffed, serve_file, sniff};
+use crate::transport::{
+    Conn, ConnReader, ConnWriter, TcpReader, TcpWriter, TransportKind, accept_websocket,
+};
+
+pub(super) async fn accept_loop(listener: TcpListener, kind: TransportKind, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Running out of file descriptors is the usual cause; back off instead of spinning.
+                tracing::warn!(%kind, %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = match &shared.connections {
+            Some(limit) => match limit.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    shared
+                        .stats
+                        .refused_connections
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, %kind, max = shared.config.max_connections, "connection limit reached, refusing a connection");
+                    drop(stream);
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_stream(shared.clone(), stream, peer, kind, permit));
+    }
+}
+
+async fn serve_stream(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    kind: TransportKind,
+    _permit: Option<OwnedSemaphorePermit>,
+) {
+    let conn = match kind {
+        TransportKind::Tcp => {
+            let (read, write) = stream.into_split();
+            Conn {
+                reader: ConnReader::Tcp(TcpReader(read)),
+                writer: ConnWriter::Tcp(TcpWriter::new(write)),
+                peer,
+                kind,
+            }
+        }
+        TransportKind::WebSocket => {
+            let timeout = shared.connection.handshake_timeout;
+            if let Some(root) = &shared.config.web {
+                match sniff(&stream, timeout).await {
+                    Ok(Sniffed::WebSocket) => {}
+                    Ok(request) => {
+                        if let Err(error) = serve_file(stream, root, request).await {
+                            tracing::debug!(%peer, %error, "http request failed");
+                        }
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "no request head");
+                        return;
+                    }
+                }
+            }
+            // A packet plus WebSocket framing; several packets may share one frame.
+            let max_message = shared
+                .connection
+                .max_packet_body
+                .saturating_mul(4)
+                .max(64 * 1024);
+            match tokio::time::timeout(timeout, accept_websocket(stream, max_message)).await {
+                Ok(Ok((reader, writer))) => Conn {
+                    reader: ConnReader::Ws(reader),
+                    writer: ConnWriter::Ws(writer),
+                    peer,
+                    kind,
+                },
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "websocket upgrade failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "websocket upgrade timed out");
+                    return;
+                }
+            }
+        }
+    };
+    drive(shared, conn).await;
+}
+
+type Dispatch = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+
+/// What woke the driver.
+enum Wake {
+    Read(std::io::Result<bool>),
+    Timer,
+    Dispatched(Option<Bytes>),
+    Closed,
+    WriterDone,
+}
+
+/// A message waiting for its turn; the rate limit is judged on arrival.
+struct Pending {
+    message: Message,
+    limited: bool,
+}
+
+/// A token bucket: `rate` tokens a second, holding at most `rate`.
+struct RateLimiter {
+    rate: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl RateLimiter {
+    fn new(rate: u32, now: std::time::Instant) -> Self {
+        Self {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            last: now,
+        }
+    }
+
+    fn allow(&mut self, now: std::time::Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Runs one connection from accept to close.
+async fn drive(shared: Arc<Shared>, conn: Conn) {
+    let Conn {
+        mut reader,
+        writer,
+        peer,
+        kind,
+    } = conn;
+    let (sender, queue) = mpsc::channel(shared.config.send_queue.max(1));
+    let outbound = SendQueue {
+        sender,
+        queued: Arc::new(AtomicUsize::new(0)),
+        max_queued: shared.config.send_queue_bytes.max(1),
+    };
+    let (stop_writer, stop) = oneshot::channel();
+    let mut writer_task = tokio::spawn(write_loop(writer, queue, outbound.queued.clone(), stop));
+    let mut writer_done = false;
+    let start = std::time::Instant::now();
+    let mut protocol = Connection::new(
+        shared.connection.clone(),
+        shared.router.dict().clone(),
+        start,
+    );
+    let mut limiter = shared
+        .config
+        .rate_limit
+        .map(|rate| RateLimiter::new(rate, start));
+    let mut buf = BytesMut::new();
+    let mut session: Option<Arc<Session>> = None;
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut in_flight: Option<Dispatch> = None;
+
+    let reason = 'conn: loop {
+        while let Some(packet) = protocol.poll_transmit() {
+            if outbound.try_push(Outbound::Packet(packet)).is_err() {
+                break 'conn "send queue full";
+            }
+        }
+        if protocol.state() == State::Closed {
+            break 'conn "protocol closed";
+        }
+        if in_flight.is_none()
+            && let Some(session) = &session
+            && let Some(next) = pending.pop_front()
+        {
+            in_flight = Some(if next.limited {
+                shared.count_rate_limited();
+                Box::pin(std::future::ready(rate_limited(&shared, &next.message)))
+            } else {
+                Box::pin(dispatch(shared.clone(), session.clone(), next.message))
+            });
+        }
+        let deadline = protocol.poll_timeout().map(Instant::from_std);
+        let wake = tokio::select! {
+            result = reader.read(&mut buf) => Wake::Read(result),
+            _ = sleep_until(deadline) => Wake::Timer,
+            response = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                Wake::Dispatched(response)
+            }
+            _ = async { session.as_ref().expect("guarded").closed().await }, if session.is_some() => Wake::Closed,
+            _ = &mut writer_task, if !writer_done => Wake::WriterDone,
+        };
+        let now = std::time::Instant::now();
+        match wake {
+            Wake::Read(Ok(true)) => {
+                let received = protocol.receive(&buf, now);
+                buf.clear();
+                if let Err(error) = received {
+                    tracing::debug!(%peer, %kind, %error, "protocol error, closing");
+                    // Flush what the state machine queued (a 400 handshake reply) before closing.
+                    while let Some(packet) = protocol.poll_transmit() {
+                        let _ = outbound.try_push(Outbound::Packet(packet));
+                    }
+                    break 'conn "protocol error";
+                }
+            }
+            Wake::Read(Ok(false)) => break 'conn "closed by client",
+            Wake::Read(Err(error)) => {
+                tracing::debug!(%peer, %kind, %error, "read failed");
+                break 'conn "read error";
+            }
+            Wake::Timer => {
+                if let Err(error) = protocol.handle_timeout(now) {
+                    tracing::debug!(%peer, %kind, %error, "timed out, closing");
+                    break 'conn "timeout";
+                }
+            }
+            Wake::Dispatched(response) => {
+                in_flight = None;
+                if let (Some(packet), Some(session)) = (response, &session)
+                    && session.send(packet).is_err()
+                {
+                    break 'conn "send queue full";
+                }
+            }
+            Wake::Closed => break 'conn "closed by the server",
+            Wake::WriterDone => {
+                writer_done = true;
+                break 'conn "writer finished";
+            }
+        }
+        while let Some(event) = protocol.poll_event() {
+            match event {
+                Event::Handshake(handshake) => {
+                    let created = shared.registry.create(peer, handshake, outbound.clone());
+                    tracing::debug!(%peer, %kind, session = created.id(), "handshake");
+                    let verdict = validate(&shared, &created).await;
+                    session = Some(created);
+                    match verdict {
+                        // Packets that came behind the handshake are decoded now; their events
+                        // join the queue this loop is draining.
+                        Ok(()) => {
+                            if let Err(error) = protocol.accept_handshake() {
+                                tracing::debug!(%peer, %kind, %error, "protocol error, closing");
+                            }
+                        }
+                        Err(reason) => {
+                            tracing::info!(%peer, %kind, reason, "handshake refused");
+                            protocol.refuse_handshake(400, &reason);
+                        }
+                    }
+                }
+                Event::Ready => {}
+                Event::Message(message) => {
+                    let limited = limiter.as_mut().is_some_and(|limiter| !limiter.allow(now));
+                    pending.push_back(Pending { message, limited });
+                }
+            }
+        }
+    };
+
+    drop(in_flight);
+    if let Some(session) = &session {
+        tracing::debug!(session = session.id(), %peer, reason, "session closed");
+        session.close();
+        shared.registry.remove(session.id());
+        shared
+            .context
+            .groups
+            .leave_all(session.id(), &session.groups());
+        for index in session.components_seen() {
+            if let Some(component) = shared.router.component_by_index(index) {
+                component.session_closed(session.id()).await;
+            }
+        }
+    } else {
+        tracing::debug!(%peer, %kind, reason, "connection closed before a session began");
+    }
+    drop(session);
+    drop(outbound);
+    let _ = stop_writer.send(());
+    if !writer_done {
+        // A client that does not read can hold the writer in a write forever.
+        if tokio::time::timeout(Duration::from_secs(1), &mut writer_task)
+            .await
+            .is_err()
+        {
+            writer_task.abort();
+        }
+    }
+}
+
+/// Asks every component that validates handshakes; the first refusal wins.
+async fn validate(shared: &Shared, session: &Session) -> Result<(), String> {
+    let validators: Vec<_> = shared
+        .router
+        .components()
+        .filter(|component| component.validates_handshake())
+        .collect();
+    if validators.is_empty() {
+        return Ok(());
+    }
+    let handshake = session.handshake();
+    let json = serde_json::json!({ "sys": handshake.sys, "user": handshake.user }).to_string();
+    for component in validators {
+        session.note_component(component.index);
+        component.validate(session.id(), json.clone()).await?;
+    }
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Most packets written in one go.
+const WRITE_BATCH: usize = 64;
+
+/// Drains the send queue into the socket until stopped, the queue ends, or a last packet goes.
+async fn write_loop(
+    mut writer: ConnWriter,
+    mut queue: mpsc::Receiver<Outbound>,
+    queued: Arc<AtomicUsize>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut stopping = false;
+    loop {
+        let first = if stopping {
+            queue.try_recv().ok()
+        } else {
+            tokio::select! {
+                biased;
+                item = queue.recv() => item,
+                _ = &mut stop => {
+                    stopping = true;
+                    queue.try_recv().ok()
+                }
+            }
+        };
+        let Some(first) = first else { break };
+        let mut last = false;
+        let mut item = Some(first);
+        while let Some(next) = item.take() {
+            match next {
+                Outbound::Packet(packet) => batch.push(packet),
+                Outbound::Last(packet) => {
+                    batch.push(packet);
+                    last = true;
+                    break;
+                }
+            }
+            if batch.len() < WRITE_BATCH {
+                item = queue.try_recv().ok();
+            }
+        }
+        let written: usize = batch.iter().map(Bytes::len).sum();
+        if writer.write_packets(&batch).await.is_err() {
+            return;
+        }
+        queued.fetch_sub(written, Ordering::AcqRel);
+        batch.clear();
+        if last {
+            break;
+        }
+    }
+    writer.shutdown().await;
+}
+
+/// An error a handler call ended with: code, message, metadata.
+type Failure = (String, String, Vec<(String, String)>);
+
+fn failure(code: &str, message: String) -> Failure {
+    (code.to_owned(), message, Vec::new())
+}
+
+/// The answer to a request over the rate limit (a notify over it is dropped).
+fn rate_limited(shared: &Shared, message: &Message) -> Option<Bytes> {
+    tracing::debug!(route = message.route, "rate limited");
+    (message.kind == MessageType::Request).then(|| {
+        response(
+            shared,
+            message.id,
+            Err(failure(
+                "PIT-429",
+                "pitaya/handler: rate limit exceeded".into(),
+            )),
+        )
+    })
+}
+
+/// Runs one client message through its handler and encodes the response (none for a notify).
+async fn dispatch(shared: Arc<Shared>, session: Arc<Session>, message: Message) -> Option<Bytes> {
+    let is_request = message.kind == MessageType::Request;
+    let route = message.route;
+    let outcome: Result<Vec<u8>, Failure> = match shared.router.resolve(&route) {
+        Resolved::Malformed => Err(failure(
+            "PIT-400",
+            format!("pitaya/handler: malformed route {route:?}"),
+        )),
+        Resolved::NotFound => Err(failure(
+            "PIT-404",
+            format!("pitaya/handler: {route} not found"),
+        )),
+        Resolved::Handler {
+            kind: HandlerKind::Notify,
+            ..
+        } if is_request => Err(failure(
+            "PIT-400",
+            format!("pitaya/handler: {route} is a notify handler and gives no response"),
+        )),
+        Resolved::Handler {
+            component, handler, ..
+        } => {
+            let component = component.clone();
+            let handler = handler.to_owned();
+            session.note_component(component.index);
+            match component
+                .call(session.id(), &handler, message.payload)
+                .await
+            {
+                Ok(Ok(payload)) if payload.len() > shared.config.max_response => Err(failure(
+                    "PIT-500",
+                    format!(
+                        "pitaya/handler: {route} answered {} bytes, over the limit of {}",
+                        payload.len(),
+                        shared.config.max_response
+                    ),
+                )),
+                Ok(Ok(payload)) => Ok(payload),
+                Ok(Err(error)) => Err((error.code, error.message, error.metadata)),
+                Err(failure_kind) => {
+                    let why = match failure_kind {
+                        CallFailure::Trap => "trapped",
+                        CallFailure::Timeout => "ran out of time",
+                        CallFailure::Unavailable => "is unavailable",
+                    };
+                    Err(failure(
+                        "PIT-503",
+                        format!("pitaya/handler: {route} unavailable: the component {why}"),
+                    ))
+                }
+            }
+        }
+    };
+    if !is_request {
+        if let Err((code, msg, _)) = outcome {
+            tracing::debug!(session = session.id(), route, code, msg, "notify failed");
+        }
+        return None;
+    }
+    Some(response(&shared, message.id, outcome))
+}
+
+/// Encodes a response packet, falling back to a PIT-500 error if it cannot be encoded.
+fn response(shared: &Shared, id: u64, outcome: Result<Vec<u8>, Failure>) -> Bytes {
+    let mut packet = BytesMut::new();
+    let encoded = match &outcome {
+        Ok(payload) => encode_response(id, payload, false, &shared.config.encode, &mut packet),
+        Err((code, msg, metadata)) => {
+            let payload = error_payload_json(code, msg, metadata);
+            encode_response(id, &payload, true, &shared.config.encode, &mut packet)
+        }
+    };
+    if let Err(error) = encoded {
+        tracing::warn!(id, %error, "response refused");
+        packet.clear();
+        let payload = error_payload_json(
+            "PIT-500",
+            &format!("pitaya/handler: response refused: {error}"),
+            &[],
+        );
+        // A short error always encodes.
+        let _ = encode_response(id, &payload, true, &shared.config.encode, &mut packet);
+    }
+    packet.freeze()
+}

@@ -1,0 +1,370 @@
+//! The server: loads components, binds the listeners, accepts connections (up to a cap),
+//! reloads components when asked, and shuts down gracefully.
+
+mod connection;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use pitaya_protocol::{ConnectionConfig, EncodeOptions};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::group::Groups;
+use crate::router::{Router, RouterError};
+use crate::runtime::{ComponentHandle, ComponentOptions, HostContext, LoadError, Runtime};
+use crate::session::Registry;
+use crate::transport::TransportKind;
+
+/// Everything the server is configured with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// TCP listen address, or none for no TCP listener.
+    pub tcp: Option<SocketAddr>,
+    /// WebSocket listen address, or none for no WebSocket listener.
+    pub ws: Option<SocketAddr>,
+    /// A folder served over plain HTTP on the WebSocket port (browser games' pages).
+    pub web: Option<PathBuf>,
+    /// This server's type, the optional first part of routes.
+    pub server_type: String,
+    /// Protocol limits and timers.
+    pub connection: ConnectionConfig,
+    /// How responses and pushes are encoded.
+    pub encode: EncodeOptions,
+    /// Packets queued for one client before it counts as not reading and is disconnected.
+    pub send_queue: usize,
+    /// Bytes queued for one client before it counts as not reading and is disconnected.
+    pub send_queue_bytes: usize,
+    /// Largest response or push payload a component may produce.
+    pub max_response: usize,
+    /// Whether kicks carry `{"reason":...}`.
+    pub kick_reasons: bool,
+    /// Whether binding a uid held by another session fails instead of kicking that session.
+    pub refuse_duplicate_login: bool,
+    /// Requests (and notifies) per second one session may send; over it requests get PIT-429.
+    pub rate_limit: Option<u32>,
+    /// Most simultaneous connections; more are closed as they are accepted.
+    pub max_connections: Option<usize>,
+    /// Reload a component when its file changes.
+    pub watch: bool,
+    /// How long a graceful shutdown may take.
+    pub shutdown_timeout: Duration,
+    /// The component files to serve.
+    pub components: Vec<PathBuf>,
+    /// Options for components without options of their own.
+    pub default_options: ComponentOptions,
+    /// Options by component name.
+    pub component_options: HashMap<String, ComponentOptions>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            tcp: Some(SocketAddr::from(([127, 0, 0, 1], 3250))),
+            ws: Some(SocketAddr::from(([127, 0, 0, 1], 3251))),
+            web: None,
+            server_type: "connector".into(),
+            connection: ConnectionConfig::default(),
+            encode: EncodeOptions {
+                compress: false,
+                push_route_codes: false,
+            },
+            send_queue: 1024,
+            send_queue_bytes: 4 << 20,
+            max_response: 1 << 20,
+            kick_reasons: false,
+            refuse_duplicate_login: false,
+            rate_limit: None,
+            max_connections: None,
+            watch: false,
+            shutdown_timeout: Duration::from_secs(5),
+            components: Vec::new(),
+            default_options: ComponentOptions::default(),
+            component_options: HashMap::new(),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A component failed to load.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Two components claim the same routes.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {transport} {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        transport: TransportKind,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// Neither TCP nor WebSocket is enabled.
+    #[error("no listener: enable TCP, WebSocket or both")]
+    NoListener,
+}
+
+/// Counters of what the server refused or dropped.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests answered PIT-429 and notifies dropped for going over the rate limit.
+    pub rate_limited: AtomicU64,
+    /// Connections closed at accept because of the connection cap.
+    pub refused_connections: AtomicU64,
+}
+
+/// What every connection task shares.
+struct Shared {
+    router: Router,
+    registry: Arc<Registry>,
+    context: Arc<HostContext>,
+    config: ServerConfig,
+    connection: Arc<ConnectionConfig>,
+    connections: Option<Arc<Semaphore>>,
+    stats: Stats,
+    runtime: Arc<Runtime>,
+}
+
+/// A loaded, listening server that has not started accepting yet.
+pub struct Server {
+    shared: Arc<Shared>,
+    tcp: Option<TcpListener>,
+    ws: Option<TcpListener>,
+}
+
+impl Server {
+    /// Loads every component (compiling them, running their `init`) and binds the listeners.
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        if config.tcp.is_none() && config.ws.is_none() {
+            return Err(ServerError::NoListener);
+        }
+        let registry = Arc::new(Registry::default());
+        let context = Arc::new(HostContext {
+            registry: registry.clone(),
+            groups: Groups::default(),
+            encode: config.encode.clone(),
+            dict: Default::default(),
+            kick_reasons: config.kick_reasons,
+            refuse_duplicate_login: config.refuse_duplicate_login,
+            max_payload: config.max_response,
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let paths = config.components.clone();
+        let defaults = config.default_options.clone();
+        let by_name = config.component_options.clone();
+        let loader_context = context.clone();
+        // Compiling is CPU work that must not stall the async runtime's threads.
+        let (runtime, loaded) = tokio::task::spawn_blocking(move || {
+            let fuel = std::iter::once(&defaults)
+                .chain(by_name.values())
+                .any(|options| options.limits.fuel.is_some());
+            let runtime = Runtime::new(loader_context, fuel)?;
+            let options = |name: &str| by_name.get(name).unwrap_or(&defaults).clone();
+            let loaded = paths
+                .into_iter()
+                .enumerate()
+                .map(|(index, path)| runtime.load(path, index, &options))
+                .collect::<Result<Vec<ComponentHandle>, LoadError>>()?;
+            Ok::<_, LoadError>((runtime, loaded))
+        })
+        .await
+        .map_err(|e| LoadError::Engine(format!("loader thread failed: {e}")))??;
+        for component in &loaded {
+            let routes: Vec<String> = component
+                .handlers()
+                .iter()
+                .map(|h| format!("{}.{}", component.name(), h.name))
+                .collect();
+            tracing::info!(
+                component = component.name(),
+                path = %component.path.display(),
+                routes = %routes.join(" "),
+                "component loaded"
+            );
+        }
+        let router = Router::new(&config.server_type, loaded)?;
+        // Host functions encode coded push routes with the same dict the handshake offers.
+        let _ = context.dict.set(router.dict().clone());
+        let tcp = match config.tcp {
+            Some(addr) => Some(listen(TransportKind::Tcp, addr).await?),
+            None => None,
+        };
+        let ws = match config.ws {
+            Some(addr) => Some(listen(TransportKind::WebSocket, addr).await?),
+            None => None,
+        };
+        let connections = config
+            .max_connections
+            .map(|max| Arc::new(Semaphore::new(max)));
+        let shared = Arc::new(Shared {
+            router,
+            registry,
+            context,
+            connection: Arc::new(config.connection.clone()),
+            connections,
+            stats: Stats::default(),
+            runtime: Arc::new(runtime),
+            config,
+        });
+        Ok(Self { shared, tcp, ws })
+    }
+
+    /// The bound TCP address, if TCP is enabled.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bound WebSocket address, if WebSocket is enabled.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// A handle that reloads components on demand (for a signal or an admin command).
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.shared.clone())
+    }
+
+    /// Accepts and serves connections until `shutdown` resolves, then shuts down gracefully:
+    /// stops accepting, runs the components' shutdown hooks, kicks every session with a
+    /// reason, and waits (up to the shutdown timeout) for the connections to close.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let mut background = Vec::new();
+        for (listener, kind) in [
+            (self.tcp, TransportKind::Tcp),
+            (self.ws, TransportKind::WebSocket),
+        ] {
+            if let Some(listener) = listener {
+                background.push(tokio::spawn(connection::accept_loop(
+                    listener,
+                    kind,
+                    self.shared.clone(),
+                )));
+            }
+        }
+        if self.shared.config.watch {
+            background.push(tokio::spawn(watch(self.shared.clone())));
+        }
+        shutdown.await;
+        for task in background {
+            task.abort();
+        }
+        let shared = self.shared;
+        let deadline = tokio::time::Instant::now() + shared.config.shutdown_timeout;
+        let hooks = async {
+            for component in shared.router.components() {
+                component.shutdown().await;
+            }
+        };
+        if tokio::time::timeout_at(deadline, hooks).await.is_err() {
+            tracing::warn!("shutdown hooks did not finish in time");
+        }
+        let sessions = shared.registry.all();
+        tracing::info!(sessions = sessions.len(), "kicking every session");
+        let kick = shared.context.kick_packet(Some("server shutting down"));
+        for session in sessions {
+            let _ = session.send_last(kick.clone());
+        }
+        let drained = async {
+            while !shared.registry.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        if tokio::time::timeout_at(deadline, drained).await.is_err() {
+            tracing::warn!(
+                left = shared.registry.len(),
+                "sessions still open at the shutdown deadline"
+            );
+        }
+    }
+}
+
+/// Reloads components while the server runs.
+#[derive(Clone)]
+pub struct Reloader(Arc<Shared>);
+
+impl Reloader {
+    /// Reloads every component from its file, one after the other; a build that fails leaves
+    /// the old one serving, and the failure is logged.
+    pub async fn reload_all(&self) {
+        for component in self.0.router.components() {
+            reload(&self.0, component.clone()).await;
+        }
+    }
+}
+
+async fn reload(shared: &Arc<Shared>, component: Arc<ComponentHandle>) {
+    let runtime = shared.runtime.clone();
+    let name = component.name().to_owned();
+    let path = component.path.clone();
+    let outcome = tokio::task::spawn_blocking(move || runtime.reload(&component)).await;
+    match outcome {
+        Ok(Ok(())) => {
+            tracing::info!(component = name, path = %path.display(), "component reloaded")
+        }
+        Ok(Err(error)) => tracing::error!(
+            component = name,
+            "reload failed, the old build keeps serving: {error}"
+        ),
+        Err(error) => tracing::error!(
+            component = name,
+            "reload failed, the old build keeps serving: {error}"
+        ),
+    }
+}
+
+/// What identifies a version of a file: a rename over it changes at least one of these.
+fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.modified().ok()?, meta.len(), inode))
+}
+
+/// Polls the component files and reloads one once its new version has stayed the same for
+/// one poll (a file still being written would fail to load).
+async fn watch(shared: Arc<Shared>) {
+    const POLL: Duration = Duration::from_millis(200);
+    let components: Vec<Arc<ComponentHandle>> = shared.router.components().cloned().collect();
+    let mut served: Vec<_> = components.iter().map(|c| stamp(&c.path)).collect();
+    let mut seen = served.clone();
+    loop {
+        tokio::time::sleep(POLL).await;
+        for (index, component) in components.iter().enumerate() {
+            let now = stamp(&component.path);
+            if now.is_some() && now == seen[index] && now != served[index] {
+                served[index] = now;
+                tracing::info!(component = component.name(), path = %component.path.display(), "file changed, reloading");
+                reload(&shared, component.clone()).await;
+            }
+            seen[index] = now;
+        }
+    }
+}
+
+async fn listen(transport: TransportKind, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            transport,
+            addr,
+            source,
+        })
+}
+
+impl Shared {
+    fn count_rate_limited(&self) {
+        self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+}

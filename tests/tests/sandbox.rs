@@ -1,0 +1,1094 @@
+//! The sandbox and the host's defences (issue "sandbox"): hostile components (endless loops, endless
+//! allocation, panics, endless recursion, huge answers) are stopped within the call timeout and replaced while
+//! other components keep serving; a client that never reads is disconnected without the host buffering the
+//! flood; random and mutated packets from many connections never disturb a well-behaved session; the rate
+//! limit, the connection cap and the response size cap; the graceful shutdown on SIGTERM / SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use pitaya_tests::checks::{call, ensure_echo, ensure_error, ensure_nothing_else};
+use pitaya_tests::codec::{self, Message, PITAYA_HANDSHAKE, Route};
+use pitaya_tests::procfs::{TCP_ESTABLISHED, tcp_state, tcp_state_name};
+use pitaya_tests::{Client, Incoming, MessageType, Server, ServerOptions, Transport};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Bound on how much the host's resident memory may grow, in KiB (50 MiB).
+const RSS_SLACK_KIB: u64 = 50 * 1024;
+
+/// Sends a request and waits for its response within `within`; also returns when the response arrived.
+async fn response_at(c: &mut Client, id: u64, within: Duration) -> Result<(Message, Instant)> {
+    let what = format!("the response to request {id}");
+    c.wait_for(&what, within, |e| match e {
+        Incoming::Data(m) if m.kind == MessageType::Response && m.id == id => Some(m.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// The error code of an error response, or a description of what came instead.
+fn error_code(m: &Message) -> std::result::Result<String, String> {
+    if !m.error {
+        return Err(format!("a success {:?}", m.text()));
+    }
+    match m.json() {
+        Ok(v) => v["code"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("an error without a string code: {v}")),
+        Err(e) => Err(format!("an error payload that is not JSON: {e:#}")),
+    }
+}
+
+// ------------------------------------------------------------------------------------------ hostile routes
+
+struct HostileRun {
+    timings: Vec<String>,
+    failures: Vec<String>,
+}
+
+/// Each hostile route answers an error within the call timeout + 100 ms (PIT-503; `hostile.big` may also be
+/// PIT-500: any PIT-5xx), `hostile.ok` answers `{}` after each, and during `hostile.spin` another session's
+/// `echo.echo` is answered before spin's error.
+async fn hostile_routes(server: &Server, t: Transport, limit: Duration) -> Result<HostileRun> {
+    let mut victim = server.connect_ready(t).await?;
+    let mut bystander = server.connect_ready(t).await?;
+    let mut run = HostileRun {
+        timings: Vec::new(),
+        failures: Vec::new(),
+    };
+    for route in [
+        "hostile.spin",
+        "hostile.hog",
+        "hostile.trap",
+        "hostile.deep",
+        "hostile.big",
+    ] {
+        let id = victim.next_id();
+        let sent = Instant::now();
+        victim.send_request(id, route, b"{}").await?;
+        let mut echo_at = None;
+        if route == "hostile.spin" {
+            let eid = bystander.next_id();
+            let payload = br#"{"while":"spinning"}"#;
+            bystander.send_request(eid, "echo.echo", payload).await?;
+            match response_at(&mut bystander, eid, Duration::from_secs(5)).await {
+                Ok((m, at)) => {
+                    if let Err(e) = ensure_echo(&m, eid, payload) {
+                        run.failures
+                            .push(format!("{t}: echo.echo during hostile.spin: {e:#}"));
+                    }
+                    echo_at = Some(at);
+                }
+                Err(e) => run.failures.push(format!(
+                    "{t}: echo.echo during hostile.spin not answered: {e:#}"
+                )),
+            }
+        }
+        let (m, at) = match response_at(&mut victim, id, Duration::from_secs(10)).await {
+            Ok(r) => r,
+            Err(e) => {
+                run.failures
+                    .push(format!("{t}: {route} got no answer: {e:#}"));
+                // The session is unusable now; go on with a fresh one.
+                victim = server.connect_ready(t).await?;
+                continue;
+            }
+        };
+        let took = at.duration_since(sent);
+        let code = error_code(&m);
+        run.timings
+            .push(format!("{t} {route}: {code:?} after {took:.1?}"));
+        match &code {
+            Ok(c) if c == "PIT-503" => {}
+            Ok(c) if route == "hostile.big" && c.starts_with("PIT-5") => {}
+            other => run.failures.push(format!(
+                "{t}: {route} answered {other:?}, expected {}",
+                if route == "hostile.big" {
+                    "PIT-5xx"
+                } else {
+                    "PIT-503"
+                }
+            )),
+        }
+        if took > limit {
+            run.failures.push(format!(
+                "{t}: {route} answered after {took:.1?}, more than {limit:?} after sending"
+            ));
+        }
+        if let Some(echo_at) = echo_at
+            && echo_at >= at
+        {
+            run.failures.push(format!(
+                "{t}: the bystander's echo.echo was answered {:.1?} after hostile.spin's error, \
+                 not while spin ran",
+                echo_at.duration_since(at)
+            ));
+        }
+        match call(&mut victim, "hostile.ok", &json!({})).await {
+            Ok(v) if v == json!({}) => {}
+            Ok(v) => run
+                .failures
+                .push(format!("{t}: hostile.ok after {route} answered {v}")),
+            Err(e) => run
+                .failures
+                .push(format!("{t}: hostile.ok after {route}: {e:#}")),
+        }
+    }
+    ensure_nothing_else(&mut bystander).await?;
+    Ok(run)
+}
+
+/// With `--call-timeout-ms 500`: the hostile routes over TCP then WebSocket, then the host is alive and its
+/// resident memory is within 50 MiB of its value after warm-up.
+#[tokio::test]
+async fn hostile_components_are_stopped_and_replaced() -> Result<()> {
+    let server = Server::start(
+        ServerOptions::default()
+            .components(&["echo.wasm", "hostile.wasm"])
+            .args("--call-timeout-ms", 500),
+    )
+    .await?;
+    // Warm-up: both components instantiated, both transports used.
+    for t in Transport::ALL {
+        let mut c = server.connect_ready(t).await?;
+        for _ in 0..3 {
+            ensure!(
+                call(&mut c, "hostile.ok", &json!({})).await? == json!({}),
+                "hostile.ok"
+            );
+            call(&mut c, "echo.echo", &json!({"warm": "up"})).await?;
+        }
+    }
+    let rss_before = server.rss_kib()?;
+
+    let limit = Duration::from_millis(600);
+    let mut timings = Vec::new();
+    let mut failures = Vec::new();
+    for t in Transport::ALL {
+        match hostile_routes(&server, t, limit).await {
+            Ok(run) => {
+                timings.extend(run.timings);
+                failures.extend(run.failures);
+            }
+            Err(e) => failures.push(format!("over {t}: {e:#}")),
+        }
+    }
+    let alive = server.is_running();
+    let rss_after = if alive { server.rss_kib()? } else { 0 };
+    eprintln!(
+        "hostile timings (limit {limit:?}):\n  {}\nVmRSS {rss_before} KiB after warm-up, {rss_after} KiB after",
+        timings.join("\n  ")
+    );
+    if !alive {
+        failures.push(format!("the host died: {}", server.exit_status()));
+    } else if rss_after > rss_before + RSS_SLACK_KIB {
+        failures.push(format!(
+            "VmRSS grew from {rss_before} KiB to {rss_after} KiB (more than {RSS_SLACK_KIB} KiB)"
+        ));
+    }
+    ensure!(
+        failures.is_empty(),
+        "{}\nmeasured:\n  {}\n{}",
+        failures.join("\n"),
+        timings.join("\n  "),
+        server.log_tail(30)
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------ a client that never reads
+
+/// Reads one whole packet from a raw TCP stream.
+async fn read_packet(s: &mut TcpStream) -> Result<codec::Packet> {
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head)
+        .await
+        .context("reading a packet header")?;
+    let len = usize::from(head[1]) << 16 | usize::from(head[2]) << 8 | usize::from(head[3]);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)
+        .await
+        .context("reading a packet body")?;
+    Ok(codec::Packet::new(head[0], body))
+}
+
+/// A raw TCP client (small receive buffer) handshakes, asks `hostile.flood` for 100 MB of 64 KiB pushes and
+/// never reads. The host must disconnect it (its side of the connection leaves ESTABLISHED, seen in
+/// /proc/net/tcp) without its resident memory growing by 50 MiB; reading then reaches EOF or a reset within a
+/// deadline, far short of 100 MB. The host still serves.
+#[tokio::test]
+async fn client_that_never_reads_is_disconnected() -> Result<()> {
+    const FLOOD: u64 = 100 * 1024 * 1024;
+    let server =
+        Server::start(ServerOptions::default().components(&["echo.wasm", "hostile.wasm"])).await?;
+    let mut observer = server.connect_ready(Transport::Tcp).await?;
+    ensure!(call(&mut observer, "hostile.ok", &json!({})).await? == json!({}));
+    call(&mut observer, "echo.echo", &json!({})).await?;
+    let rss_before = server.rss_kib()?;
+
+    let sock = TcpSocket::new_v4()?;
+    sock.set_recv_buffer_size(64 * 1024)?;
+    let mut s = sock.connect(server.tcp).await.context("connecting")?;
+    let local = s.local_addr()?;
+    s.write_all(&codec::encode_packet(
+        codec::HANDSHAKE,
+        PITAYA_HANDSHAKE.as_bytes(),
+    ))
+    .await?;
+    let reply = tokio::time::timeout(Duration::from_secs(10), read_packet(&mut s))
+        .await
+        .context("no handshake reply within 10 s")??;
+    ensure!(
+        reply.kind == codec::HANDSHAKE,
+        "expected the handshake reply, got {reply:?}"
+    );
+    let reply = pitaya_tests::HandshakeReply::parse(&reply.body)?;
+    ensure!(reply.code == 200, "handshake refused: {}", reply.json);
+    s.write_all(&codec::encode_packet(codec::HANDSHAKE_ACK, &[]))
+        .await?;
+    let request = json!({"bytes": FLOOD, "chunk": 65536}).to_string();
+    s.write_all(&Message::request(1, "hostile.flood", request.as_bytes()).to_packet()?)
+        .await?;
+    let flood_at = Instant::now();
+
+    // Not reading: wait until the host's end of this connection leaves ESTABLISHED (closed by the host),
+    // watching the host's memory meanwhile.
+    let deadline = flood_at + Duration::from_secs(20);
+    let mut rss_max = rss_before;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let server_state = loop {
+        tick.tick().await;
+        if let Ok(r) = server.rss_kib() {
+            rss_max = rss_max.max(r);
+        }
+        let st = tcp_state(server.tcp, local)?;
+        if st != Some(TCP_ESTABLISHED) {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "20 s after asking for the flood, the host still has the connection of the non-reading client \
+                 open (ESTABLISHED); VmRSS {rss_before} KiB before, max {rss_max} KiB since ({})\n{}",
+                server.exit_status(),
+                server.log_tail(30)
+            );
+        }
+    };
+    let disconnected_after = flood_at.elapsed();
+
+    // Now read what is left: it must end (EOF or reset) soon, far short of the flood.
+    let mut received = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    let read_deadline = Instant::now() + Duration::from_secs(15);
+    let end = loop {
+        match tokio::time::timeout_at(read_deadline.into(), s.read(&mut buf)).await {
+            Err(_) => bail!(
+                "reading after the host dropped the connection did not reach EOF within 15 s \
+                 ({received} bytes read so far)"
+            ),
+            Ok(Ok(0)) => break "EOF".to_owned(),
+            Ok(Ok(n)) => received += n as u64,
+            Ok(Err(e)) => break format!("read error: {e}"),
+        }
+    };
+    if let Ok(r) = server.rss_kib() {
+        rss_max = rss_max.max(r);
+    }
+    eprintln!(
+        "non-reading client: the host dropped it after {disconnected_after:.1?} (host side now {}); \
+         {received} bytes were still readable, then {end}; VmRSS {rss_before} KiB before, max {rss_max} KiB",
+        server_state.map_or("gone", tcp_state_name)
+    );
+    ensure!(
+        received < 25 * 1024 * 1024,
+        "{received} bytes of the flood reached the client that never read: the host buffered it"
+    );
+    ensure!(
+        rss_max <= rss_before + RSS_SLACK_KIB,
+        "the host's VmRSS grew from {rss_before} KiB to {rss_max} KiB during the flood (limit +{RSS_SLACK_KIB} KiB)"
+    );
+    ensure!(
+        server.is_running(),
+        "the host died: {}",
+        server.exit_status()
+    );
+    ensure!(call(&mut observer, "hostile.ok", &json!({})).await? == json!({}));
+    ensure_nothing_else(&mut observer).await
+}
+
+// ------------------------------------------------------------------------------------------ fuzzing
+
+/// xorshift64*: deterministic, seeded per connection.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    /// `min` + up to `spread` − 1 random bytes.
+    fn bytes(&mut self, min: usize, spread: u64) -> Vec<u8> {
+        let n = min + self.below(spread) as usize;
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// What sending a packet does to the stream, as far as the sender can tell.
+enum Effect {
+    /// A valid packet.
+    Valid,
+    /// Whole packet with a valid type; its content may be invalid.
+    Unknown,
+    /// The packet boundaries are lost (wrong length, truncated, random bytes): nothing can be told from here on.
+    Misaligned,
+    /// Certainly a protocol error (when the stream was aligned): the server must close.
+    Bad(&'static str),
+}
+
+fn valid_packet(rng: &mut Rng, id: u64) -> Vec<u8> {
+    match rng.below(10) {
+        0 => codec::encode_packet(codec::HEARTBEAT, &[]),
+        1 => Message::notify("echo.notify", format!(r#"{{"n":{id}}}"#).as_bytes())
+            .to_packet()
+            .expect("small"),
+        _ => {
+            let filler: String = (0..rng.below(40))
+                .map(|_| char::from(b'a' + rng.below(26) as u8))
+                .collect();
+            Message::request(
+                id,
+                "echo.echo",
+                format!(r#"{{"i":{id},"s":"{filler}"}}"#).as_bytes(),
+            )
+            .to_packet()
+            .expect("small")
+        }
+    }
+}
+
+fn data(body: Vec<u8>) -> Vec<u8> {
+    codec::encode_packet(codec::DATA, &body)
+}
+
+/// One junk packet and what it does.
+fn junk_packet(rng: &mut Rng, id: u64) -> (Vec<u8>, Effect) {
+    let base = valid_packet(rng, id);
+    match rng.below(14) {
+        0 => {
+            let kind = [0u8, 6, 7, 0x7f, 0x80, 0xff][rng.below(6) as usize];
+            let body = rng.bytes(0, 32);
+            (
+                codec::encode_packet(kind, &body),
+                Effect::Bad("unknown packet type"),
+            )
+        }
+        1 => {
+            let mut p = base;
+            if p.len() > 4 {
+                for _ in 0..=rng.below(3) {
+                    let i = 4 + rng.below(p.len() as u64 - 4) as usize;
+                    p[i] ^= 1 << rng.below(8);
+                }
+            }
+            (p, Effect::Unknown)
+        }
+        2 => {
+            let mut p = base;
+            let i = rng.below(p.len() as u64) as usize;
+            p[i] = rng.next() as u8;
+            (p, Effect::Misaligned)
+        }
+        3 => {
+            let mut p = base;
+            let len = p.len() - 4 + 1 + rng.below(1000) as usize;
+            p[1..4].copy_from_slice(&codec::packet_header(0, len)[1..]);
+            (p, Effect::Misaligned)
+        }
+        4 => {
+            let mut p = base;
+            let body = p.len() - 4;
+            let len = if body == 0 {
+                0
+            } else {
+                rng.below(body as u64) as usize
+            };
+            p[1..4].copy_from_slice(&codec::packet_header(0, len)[1..]);
+            (p, Effect::Misaligned)
+        }
+        5 => {
+            let mut p = base;
+            p.truncate(rng.below(p.len() as u64) as usize);
+            (p, Effect::Misaligned)
+        }
+        6 => {
+            let p = rng.bytes(1, 64);
+            if codec::is_known_packet_type(p[0]) {
+                (p, Effect::Misaligned)
+            } else {
+                (
+                    p,
+                    Effect::Bad("random bytes starting with an unknown packet type"),
+                )
+            }
+        }
+        7 => {
+            // A length header far above the default --max-packet (65536).
+            let len = 0x20_0000 + rng.below(0xD0_0000) as usize;
+            let mut p = codec::packet_header(codec::DATA, len);
+            p.extend(rng.bytes(0, 16));
+            (p, Effect::Bad("a length header above --max-packet"))
+        }
+        8 => {
+            // Message types 4..7.
+            let flag = (4 + rng.below(4) as u8) << 1;
+            let mut body = vec![flag, 1, 9];
+            body.extend_from_slice(b"echo.echo{}");
+            (data(body), Effect::Bad("an invalid message type"))
+        }
+        9 => {
+            // A Response or a Push from the client.
+            let body = if rng.chance(0.5) {
+                codec::encode_message_raw(0x04, Some(id), None, b"{}").expect("small")
+            } else {
+                codec::encode_message_raw(0x06, None, Some(&Route::from("onX")), b"{}")
+                    .expect("small")
+            };
+            (
+                data(body),
+                Effect::Bad("a Response or Push sent by the client"),
+            )
+        }
+        10 => {
+            let body = codec::encode_message_raw(0x01, Some(id), Some(&Route::Code(0xfffe)), b"{}")
+                .expect("small");
+            (data(body), Effect::Bad("a route code not in the dict"))
+        }
+        11 => {
+            let mut body = vec![0x00];
+            body.extend([0xff; 11]);
+            body.extend_from_slice(b"\x09echo.echo{}");
+            (data(body), Effect::Bad("an overlong varint id"))
+        }
+        12 => {
+            // A Request without its id, or with a route length past the end.
+            let body = if rng.chance(0.5) {
+                vec![0x00]
+            } else {
+                vec![0x00, 0x05, 0xc8, b'e', b'c']
+            };
+            (data(body), Effect::Bad("a truncated message"))
+        }
+        _ => {
+            // A payload flagged zlib that is not zlib.
+            let mut body = vec![0x10];
+            codec::encode_varint(id, &mut body);
+            body.push(9);
+            body.extend_from_slice(b"echo.echo");
+            body.extend(rng.bytes(1, 32));
+            (data(body), Effect::Unknown)
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct FuzzStats {
+    closed_after_bad: u32,
+    closed_otherwise: u32,
+    open_and_serving: u32,
+    open_misaligned: u32,
+    packets: u64,
+}
+
+/// One fuzzing connection: maybe a handshake, then up to 10,000 packets, valid or junk at a per-connection
+/// rate. Stops at the first certainly-bad packet and requires the close then; a connection that was never
+/// certainly bad is either closed or, when still aligned, answers a request.
+async fn fuzz_connection(
+    tcp: SocketAddr,
+    ws: SocketAddr,
+    idx: u64,
+    seed: u64,
+) -> Result<FuzzStats> {
+    let mut rng = Rng::new(seed ^ idx.wrapping_mul(0xA24B_AED4_963E_E407));
+    let t = if idx % 3 == 2 {
+        Transport::Ws
+    } else {
+        Transport::Tcp
+    };
+    let addr = if t == Transport::Ws { ws } else { tcp };
+    let mut c = Client::connect(t, addr).await?;
+    c.wait = Duration::from_secs(5);
+    let junk_rate = [0.0001, 0.0005, 0.002, 0.02, 0.3][rng.below(5) as usize];
+    let handshaken = rng.chance(0.75);
+    if handshaken {
+        c.handshake(PITAYA_HANDSHAKE).await.context("handshake")?;
+    }
+    let n = 1 + rng.below(10_000);
+    let mut stats = FuzzStats::default();
+    let mut aligned = true;
+    let mut bad = None;
+    let mut closed_early = false;
+    for i in 0..n {
+        c.pump();
+        if c.ensure_open().is_err() {
+            closed_early = true;
+            break;
+        }
+        let id = i + 1;
+        let (packet, effect) = if rng.chance(junk_rate) {
+            junk_packet(&mut rng, id)
+        } else if handshaken {
+            (valid_packet(&mut rng, id), Effect::Valid)
+        } else {
+            let p = Message::request(id, "echo.echo", b"{}").to_packet()?;
+            (p, Effect::Bad("a Data packet before the handshake"))
+        };
+        stats.packets += 1;
+        let write = tokio::time::timeout(Duration::from_secs(5), c.send_raw(&packet)).await;
+        match write {
+            Err(_) => bail!("connection {idx} ({t}): a write blocked for 5 s (packet {i})"),
+            // The server closed: a write error is how that shows up when the reader has not seen it yet.
+            Ok(Err(_)) => {
+                closed_early = true;
+                if aligned && let Effect::Bad(what) = effect {
+                    bad = Some(what);
+                }
+                break;
+            }
+            Ok(Ok(())) => {}
+        }
+        match effect {
+            Effect::Valid | Effect::Unknown => {}
+            Effect::Misaligned => aligned = false,
+            Effect::Bad(what) => {
+                if aligned {
+                    bad = Some(what);
+                    break;
+                }
+            }
+        }
+    }
+    let violations: Vec<_> = c
+        .backlog()
+        .iter()
+        .filter_map(|e| match &e.what {
+            Incoming::Violation(v) => Some(v.clone()),
+            _ => None,
+        })
+        .collect();
+    ensure!(
+        violations.is_empty(),
+        "connection {idx} ({t}): the server broke the protocol: {violations:?}"
+    );
+    if let Some(what) = bad {
+        c.wait_closed_within(Duration::from_secs(5))
+            .await
+            .with_context(|| format!("connection {idx} ({t}) sent {what} and must be closed"))?;
+        stats.closed_after_bad += 1;
+    } else if closed_early {
+        stats.closed_otherwise += 1;
+    } else if aligned && handshaken {
+        // Still open and nothing certainly bad was sent: the connection must still be served (or be closing
+        // because of something the server found invalid).
+        let id = 0xFFFF_FF00 + idx;
+        let payload = br#"{"still":"valid"}"#;
+        c.send_raw(&Message::request(id, "echo.echo", payload).to_packet()?)
+            .await
+            .ok();
+        let (outcome, _) = c
+            .wait_for(
+                "the answer to a final valid request, or the close",
+                Duration::from_secs(10),
+                |e| match e {
+                    Incoming::Data(m) if m.kind == MessageType::Response && m.id == id => {
+                        Some(Ok(m.clone()))
+                    }
+                    Incoming::Closed(_) => Some(Err(())),
+                    _ => None,
+                },
+            )
+            .await
+            .with_context(|| format!("connection {idx} ({t}) stayed open after {n} packets"))?;
+        match outcome {
+            Ok(m) => {
+                ensure_echo(&m, id, payload).with_context(|| format!("connection {idx} ({t})"))?;
+                stats.open_and_serving += 1;
+            }
+            Err(()) => stats.closed_otherwise += 1,
+        }
+    } else {
+        stats.open_misaligned += 1;
+    }
+    Ok(stats)
+}
+
+/// 100 connections, 20 at a time, each sending up to 10,000 random or mutated packets; meanwhile a
+/// well-behaved session sends `echo.echo` every 20 ms and every one is answered. The server stays up.
+#[tokio::test]
+async fn fuzzed_connections_do_not_disturb_others() -> Result<()> {
+    let seed: u64 = std::env::var("PITAYA_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_2024);
+    let server = Server::start_default().await?;
+    let (tcp, ws) = (server.tcp, server.ws);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let mut side = server.connect_ready(Transport::Tcp).await?;
+    let side_done = Arc::clone(&done);
+    let side_task = tokio::spawn(async move {
+        // Sends every 20 ms whether or not the earlier requests were answered; each must be answered within
+        // 5 s of its sending.
+        const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut outstanding: std::collections::VecDeque<(u64, Instant, Vec<u8>)> =
+            Default::default();
+        let (mut sent_count, mut answered) = (0u64, 0u64);
+        let mut worst = Duration::ZERO;
+        let mut finishing = false;
+        loop {
+            if !finishing {
+                tick.tick().await;
+                let id = side.next_id();
+                let payload = format!(r#"{{"side":{id}}}"#).into_bytes();
+                side.send_request(id, "echo.echo", &payload).await?;
+                outstanding.push_back((id, Instant::now(), payload));
+                sent_count += 1;
+            }
+            while let Some((id, sent, payload)) = outstanding.front() {
+                let left = if finishing {
+                    ANSWER_WITHIN.saturating_sub(sent.elapsed())
+                } else {
+                    Duration::ZERO
+                };
+                match side.wait_response_within(*id, left).await {
+                    Ok(m) => {
+                        ensure_echo(&m, *id, payload)?;
+                        worst = worst.max(sent.elapsed());
+                        answered += 1;
+                        outstanding.pop_front();
+                    }
+                    Err(e) => {
+                        side.ensure_open().with_context(|| {
+                            format!("the side session after {answered} answers")
+                        })?;
+                        ensure!(
+                            !finishing && sent.elapsed() < ANSWER_WITHIN,
+                            "the side session's request {id} was not answered within {ANSWER_WITHIN:?} \
+                             ({answered} of {sent_count} answered): {e:#}"
+                        );
+                        break;
+                    }
+                }
+            }
+            if finishing && outstanding.is_empty() {
+                break;
+            }
+            if side_done.load(Ordering::Relaxed) {
+                finishing = true;
+            }
+        }
+        anyhow::Ok((answered, worst))
+    });
+
+    let sem = Arc::new(tokio::sync::Semaphore::new(20));
+    let mut set = tokio::task::JoinSet::new();
+    for idx in 0..100u64 {
+        let permit = Arc::clone(&sem).acquire_owned().await?;
+        set.spawn(async move {
+            let r = fuzz_connection(tcp, ws, idx, seed).await;
+            drop(permit);
+            r
+        });
+    }
+    let mut total = FuzzStats::default();
+    let mut failures = Vec::new();
+    let all = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(Ok(s)) => {
+                    total.closed_after_bad += s.closed_after_bad;
+                    total.closed_otherwise += s.closed_otherwise;
+                    total.open_and_serving += s.open_and_serving;
+                    total.open_misaligned += s.open_misaligned;
+                    total.packets += s.packets;
+                }
+                Ok(Err(e)) => failures.push(format!("{e:#}")),
+                Err(e) => failures.push(format!("task: {e}")),
+            }
+        }
+    })
+    .await;
+    done.store(true, Ordering::Relaxed);
+    let side = side_task.await?;
+    eprintln!("fuzz (seed {seed}): {total:?}; side session: {side:?}");
+    if all.is_err() {
+        failures.push("the 100 fuzzing connections did not finish within 90 s".into());
+    }
+    match side {
+        Ok((answered, _)) => ensure!(
+            answered > 0 || !failures.is_empty(),
+            "the side session sent nothing"
+        ),
+        Err(e) => failures.push(format!("the well-behaved side session: {e:#}")),
+    }
+    if !server.is_running() {
+        failures.push(format!("the server died: {}", server.exit_status()));
+    } else if let Err(e) = async {
+        let mut c = server.connect_ready(Transport::Ws).await?;
+        ensure_nothing_else(&mut c).await
+    }
+    .await
+    {
+        failures.push(format!("a new session after the fuzzing: {e:#}"));
+    }
+    ensure!(
+        failures.is_empty(),
+        "seed {seed} (set PITAYA_FUZZ_SEED to replay):\n{}\n{}",
+        failures.join("\n"),
+        server.log_tail(30)
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------ limits
+
+/// With `--rate-limit 10`: 30 requests in one burst are all answered, at least 10 successes and at least one
+/// PIT-429; 30 notifies in a burst produce at most about 10 pushes (the rest are dropped); another session is
+/// not limited by this one's burst.
+async fn rate_limit(server: &Server, t: Transport) -> Result<()> {
+    let mut c = server.connect_ready(t).await?;
+    let mut other = server.connect_ready(t).await?;
+    let ids: Vec<u64> = (0..30).map(|_| c.next_id()).collect();
+    let burst: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|id| {
+            Message::request(*id, "echo.echo", format!(r#"{{"n":{id}}}"#).as_bytes()).to_packet()
+        })
+        .collect::<Result<_>>()?;
+    if t == Transport::Tcp {
+        c.send_batch(&burst).await?;
+    } else {
+        for p in &burst {
+            c.send_raw(p).await?;
+        }
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for &id in &ids {
+        let m = c.wait_response(id).await.with_context(|| {
+            format!("request {id} of the burst ({ok} successes, {limited} PIT-429 so far)")
+        })?;
+        if m.error {
+            ensure_error(&m, id, "PIT-429")?;
+            limited += 1;
+        } else {
+            ensure_echo(&m, id, format!(r#"{{"n":{id}}}"#).as_bytes())?;
+            ok += 1;
+        }
+    }
+    ensure!(
+        ok >= 10 && limited >= 1,
+        "30 requests in a burst with --rate-limit 10: {ok} successes, {limited} PIT-429"
+    );
+    call(&mut other, "echo.echo", &json!({"other": "session"}))
+        .await
+        .context("another session right after this one's burst")?;
+
+    // Notifies. The bucket must be full first: refilling 10 tokens at 10 per second takes 1 s by definition
+    // (this pause sets up a known state; it waits for no event).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let notifies: Vec<Vec<u8>> = (0..30)
+        .map(|i| {
+            Message::notify("echo.notify", format!(r#"{{"note":{i}}}"#).as_bytes()).to_packet()
+        })
+        .collect::<Result<_>>()?;
+    if t == Transport::Tcp {
+        c.send_batch(&notifies).await?;
+    } else {
+        for p in &notifies {
+            c.send_raw(p).await?;
+        }
+    }
+    // The answer to a later request means every notify before it was handled or dropped.
+    until_not_limited(&mut c).await?;
+    let pushes = c
+        .unclaimed_messages()
+        .iter()
+        .filter(|m| m.kind == MessageType::Push)
+        .count();
+    ensure!(
+        (1..=12).contains(&pushes),
+        "30 notifies in a burst with --rate-limit 10 produced {pushes} pushes, expected about 10 (1..=12)"
+    );
+    Ok(())
+}
+
+/// Sends `echo.echo` every 100 ms until one is not refused with PIT-429 (5 s at most).
+async fn until_not_limited(c: &mut Client) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let id = c.next_id();
+        c.send_request(id, "echo.echo", b"{}").await?;
+        let m = c.wait_response(id).await?;
+        if !m.error {
+            return ensure_echo(&m, id, b"{}");
+        }
+        ensure_error(&m, id, "PIT-429")?;
+        ensure!(Instant::now() < deadline, "still PIT-429 after 5 s");
+    }
+}
+
+#[tokio::test]
+async fn rate_limit_answers_pit_429_and_drops_notifies() -> Result<()> {
+    let server = Server::start(ServerOptions::default().args("--rate-limit", 10)).await?;
+    server.each_transport(|t| rate_limit(&server, t)).await
+}
+
+/// With `--max-connections 5`: 5 sessions are served; a sixth connection (TCP, then WebSocket) is closed right
+/// after accept; the 5 are unharmed; stderr says "connection limit"; once one of the 5 closes, a new session
+/// is accepted.
+#[tokio::test]
+async fn connection_cap_closes_the_extra_connection() -> Result<()> {
+    let server = Server::start(ServerOptions::default().args("--max-connections", 5)).await?;
+    let mut sessions = Vec::new();
+    for t in [
+        Transport::Tcp,
+        Transport::Ws,
+        Transport::Tcp,
+        Transport::Ws,
+        Transport::Tcp,
+    ] {
+        let mut c = server.connect_ready(t).await?;
+        call(&mut c, "echo.echo", &json!({"n": sessions.len()})).await?;
+        sessions.push(c);
+    }
+
+    let mut extra = server.connect(Transport::Tcp).await?;
+    extra.send_handshake(PITAYA_HANDSHAKE).await.ok();
+    extra
+        .wait_closed_within(Duration::from_secs(5))
+        .await
+        .context("a sixth TCP connection must be closed")?;
+    let replies: Vec<_> = extra
+        .backlog()
+        .iter()
+        .filter(|e| matches!(e.what, Incoming::Handshake(_)))
+        .map(|e| format!("{:?}", e.what))
+        .collect();
+    ensure!(
+        replies.is_empty(),
+        "the sixth connection was handshaken: {replies:?}"
+    );
+
+    match server.connect(Transport::Ws).await {
+        Err(_) => {} // closed before the upgrade completed
+        Ok(mut ws) => {
+            ws.send_handshake(PITAYA_HANDSHAKE).await.ok();
+            ws.wait_closed_within(Duration::from_secs(5))
+                .await
+                .context("a sixth (WebSocket) connection must be closed")?;
+            ensure!(
+                !ws.backlog()
+                    .iter()
+                    .any(|e| matches!(e.what, Incoming::Handshake(_))),
+                "the sixth WebSocket connection was handshaken"
+            );
+        }
+    }
+    server
+        .wait_log("connection limit", Duration::from_secs(5))
+        .await?;
+
+    for (i, c) in sessions.iter_mut().enumerate() {
+        ensure_nothing_else(c)
+            .await
+            .with_context(|| format!("session {i} of 5 after the refused connections"))?;
+    }
+
+    let mut first = sessions.remove(0);
+    first.close().await?;
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut fresh = loop {
+        tick.tick().await;
+        match server.connect_ready(Transport::Tcp).await {
+            Ok(c) => break c,
+            Err(e) => ensure!(
+                Instant::now() < deadline,
+                "5 s after one of the 5 sessions closed, a new one is still refused: {e:#}"
+            ),
+        }
+    };
+    ensure_nothing_else(&mut fresh).await?;
+    for (i, c) in sessions.iter_mut().enumerate() {
+        ensure_nothing_else(c)
+            .await
+            .with_context(|| format!("session {i} at the end"))?;
+    }
+    Ok(())
+}
+
+/// With `--max-response 1000`: a 2000-byte echo is refused with PIT-500, 500 and 1000 bytes are echoed; a
+/// 2000-byte push (echo.notify) is not sent; the session stays usable.
+async fn max_response(server: &Server, t: Transport) -> Result<()> {
+    let payload = |len: usize| {
+        let mut p = br#"{"d":""#.to_vec();
+        p.resize(len - 2, b'x');
+        p.extend_from_slice(br#""}"#);
+        p
+    };
+    let mut c = server.connect_ready(t).await?;
+    let big = payload(2000);
+    let id = c.next_id();
+    c.send_request(id, "echo.echo", &big).await?;
+    let m = c.wait_response(id).await?;
+    ensure_error(&m, id, "PIT-500").context("a 2000-byte response with --max-response 1000")?;
+    for len in [500, 1000] {
+        let p = payload(len);
+        let id = c.next_id();
+        c.send_request(id, "echo.echo", &p).await?;
+        let m = c.wait_response(id).await?;
+        ensure_echo(&m, id, &p)
+            .with_context(|| format!("a {len}-byte response with --max-response 1000"))?;
+    }
+    c.send_notify("echo.notify", &big).await?;
+    ensure_nothing_else(&mut c)
+        .await
+        .context("a 2000-byte push with --max-response 1000 must not be sent")
+}
+
+#[tokio::test]
+async fn max_response_refuses_large_payloads() -> Result<()> {
+    let server = Server::start(ServerOptions::default().args("--max-response", 1000)).await?;
+    server.each_transport(|t| max_response(&server, t)).await
+}
+
+// ------------------------------------------------------------------------------------------ graceful shutdown
+
+/// Three sessions; the signal; each session gets a Kick (with `reason`, or empty without --kick-reasons) and
+/// is closed; the process exits with status 0 within 5 s; the lab component's shutdown hook logged
+/// "lab shutting down"; no new session is accepted meanwhile.
+async fn graceful_shutdown(sig: i32, kick_reasons: bool) -> Result<()> {
+    let mut opts = ServerOptions::default().components(&["lab.wasm", "echo.wasm"]);
+    if kick_reasons {
+        opts = opts.arg("--kick-reasons");
+    }
+    let server = Server::start(opts).await?;
+    let mut clients = Vec::new();
+    for t in [Transport::Tcp, Transport::Ws, Transport::Tcp] {
+        let mut c = server.connect_ready(t).await?;
+        call(&mut c, "lab.whoami", &json!({})).await?;
+        clients.push(c);
+    }
+    server.signal(sig)?;
+    let signalled = Instant::now();
+    let mut failures = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let t = c.transport();
+        match c.wait_kick_within(Duration::from_secs(5)).await {
+            Ok(body) => {
+                if kick_reasons {
+                    match serde_json::from_slice::<Value>(&body) {
+                        Ok(v) if v == json!({"reason": "server shutting down"}) => {}
+                        _ => failures.push(format!(
+                            "client {i} ({t}): Kick body {:?}, expected {{\"reason\":\"server shutting down\"}}",
+                            String::from_utf8_lossy(&body)
+                        )),
+                    }
+                } else if !body.is_empty() {
+                    failures.push(format!(
+                        "client {i} ({t}): without --kick-reasons the Kick body must be empty, got {:?}",
+                        String::from_utf8_lossy(&body)
+                    ));
+                }
+                if let Err(e) = c.wait_closed_within(Duration::from_secs(5)).await {
+                    failures.push(format!("client {i} ({t}) not closed after its Kick: {e:#}"));
+                }
+            }
+            Err(e) => failures.push(format!("client {i} ({t}) got no Kick: {e:#}")),
+        }
+    }
+    // Not accepting any more: a new connection is refused or closed without a handshake.
+    if server.is_running()
+        && let Ok(mut late) = server.connect(Transport::Tcp).await
+    {
+        late.send_handshake(PITAYA_HANDSHAKE).await.ok();
+        let closed = late
+            .wait_closed_within(Duration::from_secs(6))
+            .await
+            .is_ok();
+        let handshaken = late
+            .backlog()
+            .iter()
+            .any(|e| matches!(e.what, Incoming::Handshake(_)));
+        if !closed || handshaken {
+            failures.push(format!(
+                "a connection made during the shutdown was served (closed: {closed}, handshake reply: {handshaken})"
+            ));
+        }
+    }
+    let left = Duration::from_secs(5).saturating_sub(signalled.elapsed());
+    match server.wait_exit(left + Duration::from_millis(200)).await {
+        Ok(status) => {
+            if !status.success() {
+                failures.push(format!(
+                    "the server exited with {status}, expected status 0"
+                ));
+            }
+            eprintln!(
+                "the server exited ({status}) {:.2?} after the signal",
+                signalled.elapsed()
+            );
+        }
+        Err(e) => failures.push(format!("{e:#}")),
+    }
+    if let Err(e) = server
+        .wait_log("lab shutting down", Duration::from_secs(2))
+        .await
+    {
+        failures.push(format!(
+            "the lab component's shutdown hook did not run: {e:#}"
+        ));
+    }
+    ensure!(
+        failures.is_empty(),
+        "{}\n{}",
+        failures.join("\n"),
+        server.log_tail(30)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_kicks_everyone_runs_shutdown_hooks_and_exits_0() -> Result<()> {
+    graceful_shutdown(libc::SIGTERM, true).await
+}
+
+#[tokio::test]
+async fn sigint_shuts_down_gracefully_with_empty_kicks() -> Result<()> {
+    graceful_shutdown(libc::SIGINT, false).await
+}

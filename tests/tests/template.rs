@@ -1,0 +1,174 @@
+//! The project template: `pitaya-host new demo` creates ./demo, which builds with
+//! `cargo build --release --target wasm32-wasip2` into demo.wasm, which `pitaya-host serve` serves:
+//! `demo.hello` {"name":"x"} answers {"greeting":"hello x"}.
+//!
+//! The build uses `<workspace>/target/template-build` as its target directory, so repeated runs are
+//! incremental.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use pitaya_tests::checks::call;
+use pitaya_tests::server::{host_binary, workspace_dir};
+use pitaya_tests::{Server, ServerOptions, Transport};
+use serde_json::json;
+
+/// A directory under the system temp dir (outside the workspace), removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("pitaya-tests-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `cmd` to completion, killing it after `within`; returns its output whatever its status.
+fn run(mut cmd: Command, within: Duration) -> Result<Output> {
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {shown}"))?;
+    let mut out = child.stdout.take().context("stdout")?;
+    let mut err = child.stderr.take().context("stderr")?;
+    let out_thread = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = err_thread.join().unwrap_or_default();
+            bail!(
+                "{shown} did not finish within {within:?}; stderr:\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok(Output {
+        status,
+        stdout: out_thread.join().unwrap_or_default(),
+        stderr: err_thread.join().unwrap_or_default(),
+    })
+}
+
+fn ensure_ok(what: &str, out: &Output) -> Result<()> {
+    ensure!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        tail(&String::from_utf8_lossy(&out.stderr), 60)
+    );
+    Ok(())
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<_> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn cargo() -> PathBuf {
+    std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("cargo"))
+}
+
+fn list(dir: &Path) -> String {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|e| format!("({e})"))
+}
+
+#[tokio::test]
+async fn new_project_builds_and_serves_hello() -> Result<()> {
+    let bin = host_binary();
+    ensure!(
+        bin.is_file(),
+        "the server binary {} does not exist",
+        bin.display()
+    );
+    let tmp = TempDir::new("template")?;
+
+    let mut new = Command::new(&bin);
+    new.args(["new", "demo"]).current_dir(&tmp.0);
+    let out = tokio::task::spawn_blocking(move || run(new, Duration::from_secs(60))).await??;
+    ensure_ok("`pitaya-host new demo`", &out)?;
+    let project = tmp.0.join("demo");
+    ensure!(
+        project.join("Cargo.toml").is_file(),
+        "`pitaya-host new demo` did not create demo/Cargo.toml; the directory holds: {}",
+        list(&tmp.0)
+    );
+
+    let target_dir = workspace_dir().join("target/template-build");
+    let mut build = Command::new(cargo());
+    build
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", &target_dir);
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || run(build, Duration::from_secs(240))).await??;
+    ensure_ok(
+        "`cargo build --release --target wasm32-wasip2` of the new project",
+        &out,
+    )?;
+    eprintln!("template build took {:.1?}", started.elapsed());
+    let release = target_dir.join("wasm32-wasip2/release");
+    let wasm = release.join("demo.wasm");
+    ensure!(
+        wasm.is_file(),
+        "the build produced no {}; {} holds: {}",
+        wasm.display(),
+        release.display(),
+        list(&release)
+    );
+
+    let server = Server::start(
+        ServerOptions::default()
+            .tcp_only()
+            .components(&[wasm.to_str().context("path is not UTF-8")?]),
+    )
+    .await
+    .context("serving the template's demo.wasm")?;
+    let mut c = server.connect_ready(Transport::Tcp).await?;
+    let r = call(&mut c, "demo.hello", &json!({"name": "x"})).await?;
+    ensure!(
+        r == json!({"greeting": "hello x"}),
+        "demo.hello {{\"name\":\"x\"}} answered {r}"
+    );
+    Ok(())
+}
