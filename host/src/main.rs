@@ -143,6 +143,11 @@ struct ServeArgs {
     #[arg(long, value_name = "NAME=CAPS")]
     grant: Vec<String>,
 
+    /// Limits for one component, over the defaults above: NAME=KEY:VALUE[,KEY:VALUE...] with
+    /// KEY one of `call-timeout-ms`, `max-memory-mib`, `fuel`. Repeatable.
+    #[arg(long, value_name = "NAME=LIMITS")]
+    limit: Vec<String>,
+
     /// Configuration bytes for a component's init: NAME=VALUE. Repeatable.
     #[arg(long = "init", value_name = "NAME=VALUE")]
     init: Vec<String>,
@@ -249,7 +254,7 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         web: args.web,
         default_options: defaults.clone(),
-        component_options: per_component_options(&defaults, &args.grant, &args.init)?,
+        component_options: per_component_options(&defaults, &args.grant, &args.limit, &args.init)?,
         components: args.components,
     })
 }
@@ -265,9 +270,36 @@ fn named<'a>(flag: &str, value: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
 fn per_component_options(
     defaults: &ComponentOptions,
     grants: &[String],
+    limits: &[String],
     inits: &[String],
 ) -> anyhow::Result<HashMap<String, ComponentOptions>> {
     let mut options: HashMap<String, ComponentOptions> = HashMap::new();
+    for limit in limits {
+        let (name, settings) = named("--limit", limit)?;
+        let entry = options
+            .entry(name.to_owned())
+            .or_insert_with(|| defaults.clone());
+        for setting in settings.split(',') {
+            let (key, value) = setting
+                .split_once(':')
+                .with_context(|| format!("--limit {limit}: {setting:?} is not KEY:VALUE"))?;
+            let number: u64 = value.parse().with_context(|| {
+                format!("--limit {limit}: {key} takes a whole number, got {value:?}")
+            })?;
+            match key {
+                "call-timeout-ms" => {
+                    entry.limits.call_timeout = Duration::from_millis(number.max(1))
+                }
+                "max-memory-mib" => {
+                    entry.limits.max_memory = usize::try_from(number)?.saturating_mul(1 << 20)
+                }
+                "fuel" => entry.limits.fuel = Some(number),
+                _ => bail!(
+                    "--limit {limit}: unknown limit {key:?} (call-timeout-ms, max-memory-mib or fuel)"
+                ),
+            }
+        }
+    }
     for grant in grants {
         let (name, caps) = named("--grant", grant)?;
         let entry = options
