@@ -1,17 +1,17 @@
 //! One live instance of a component, its store, and the actor loop that feeds it jobs.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use wasmtime::component::{InstancePre, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{ComponentInfo, Game};
 use super::{
     CallFailure, CallResult, ComponentShared, ComponentSpec, Declared, HandlerError, HandlerSpec,
-    Handover, HostContext, Job, Timers, deadline_ticks,
+    Handover, HostContext, Job, Timers,
 };
 
 /// The store data of one instance.
@@ -23,6 +23,9 @@ pub(crate) struct HostState {
     pub(crate) shared: Arc<ComponentShared>,
     /// This instance's timers; dropping the store cancels them.
     pub(crate) timers: Timers,
+    /// When the current call must end. Checked on every epoch tick, so the deadline is kept in
+    /// wall-clock time even when a busy machine delays the ticker.
+    call_deadline: Instant,
 }
 
 impl HostState {
@@ -104,12 +107,7 @@ impl Instance {
     }
 
     fn arm(&mut self) {
-        self.store
-            .set_epoch_deadline(deadline_ticks(self.spec.options.limits.call_timeout));
-        if let Some(fuel) = self.spec.options.limits.fuel {
-            // Only fails when fuel metering is off, and then there is nothing to arm.
-            let _ = self.store.set_fuel(fuel);
-        }
+        arm(&mut self.store, &self.spec);
     }
 
     pub(crate) fn info(&mut self) -> Result<Declared, String> {
@@ -373,16 +371,33 @@ fn instantiate(
         context: context.clone(),
         shared: shared.clone(),
         timers: Timers::default(),
+        call_deadline: Instant::now(),
     };
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|state| &mut state.limits);
-    store.set_epoch_deadline(deadline_ticks(spec.options.limits.call_timeout));
-    if let Some(fuel) = spec.options.limits.fuel {
-        let _ = store.set_fuel(fuel);
-    }
+    store.epoch_deadline_callback(|store| {
+        Ok(if Instant::now() >= store.data().call_deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Continue(1)
+        })
+    });
+    arm(&mut store, spec);
     let instance = pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
     let game = Game::new(&mut store, &instance).map_err(|e| format!("{e:#}"))?;
     Ok((store, game))
+}
+
+/// Gives the next call its full budget: a wall-clock deadline and, when configured, fuel.
+fn arm(store: &mut Store<HostState>, spec: &ComponentSpec) {
+    let limits = &spec.options.limits;
+    store.data_mut().call_deadline = Instant::now() + limits.call_timeout;
+    // The callback above checks the clock at every tick and extends tick by tick until then.
+    store.set_epoch_deadline(1);
+    if let Some(fuel) = limits.fuel {
+        // Only fails when fuel metering is off, and then there is nothing to arm.
+        let _ = store.set_fuel(fuel);
+    }
 }
 
 fn classify(error: &wasmtime::Error) -> CallFailure {

@@ -31,7 +31,7 @@ use bindings::Game;
 pub use bindings::HandlerKind;
 use instance::{HostState, Instance};
 
-/// How long an epoch tick lasts; call deadlines are counted in these.
+/// How often running guest code checks its call deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Jobs that may wait for one component before callers wait for room.
@@ -579,23 +579,4 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Ticks for a deadline of `timeout`, rounded up, plus one because the current tick may be
-/// nearly over.
-fn deadline_ticks(timeout: Duration) -> u64 {
-    timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64 + 1
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadlines_round_up_to_whole_ticks() {
-        assert_eq!(deadline_ticks(Duration::from_millis(1)), 2);
-        assert_eq!(deadline_ticks(Duration::from_millis(5)), 2);
-        assert_eq!(deadline_ticks(Duration::from_millis(6)), 3);
-        assert_eq!(deadline_ticks(Duration::from_secs(1)), 201);
-    }
 }
