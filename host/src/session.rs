@@ -400,13 +400,17 @@ mod tests {
         let second = registry.create(
             "127.0.0.1:2".parse().unwrap(),
             ClientHandshake::default(),
-            tx,
+            queue(tx, usize::MAX),
         );
         assert_eq!(
-            registry.bind(first.id(), "u1").unwrap().map(|s| s.id()),
+            registry.bind(first.id(), "u1", false).unwrap().map(|s| s.id()),
             None
         );
-        let older = registry.bind(second.id(), "u1").unwrap();
+        assert_eq!(
+            registry.bind(second.id(), "u1", true).map(|_| ()),
+            Err(BindError::UidTaken)
+        );
+        let older = registry.bind(second.id(), "u1", false).unwrap();
         assert_eq!(older.map(|s| s.id()), Some(first.id()));
         assert_eq!(registry.by_uid("u1").map(|s| s.id()), Some(second.id()));
         // Removing the older session must not unbind the uid from the newer one.
@@ -417,14 +421,14 @@ mod tests {
     #[test]
     fn a_session_cannot_change_its_uid() {
         let (registry, session, _rx) = registry_with_session(4);
-        registry.bind(session.id(), "a").unwrap();
-        assert_eq!(registry.bind(session.id(), "a"), Ok(None));
+        registry.bind(session.id(), "a", false).unwrap();
+        assert!(matches!(registry.bind(session.id(), "a", false), Ok(None)));
         assert_eq!(
-            registry.bind(session.id(), "b").map(|_| ()),
+            registry.bind(session.id(), "b", false).map(|_| ()),
             Err(BindError::AlreadyBound("a".into()))
         );
         assert_eq!(
-            registry.bind(session.id(), "").map(|_| ()),
+            registry.bind(session.id(), "", false).map(|_| ()),
             Err(BindError::InvalidUid)
         );
     }

@@ -319,3 +319,14 @@ fn handshake_exchange() {
     assert_eq!(conn.state(), State::Working);
     assert!(conn.poll_event().is_none());
 }
+
+/// Found by the handshake fuzz target: a huge integer must survive a parse, write and parse
+/// unchanged (serde_json's exact float parsing), or a component would see other handshake data
+/// than the client sent.
+#[test]
+fn handshake_numbers_round_trip_exactly() {
+    let body = br#"{"sys":{"pltnn":900000000000000000000000000000}}"#;
+    let handshake = pitaya_protocol::parse_client_handshake(body).unwrap();
+    let written = serde_json::json!({ "sys": handshake.sys, "user": handshake.user }).to_string();
+    assert_eq!(pitaya_protocol::parse_client_handshake(written.as_bytes()).unwrap(), handshake);
+}
