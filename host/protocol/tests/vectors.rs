@@ -328,5 +328,8 @@ fn handshake_numbers_round_trip_exactly() {
     let body = br#"{"sys":{"pltnn":900000000000000000000000000000}}"#;
     let handshake = pitaya_protocol::parse_client_handshake(body).unwrap();
     let written = serde_json::json!({ "sys": handshake.sys, "user": handshake.user }).to_string();
-    assert_eq!(pitaya_protocol::parse_client_handshake(written.as_bytes()).unwrap(), handshake);
+    assert_eq!(
+        pitaya_protocol::parse_client_handshake(written.as_bytes()).unwrap(),
+        handshake
+    );
 }
