@@ -1099,3 +1099,73 @@ async fn sigterm_kicks_everyone_runs_shutdown_hooks_and_exits_0() -> Result<()> 
 async fn sigint_shuts_down_gracefully_with_empty_kicks() -> Result<()> {
     graceful_shutdown(libc::SIGINT, false).await
 }
+
+// ------------------------------------------------------------------------------------------ capabilities and fuel
+
+/// With nothing granted a component sees no environment, a clock at the epoch and no files; a
+/// grant of the clock and one variable shows exactly those, and files stay out of reach.
+#[tokio::test]
+async fn components_see_only_what_is_granted() -> Result<()> {
+    let bare = Server::start(
+        ServerOptions::default()
+            .components(&["hostile.wasm"])
+            .tcp_only(),
+    )
+    .await?;
+    let mut c = bare.connect_ready(Transport::Tcp).await?;
+    let seen = call(&mut c, "hostile.peek", &json!({})).await?;
+    ensure!(
+        seen == json!({"env": 0, "clockSecs": 0, "files": false}),
+        "nothing granted, yet it saw {seen}"
+    );
+
+    let granted = Server::start(
+        ServerOptions::default()
+            .components(&["hostile.wasm"])
+            .tcp_only()
+            .args("--grant", "hostile=clock,env:GAME_MODE=ranked"),
+    )
+    .await?;
+    let mut c = granted.connect_ready(Transport::Tcp).await?;
+    let seen = call(&mut c, "hostile.peek", &json!({})).await?;
+    ensure!(seen["env"] == 1, "one variable granted, it saw {seen}");
+    ensure!(
+        seen["clockSecs"]
+            .as_u64()
+            .is_some_and(|s| s > 1_600_000_000),
+        "clock granted, it saw {seen}"
+    );
+    ensure!(
+        seen["files"] == false,
+        "files are never granted, it saw {seen}"
+    );
+    Ok(())
+}
+
+/// A fuel budget stops an endless loop as surely as the deadline does, and the instance is
+/// replaced: the next call answers.
+#[tokio::test]
+async fn fuel_stops_an_endless_loop() -> Result<()> {
+    let server = Server::start(
+        ServerOptions::default()
+            .components(&["hostile.wasm"])
+            .tcp_only()
+            .args("--fuel", 5_000_000)
+            .args("--call-timeout-ms", 60_000),
+    )
+    .await?;
+    let mut c = server.connect_ready(Transport::Tcp).await?;
+    let id = c.next_id();
+    c.send_request(id, "hostile.spin", b"{}").await?;
+    let (answer, _) = response_at(&mut c, id, Duration::from_secs(30)).await?;
+    ensure!(
+        error_code(&answer) == Ok("PIT-503".to_owned()),
+        "spin under a fuel budget answered {answer:?}"
+    );
+    let ok = call(&mut c, "hostile.ok", &json!({})).await?;
+    ensure!(
+        ok == json!({}),
+        "hostile.ok after the fuel trap answered {ok}"
+    );
+    Ok(())
+}

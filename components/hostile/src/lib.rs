@@ -7,6 +7,9 @@
 //! - `hostile.deep` recurses without end: a stack overflow trap.
 //! - `hostile.big` answers with 100 MB: refused (memory cap, or the host's reply size cap).
 //! - `hostile.ok` answers `{}`: proves the component is serving again afterwards.
+//! - `hostile.peek` answers what the sandbox lets it see: `{"env":N,"clockSecs":S,"files":bool}`
+//!   (environment variables, seconds since the epoch, whether `/` can be listed). With nothing
+//!   granted that is `{"env":0,"clockSecs":0,"files":false}`.
 //! - `hostile.flood` `{"bytes":N,"chunk":C}` pushes `onFlood` chunks of C bytes to the caller
 //!   until N bytes are queued or a push is refused: a client that does not read is disconnected
 //!   once its bounded send queue is full, and the host's memory stays bounded.
@@ -67,6 +70,18 @@ impl Hostile {
             pushed += chunk.len();
         }
         Ok(serde_json::json!({ "pushed": pushed }))
+    }
+
+    #[request]
+    fn peek() -> Result<serde_json::Value> {
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        Ok(serde_json::json!({
+            "env": std::env::vars().count(),
+            "clockSecs": clock,
+            "files": std::fs::read_dir("/").is_ok(),
+        }))
     }
 
     #[request]

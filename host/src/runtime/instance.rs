@@ -394,10 +394,9 @@ fn arm(store: &mut Store<HostState>, spec: &ComponentSpec) {
     store.data_mut().call_deadline = Instant::now() + limits.call_timeout;
     // The callback above checks the clock at every tick and extends tick by tick until then.
     store.set_epoch_deadline(1);
-    if let Some(fuel) = limits.fuel {
-        // Only fails when fuel metering is off, and then there is nothing to arm.
-        let _ = store.set_fuel(fuel);
-    }
+    // When another component turned fuel metering on, one without a budget gets all the fuel
+    // there is. Only fails when metering is off, and then there is nothing to arm.
+    let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
 }
 
 fn classify(error: &wasmtime::Error) -> CallFailure {
