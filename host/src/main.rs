@@ -132,7 +132,17 @@ struct ServeArgs {
     #[arg(long, value_name = "UNITS")]
     fuel: Option<u64>,
 
-    /// Serve this folder over plain HTTP on the WebSocket port (pages of browser games).
+    /// TLS certificate chain (PEM): both listeners then speak TLS (TCP+TLS, and WSS). Needs
+    /// --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Serve this folder over plain HTTP on the WebSocket port (pages of browser games; not
+    /// with TLS).
     #[arg(long, value_name = "DIR")]
     web: Option<PathBuf>,
 
@@ -253,6 +263,7 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         watch: args.watch,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         web: args.web,
+        tls: args.tls_cert.zip(args.tls_key),
         default_options: defaults.clone(),
         component_options: per_component_options(&defaults, &args.grant, &args.limit, &args.init)?,
         components: args.components,

@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use pitaya_protocol::{
     Connection, Event, Message, MessageType, State, encode_response, error_payload_json,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
@@ -25,7 +26,7 @@ use crate::runtime::{CallFailure, HandlerKind};
 use crate::session::{Outbound, SendQueue, Session};
 use crate::transport::http::{Sniffed, serve_file, sniff};
 use crate::transport::{
-    Conn, ConnReader, ConnWriter, TcpReader, TcpWriter, TransportKind, accept_websocket,
+    BoxedIo, Conn, ConnReader, ConnWriter, TcpReader, TcpWriter, TransportKind, accept_websocket,
 };
 
 pub(super) async fn accept_loop(listener: TcpListener, kind: TransportKind, shared: Arc<Shared>) {
@@ -66,9 +67,56 @@ async fn serve_stream(
     kind: TransportKind,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
+    let timeout = shared.connection.handshake_timeout;
+    // Plain HTTP is only told apart from a WebSocket upgrade on a plain port.
+    if kind == TransportKind::WebSocket
+        && shared.tls.is_none()
+        && let Some(root) = &shared.config.web
+    {
+        match sniff(&stream, timeout).await {
+            Ok(Sniffed::WebSocket) => {}
+            Ok(request) => {
+                if let Err(error) = serve_file(stream, root, request).await {
+                    tracing::debug!(%peer, %error, "http request failed");
+                }
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%peer, %error, "no request head");
+                return;
+            }
+        }
+    }
+    let accepted = match &shared.tls {
+        Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => Accepted::Tls(Box::new(tls)),
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %kind, %error, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, %kind, "tls handshake timed out");
+                return;
+            }
+        },
+        None => Accepted::Plain(stream),
+    };
     let conn = match kind {
         TransportKind::Tcp => {
-            let (read, write) = stream.into_split();
+            let (read, write): (
+                Box<dyn AsyncRead + Send + Unpin>,
+                Box<dyn AsyncWrite + Send + Unpin>,
+            ) = match accepted {
+                Accepted::Tls(io) => {
+                    let (read, write) = tokio::io::split(io);
+                    (Box::new(read), Box::new(write))
+                }
+                // A plain socket splits without a lock between its halves.
+                Accepted::Plain(stream) => {
+                    let (read, write) = stream.into_split();
+                    (Box::new(read), Box::new(write))
+                }
+            };
             Conn {
                 reader: ConnReader::Tcp(TcpReader(read)),
                 writer: ConnWriter::Tcp(TcpWriter::new(write)),
@@ -77,29 +125,17 @@ async fn serve_stream(
             }
         }
         TransportKind::WebSocket => {
-            let timeout = shared.connection.handshake_timeout;
-            if let Some(root) = &shared.config.web {
-                match sniff(&stream, timeout).await {
-                    Ok(Sniffed::WebSocket) => {}
-                    Ok(request) => {
-                        if let Err(error) = serve_file(stream, root, request).await {
-                            tracing::debug!(%peer, %error, "http request failed");
-                        }
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::debug!(%peer, %error, "no request head");
-                        return;
-                    }
-                }
-            }
+            let io: BoxedIo = match accepted {
+                Accepted::Tls(io) => io,
+                Accepted::Plain(stream) => Box::new(stream),
+            };
             // A packet plus WebSocket framing; several packets may share one frame.
             let max_message = shared
                 .connection
                 .max_packet_body
                 .saturating_mul(4)
                 .max(64 * 1024);
-            match tokio::time::timeout(timeout, accept_websocket(stream, max_message)).await {
+            match tokio::time::timeout(timeout, accept_websocket(io, max_message)).await {
                 Ok(Ok((reader, writer))) => Conn {
                     reader: ConnReader::Ws(reader),
                     writer: ConnWriter::Ws(writer),
@@ -118,6 +154,12 @@ async fn serve_stream(
         }
     };
     drive(shared, conn).await;
+}
+
+/// An accepted socket, after the TLS handshake when TLS is on.
+enum Accepted {
+    Plain(TcpStream),
+    Tls(BoxedIo),
 }
 
 type Dispatch = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;

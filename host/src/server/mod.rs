@@ -20,6 +20,7 @@ use crate::router::{Router, RouterError};
 use crate::runtime::{ComponentHandle, ComponentOptions, HostContext, LoadError, Runtime};
 use crate::session::Registry;
 use crate::transport::TransportKind;
+use crate::transport::tls::{self, TlsError};
 
 /// Everything the server is configured with.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct ServerConfig {
     pub ws: Option<SocketAddr>,
     /// A folder served over plain HTTP on the WebSocket port (browser games' pages).
     pub web: Option<PathBuf>,
+    /// TLS certificate chain and private key (PEM files): both listeners then speak TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// This server's type, the optional first part of routes.
     pub server_type: String,
     /// Protocol limits and timers.
@@ -68,6 +71,7 @@ impl Default for ServerConfig {
             tcp: Some(SocketAddr::from(([127, 0, 0, 1], 3250))),
             ws: Some(SocketAddr::from(([127, 0, 0, 1], 3251))),
             web: None,
+            tls: None,
             server_type: "connector".into(),
             connection: ConnectionConfig::default(),
             encode: EncodeOptions {
@@ -109,6 +113,9 @@ pub enum ServerError {
         /// The operating system's reason.
         source: std::io::Error,
     },
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// Neither TCP nor WebSocket is enabled.
     #[error("no listener: enable TCP, WebSocket or both")]
     NoListener,
@@ -131,6 +138,7 @@ struct Shared {
     config: ServerConfig,
     connection: Arc<ConnectionConfig>,
     connections: Option<Arc<Semaphore>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stats: Stats,
     runtime: Arc<Runtime>,
 }
@@ -148,6 +156,10 @@ impl Server {
         if config.tcp.is_none() && config.ws.is_none() {
             return Err(ServerError::NoListener);
         }
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+            None => None,
+        };
         let registry = Arc::new(Registry::default());
         let context = Arc::new(HostContext {
             registry: registry.clone(),
@@ -212,6 +224,7 @@ impl Server {
             context,
             connection: Arc::new(config.connection.clone()),
             connections,
+            tls,
             stats: Stats::default(),
             runtime: Arc::new(runtime),
             config,

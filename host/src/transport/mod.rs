@@ -6,12 +6,22 @@
 
 pub mod http;
 mod tcp;
+pub mod tls;
 mod ws;
 
 use std::io;
 use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A byte stream a connection runs over: a TCP stream, or TLS over one.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// A connection's stream, plain or TLS, behind one type.
+pub type BoxedIo = Box<dyn Io>;
 
 pub use tcp::{TcpReader, TcpWriter};
 pub use ws::{WsReader, WsWriter, accept_websocket};

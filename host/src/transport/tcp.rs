@@ -1,16 +1,15 @@
-//! TCP: a byte stream, so reads may hold part of a packet or several packets.
+//! TCP (or TLS over TCP): a byte stream, so reads may hold part of a packet or several packets.
 
 use std::io;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How much a read asks for at a time; a small figure keeps idle connections cheap.
 const READ_CHUNK: usize = 4096;
 
 /// Receiving half of a TCP connection.
-pub struct TcpReader(pub OwnedReadHalf);
+pub struct TcpReader(pub Box<dyn AsyncRead + Send + Unpin>);
 
 impl TcpReader {
     pub(super) async fn read(&mut self, buf: &mut BytesMut) -> io::Result<bool> {
@@ -21,14 +20,14 @@ impl TcpReader {
 
 /// Sending half of a TCP connection.
 pub struct TcpWriter {
-    stream: OwnedWriteHalf,
+    stream: Box<dyn AsyncWrite + Send + Unpin>,
     /// Several queued packets are copied here and written with one system call.
     batch: Vec<u8>,
 }
 
 impl TcpWriter {
     /// Wraps the write half of a stream.
-    pub fn new(stream: OwnedWriteHalf) -> Self {
+    pub fn new(stream: Box<dyn AsyncWrite + Send + Unpin>) -> Self {
         Self {
             stream,
             batch: Vec::new(),
@@ -37,8 +36,8 @@ impl TcpWriter {
 
     pub(super) async fn write_packets(&mut self, packets: &[Bytes]) -> io::Result<()> {
         match packets {
-            [] => Ok(()),
-            [one] => self.stream.write_all(one).await,
+            [] => return Ok(()),
+            [one] => self.stream.write_all(one).await?,
             many => {
                 self.batch.clear();
                 for packet in many {
@@ -49,9 +48,11 @@ impl TcpWriter {
                 if self.batch.capacity() > 64 * 1024 {
                     self.batch = Vec::new();
                 }
-                result
+                result?
             }
         }
+        // A TLS stream holds written bytes until flushed; a plain one flushes for free.
+        self.stream.flush().await
     }
 
     pub(super) async fn shutdown(&mut self) {

@@ -6,17 +6,18 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-type Stream = WebSocketStream<TcpStream>;
+use super::BoxedIo;
+
+type Stream = WebSocketStream<BoxedIo>;
 
 /// Completes the WebSocket upgrade on an accepted TCP stream. Frames and messages larger than
 /// `max_message` are refused by tungstenite before they are buffered whole.
 pub async fn accept_websocket(
-    stream: TcpStream,
+    stream: BoxedIo,
     max_message: usize,
 ) -> Result<(WsReader, WsWriter), WsError> {
     let config = WebSocketConfig::default()

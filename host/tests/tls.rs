@@ -1,0 +1,217 @@
+//! TLS on both listeners: a client that trusts the server's certificate completes the pitaya
+//! handshake and gets an echo over TCP+TLS and over WSS.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use futures_util::{SinkExt, StreamExt};
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The host, killed when dropped.
+struct Host(Child);
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn components_dir() -> PathBuf {
+    std::env::var_os("PITAYA_COMPONENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
+        })
+}
+
+/// Starts the host with TLS and returns it with its TCP and WebSocket addresses.
+fn start(cert: &std::path::Path, key: &std::path::Path) -> Result<(Host, String, String)> {
+    let echo = components_dir().join("echo.wasm");
+    ensure!(
+        echo.exists(),
+        "{} is missing: run `cargo xtask test`",
+        echo.display()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pitaya-host"))
+        .args([
+            "serve",
+            "--tcp",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--tls-cert",
+        ])
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key)
+        .arg(echo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start pitaya-host")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let host = Host(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut tcp, mut ws) = (None, None);
+    while tcp.is_none() || ws.is_none() {
+        let line = lines.next().context("the host exited before listening")??;
+        if let Some(addr) = line.strip_prefix("tcp://") {
+            tcp = Some(addr.to_owned());
+        } else if let Some(addr) = line.strip_prefix("ws://") {
+            ws = Some(addr.to_owned());
+        }
+    }
+    Ok((host, tcp.unwrap_or_default(), ws.unwrap_or_default()))
+}
+
+fn packet(kind: u8, body: &[u8]) -> Vec<u8> {
+    let len = body.len();
+    let mut out = vec![kind, (len >> 16) as u8, (len >> 8) as u8, len as u8];
+    out.extend_from_slice(body);
+    out
+}
+
+fn request(id: u8, route: &str, body: &[u8]) -> Vec<u8> {
+    let mut message = vec![0x00, id, route.len() as u8];
+    message.extend_from_slice(route.as_bytes());
+    message.extend_from_slice(body);
+    packet(4, &message)
+}
+
+const HANDSHAKE: &[u8] = br#"{"sys":{"platform":"test","libVersion":"0.3.5-release"},"user":{}}"#;
+
+fn connector(cert: CertificateDer<'static>) -> Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert)?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+async fn read_packet(stream: &mut (impl AsyncReadExt + Unpin)) -> Result<(u8, Vec<u8>)> {
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).await?;
+    let len =
+        (usize::from(header[1]) << 16) | (usize::from(header[2]) << 8) | usize::from(header[3]);
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await?;
+    Ok((header[0], body))
+}
+
+#[tokio::test]
+async fn echo_over_tls_and_wss() -> Result<()> {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let dir = std::env::temp_dir().join(format!("pitaya-host-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, generated.cert.pem())?;
+    std::fs::write(&key_path, generated.signing_key.serialize_pem())?;
+    let (_host, tcp, ws) = start(&cert_path, &key_path)?;
+    let connector = connector(generated.cert.der().clone())?;
+    let name = ServerName::try_from("localhost")?.to_owned();
+
+    // TCP + TLS.
+    let socket = TcpStream::connect(&tcp).await?;
+    let mut tls = connector
+        .connect(name.clone(), socket)
+        .await
+        .context("tls handshake over tcp")?;
+    tls.write_all(&packet(1, HANDSHAKE)).await?;
+    let (kind, body) =
+        tokio::time::timeout(Duration::from_secs(10), read_packet(&mut tls)).await??;
+    ensure!(
+        kind == 1 && body.starts_with(br#"{"code":200"#),
+        "handshake reply {kind} {body:?}"
+    );
+    let mut batch = packet(2, b"");
+    batch.extend(request(1, "echo.echo", br#"{"over":"tls"}"#));
+    tls.write_all(&batch).await?;
+    let (kind, body) =
+        tokio::time::timeout(Duration::from_secs(10), read_packet(&mut tls)).await??;
+    ensure!(
+        kind == 4 && body == b"\x04\x01{\"over\":\"tls\"}",
+        "tls echo answered {kind} {body:?}"
+    );
+
+    // WebSocket over TLS.
+    let socket = TcpStream::connect(&ws).await?;
+    let tls = connector
+        .connect(name, socket)
+        .await
+        .context("tls handshake over ws")?;
+    let url = format!(
+        "wss://localhost:{}/",
+        ws.rsplit(':').next().unwrap_or_default()
+    );
+    let (mut socket, _) = tokio_tungstenite::client_async(url, tls)
+        .await
+        .context("websocket upgrade")?;
+    socket
+        .send(Message::Binary(packet(1, HANDSHAKE).into()))
+        .await?;
+    socket.send(Message::Binary(packet(2, b"").into())).await?;
+    socket
+        .send(Message::Binary(
+            request(1, "echo.echo", br#"{"over":"wss"}"#).into(),
+        ))
+        .await?;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await? {
+            Some(Ok(Message::Binary(frame))) => seen.push(frame.to_vec()),
+            Some(Ok(_)) => {}
+            other => bail!("websocket ended early: {other:?}"),
+        }
+    }
+    ensure!(
+        seen[0].starts_with(b"\x01") && seen[0][4..].starts_with(br#"{"code":200"#),
+        "wss handshake reply {:?}",
+        seen[0]
+    );
+    ensure!(
+        seen[1] == packet(4, b"\x04\x01{\"over\":\"wss\"}"),
+        "wss echo answered {:?}",
+        seen[1]
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn an_unreadable_certificate_is_one_clear_line() -> Result<()> {
+    let output = Command::new(env!("CARGO_BIN_EXE_pitaya-host"))
+        .args([
+            "serve",
+            "--tcp",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "no/cert.pem",
+            "--tls-key",
+            "no/key.pem",
+        ])
+        .arg(components_dir().join("echo.wasm"))
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        !output.status.success(),
+        "the host started without its certificate"
+    );
+    ensure!(
+        stderr.contains("cannot read the TLS certificate no/cert.pem"),
+        "{stderr}"
+    );
+    Ok(())
+}
