@@ -8,10 +8,12 @@
 //! - [`group`]: groups (rooms) of sessions.
 //! - [`runtime`]: wasmtime; one actor thread per component instance; host functions.
 //! - [`router`]: client routes to component handlers, and the route dictionary.
+//! - [`config`]: the TOML configuration file.
 //! - [`server`]: listeners and the per-connection driver that joins the pieces.
 //!
 //! ARCHITECTURE.md at the repository root gives the invariants.
 
+pub mod config;
 pub mod group;
 pub mod router;
 pub mod runtime;

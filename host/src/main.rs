@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use pitaya_host::config::{DuplicateLogin, FileConfig, Grant};
 use std::collections::HashMap;
 
 use pitaya_host::{ComponentOptions, Grants, Limits, Reloader, Server, ServerConfig};
@@ -162,13 +164,20 @@ struct ServeArgs {
     #[arg(long = "init", value_name = "NAME=VALUE")]
     init: Vec<String>,
 
-    /// Component files (.wasm) to serve.
-    #[arg(value_name = "COMPONENT.wasm", required = true)]
+    /// A TOML configuration file with any of these settings (keys are the flag names, e.g.
+    /// `call-timeout-ms = 500`) and `[[component]]` tables; flags given here win over it. See
+    /// examples/host.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Component files (.wasm) to serve, after those of the configuration file.
+    #[arg(value_name = "COMPONENT.wasm", required_unless_present = "config")]
     components: Vec<PathBuf>,
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -178,7 +187,10 @@ fn main() {
         )
         .init();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => match matches.subcommand_matches("serve") {
+            Some(given) => serve(args, given),
+            None => Err(anyhow::anyhow!("serve: no arguments")),
+        },
         Command::New { name } => new_component(&name),
     };
     if let Err(error) = result {
@@ -187,8 +199,8 @@ fn main() {
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = server_config(args)?;
+fn serve(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<()> {
+    let config = server_config(args, given)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -211,62 +223,111 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
-    let (tcp, ws) = match (args.tcp, args.ws) {
+fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerConfig> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let on_command_line = |id: &str| given.value_source(id) == Some(ValueSource::CommandLine);
+    // A flag given on the command line wins; then the file; then the flag's default.
+    macro_rules! pick {
+        ($field:ident) => {
+            if on_command_line(stringify!($field)) {
+                args.$field
+            } else {
+                file.$field.clone().unwrap_or(args.$field)
+            }
+        };
+    }
+    let (tcp, ws) = match (args.tcp.or(file.tcp), args.ws.or(file.ws)) {
         (None, None) => {
             let defaults = ServerConfig::default();
             (defaults.tcp, defaults.ws)
         }
         given => given,
     };
-    if args.server_type.is_empty() || args.server_type.contains('.') {
-        bail!(
-            "--server-type must be non-empty and contain no '.': {:?}",
-            args.server_type
-        );
+    let server_type = pick!(server_type);
+    if server_type.is_empty() || server_type.contains('.') {
+        bail!("--server-type must be non-empty and contain no '.': {server_type:?}");
     }
-    if args.max_packet == 0 {
+    let max_packet = pick!(max_packet);
+    if max_packet == 0 {
         bail!("--max-packet must be at least 1");
     }
+    let refuse_duplicate_login = if on_command_line("duplicate_login") {
+        args.duplicate_login == "refuse"
+    } else {
+        file.duplicate_login == Some(DuplicateLogin::Refuse)
+    };
     let defaults = ComponentOptions {
         config: Vec::new(),
         limits: Limits {
-            call_timeout: Duration::from_millis(args.call_timeout_ms.max(1)),
-            max_memory: args.max_memory_mib << 20,
-            fuel: args.fuel,
+            call_timeout: Duration::from_millis(pick!(call_timeout_ms).max(1)),
+            max_memory: pick!(max_memory_mib) << 20,
+            fuel: args.fuel.or(file.fuel),
         },
         grants: Grants::default(),
     };
+    let file_options = file
+        .component
+        .iter()
+        .map(|component| {
+            let mut options = defaults.clone();
+            options.config = component.init_bytes();
+            if let Some(ms) = component.call_timeout_ms {
+                options.limits.call_timeout = Duration::from_millis(ms.max(1));
+            }
+            if let Some(mib) = component.max_memory_mib {
+                options.limits.max_memory = mib << 20;
+            }
+            options.limits.fuel = component.fuel.or(options.limits.fuel);
+            options.grants.clock = component.grants.contains(&Grant::Clock);
+            options.grants.stdio = component.grants.contains(&Grant::Stdio);
+            options.grants.env = component.env.clone().into_iter().collect();
+            (component.path.clone(), options)
+        })
+        .collect();
+    let components = file
+        .component
+        .iter()
+        .map(|component| component.path.clone())
+        .chain(args.components.iter().cloned())
+        .collect();
     Ok(ServerConfig {
         tcp,
         ws,
-        server_type: args.server_type,
+        server_type,
         connection: ConnectionConfig {
-            max_packet_body: args.max_packet,
-            max_inflated: args.max_inflated,
-            heartbeat: Duration::from_secs(args.heartbeat),
-            handshake_timeout: Duration::from_secs(args.handshake_timeout),
-            compress_handshake: args.compress_handshake,
+            max_packet_body: max_packet,
+            max_inflated: pick!(max_inflated),
+            heartbeat: Duration::from_secs(pick!(heartbeat)),
+            handshake_timeout: Duration::from_secs(pick!(handshake_timeout)),
+            compress_handshake: pick!(compress_handshake),
             ..ConnectionConfig::default()
         },
         encode: EncodeOptions {
-            compress: args.compress,
-            push_route_codes: args.push_route_codes,
+            compress: pick!(compress),
+            push_route_codes: pick!(push_route_codes),
         },
-        send_queue: args.send_queue,
-        send_queue_bytes: args.send_queue_bytes,
-        max_response: args.max_response,
-        kick_reasons: args.kick_reasons,
-        refuse_duplicate_login: args.duplicate_login == "refuse",
-        rate_limit: args.rate_limit.filter(|rate| *rate > 0),
-        max_connections: args.max_connections,
-        watch: args.watch,
-        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-        web: args.web,
-        tls: args.tls_cert.zip(args.tls_key),
-        default_options: defaults.clone(),
+        send_queue: pick!(send_queue),
+        send_queue_bytes: pick!(send_queue_bytes),
+        max_response: pick!(max_response),
+        kick_reasons: pick!(kick_reasons),
+        refuse_duplicate_login,
+        rate_limit: args.rate_limit.or(file.rate_limit).filter(|rate| *rate > 0),
+        max_connections: args.max_connections.or(file.max_connections),
+        watch: pick!(watch),
+        shutdown_timeout: Duration::from_secs(pick!(shutdown_timeout)),
+        web: args.web.clone().or(file.web.clone()),
+        tls: args
+            .tls_cert
+            .clone()
+            .zip(args.tls_key.clone())
+            .or(file.tls_cert.clone().zip(file.tls_key.clone())),
         component_options: per_component_options(&defaults, &args.grant, &args.limit, &args.init)?,
-        components: args.components,
+        default_options: defaults,
+        file_options,
+        components,
     })
 }
 

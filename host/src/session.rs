@@ -403,7 +403,10 @@ mod tests {
             queue(tx, usize::MAX),
         );
         assert_eq!(
-            registry.bind(first.id(), "u1", false).unwrap().map(|s| s.id()),
+            registry
+                .bind(first.id(), "u1", false)
+                .unwrap()
+                .map(|s| s.id()),
             None
         );
         assert_eq!(

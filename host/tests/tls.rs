@@ -1,84 +1,20 @@
 //! TLS on both listeners: a client that trusts the server's certificate completes the pitaya
 //! handshake and gets an echo over TCP+TLS and over WSS.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use common::{component, components_dir, packet};
 use futures_util::{SinkExt, StreamExt};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
-
-/// The host, killed when dropped.
-struct Host(Child);
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn components_dir() -> PathBuf {
-    std::env::var_os("PITAYA_COMPONENTS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
-        })
-}
-
-/// Starts the host with TLS and returns it with its TCP and WebSocket addresses.
-fn start(cert: &std::path::Path, key: &std::path::Path) -> Result<(Host, String, String)> {
-    let echo = components_dir().join("echo.wasm");
-    ensure!(
-        echo.exists(),
-        "{} is missing: run `cargo xtask test`",
-        echo.display()
-    );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pitaya-host"))
-        .args([
-            "serve",
-            "--tcp",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--tls-cert",
-        ])
-        .arg(cert)
-        .arg("--tls-key")
-        .arg(key)
-        .arg(echo)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start pitaya-host")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let host = Host(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let (mut tcp, mut ws) = (None, None);
-    while tcp.is_none() || ws.is_none() {
-        let line = lines.next().context("the host exited before listening")??;
-        if let Some(addr) = line.strip_prefix("tcp://") {
-            tcp = Some(addr.to_owned());
-        } else if let Some(addr) = line.strip_prefix("ws://") {
-            ws = Some(addr.to_owned());
-        }
-    }
-    Ok((host, tcp.unwrap_or_default(), ws.unwrap_or_default()))
-}
-
-fn packet(kind: u8, body: &[u8]) -> Vec<u8> {
-    let len = body.len();
-    let mut out = vec![kind, (len >> 16) as u8, (len >> 8) as u8, len as u8];
-    out.extend_from_slice(body);
-    out
-}
 
 fn request(id: u8, route: &str, body: &[u8]) -> Vec<u8> {
     let mut message = vec![0x00, id, route.len() as u8];
@@ -119,7 +55,25 @@ async fn echo_over_tls_and_wss() -> Result<()> {
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, generated.cert.pem())?;
     std::fs::write(&key_path, generated.signing_key.serialize_pem())?;
-    let (_host, tcp, ws) = start(&cert_path, &key_path)?;
+    let echo = component("echo.wasm")?;
+    let host = common::start(
+        &[
+            "--tcp".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--ws".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--tls-cert".as_ref(),
+            cert_path.as_os_str(),
+            "--tls-key".as_ref(),
+            key_path.as_os_str(),
+            echo.as_os_str(),
+        ],
+        2,
+    )?;
+    let (tcp, ws) = (
+        host.tcp.clone().unwrap_or_default(),
+        host.ws.clone().unwrap_or_default(),
+    );
     let connector = connector(generated.cert.der().clone())?;
     let name = ServerName::try_from("localhost")?.to_owned();
 

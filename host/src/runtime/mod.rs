@@ -466,12 +466,12 @@ impl Runtime {
 
     /// Compiles `path`, starts its instance on a thread of its own, runs `init`, and returns
     /// the handle through which it is called. `options` gives the configuration, limits and
-    /// grants for the component's declared name.
+    /// grants for the component's file and declared name.
     pub fn load(
         &self,
         path: PathBuf,
         index: usize,
-        options: &dyn Fn(&str) -> ComponentOptions,
+        options: &dyn Fn(&std::path::Path, &str) -> ComponentOptions,
     ) -> Result<ComponentHandle, LoadError> {
         let (jobs, queue) = mpsc::channel(JOB_QUEUE);
         let provisional = ComponentSpec {
@@ -493,7 +493,7 @@ impl Runtime {
         });
         let spec = ComponentSpec {
             path: path.clone(),
-            options: options(&declared.name),
+            options: options(&path, &declared.name),
         };
         let start_error = |reason| LoadError::Start {
             path: path.clone(),

@@ -61,8 +61,10 @@ pub struct ServerConfig {
     pub components: Vec<PathBuf>,
     /// Options for components without options of their own.
     pub default_options: ComponentOptions,
-    /// Options by component name.
+    /// Options by component name (these win).
     pub component_options: HashMap<String, ComponentOptions>,
+    /// Options by component file.
+    pub file_options: HashMap<PathBuf, ComponentOptions>,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +92,7 @@ impl Default for ServerConfig {
             components: Vec::new(),
             default_options: ComponentOptions::default(),
             component_options: HashMap::new(),
+            file_options: HashMap::new(),
         }
     }
 }
@@ -174,14 +177,22 @@ impl Server {
         let paths = config.components.clone();
         let defaults = config.default_options.clone();
         let by_name = config.component_options.clone();
+        let by_file = config.file_options.clone();
         let loader_context = context.clone();
         // Compiling is CPU work that must not stall the async runtime's threads.
         let (runtime, loaded) = tokio::task::spawn_blocking(move || {
             let fuel = std::iter::once(&defaults)
                 .chain(by_name.values())
+                .chain(by_file.values())
                 .any(|options| options.limits.fuel.is_some());
             let runtime = Runtime::new(loader_context, fuel)?;
-            let options = |name: &str| by_name.get(name).unwrap_or(&defaults).clone();
+            let options = |path: &std::path::Path, name: &str| {
+                by_name
+                    .get(name)
+                    .or_else(|| by_file.get(path))
+                    .unwrap_or(&defaults)
+                    .clone()
+            };
             let loaded = paths
                 .into_iter()
                 .enumerate()

@@ -1,0 +1,240 @@
+//! The TOML configuration file: every setting the `serve` flags have, plus per-component
+//! settings (path, `init` configuration, limits, grants). Flags given on the command line win
+//! over the file; the file wins over the built-in defaults.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a value of the wrong type.
+    #[error("{path}:{line}: {key}{message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The line of the offending key or value (1-based).
+        line: usize,
+        /// `key: ` when the key is known, else empty.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole file. Keys are the long flag names (`call-timeout-ms`, `server-type`, ...).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// `--tcp`.
+    pub tcp: Option<SocketAddr>,
+    /// `--ws`.
+    pub ws: Option<SocketAddr>,
+    /// `--web`, relative to the file's folder.
+    pub web: Option<PathBuf>,
+    /// `--tls-cert`, relative to the file's folder.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`, relative to the file's folder.
+    pub tls_key: Option<PathBuf>,
+    /// `--heartbeat`.
+    pub heartbeat: Option<u64>,
+    /// `--server-type`.
+    pub server_type: Option<String>,
+    /// `--handshake-timeout`.
+    pub handshake_timeout: Option<u64>,
+    /// `--max-packet`.
+    pub max_packet: Option<usize>,
+    /// `--max-inflated`.
+    pub max_inflated: Option<usize>,
+    /// `--send-queue`.
+    pub send_queue: Option<usize>,
+    /// `--send-queue-bytes`.
+    pub send_queue_bytes: Option<usize>,
+    /// `--max-response`.
+    pub max_response: Option<usize>,
+    /// `--call-timeout-ms`.
+    pub call_timeout_ms: Option<u64>,
+    /// `--max-memory-mib`.
+    pub max_memory_mib: Option<usize>,
+    /// `--fuel`.
+    pub fuel: Option<u64>,
+    /// `--compress`.
+    pub compress: Option<bool>,
+    /// `--compress-handshake`.
+    pub compress_handshake: Option<bool>,
+    /// `--push-route-codes`.
+    pub push_route_codes: Option<bool>,
+    /// `--kick-reasons`.
+    pub kick_reasons: Option<bool>,
+    /// `--duplicate-login`.
+    pub duplicate_login: Option<DuplicateLogin>,
+    /// `--rate-limit`.
+    pub rate_limit: Option<u32>,
+    /// `--max-connections`.
+    pub max_connections: Option<usize>,
+    /// `--watch`.
+    pub watch: Option<bool>,
+    /// `--shutdown-timeout`.
+    pub shutdown_timeout: Option<u64>,
+    /// The components to serve, in order (before any given on the command line).
+    #[serde(default)]
+    pub component: Vec<FileComponent>,
+}
+
+/// `--duplicate-login`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DuplicateLogin {
+    /// The older session is kicked.
+    Kick,
+    /// The new binding fails.
+    Refuse,
+}
+
+/// One `[[component]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileComponent {
+    /// The `.wasm` file, relative to the config file's folder.
+    pub path: PathBuf,
+    /// Bytes for `init`: a string is passed as it is; a table or array is passed as JSON.
+    pub config: Option<toml::Value>,
+    /// Overrides `call-timeout-ms` for this component.
+    pub call_timeout_ms: Option<u64>,
+    /// Overrides `max-memory-mib` for this component.
+    pub max_memory_mib: Option<usize>,
+    /// Overrides `fuel` for this component.
+    pub fuel: Option<u64>,
+    /// Capabilities: `clock`, `stdio`.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    /// Environment variables the component sees.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// A capability in `grants`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grant {
+    /// The real clocks.
+    Clock,
+    /// The host's stdout and stderr.
+    Stdio,
+}
+
+impl FileComponent {
+    /// The bytes `init` receives.
+    pub fn init_bytes(&self) -> Vec<u8> {
+        match &self.config {
+            None => Vec::new(),
+            Some(toml::Value::String(text)) => text.clone().into_bytes(),
+            Some(other) => serde_json::to_vec(other).unwrap_or_default(),
+        }
+    }
+}
+
+impl FileConfig {
+    /// Reads and checks a configuration file. Relative paths in it are made relative to the
+    /// file's folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|error| invalid(path, &text, &error))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        config.web.as_mut().map(rebase);
+        config.tls_cert.as_mut().map(rebase);
+        config.tls_key.as_mut().map(rebase);
+        for component in &mut config.component {
+            rebase(&mut component.path);
+        }
+        Ok(config)
+    }
+
+    /// Parses configuration text.
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+/// Turns a TOML error into one line naming the file, the line and (when it can be found) the key.
+fn invalid(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
+    let start = error.span().map_or(0, |span| span.start).min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or("");
+    // For a wrong type the span covers the value, so the key is what stands before the `=`.
+    let key = match line_text.split_once('=') {
+        Some((key, _)) if !error.message().contains('`') => format!("{}: ", key.trim()),
+        _ => String::new(),
+    };
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        line,
+        key,
+        message: error.message().trim().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        let error = FileConfig::parse(text).unwrap_err();
+        invalid(Path::new("host.toml"), text, &error).to_string()
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let config = FileConfig::parse(
+            r#"
+            tcp = "127.0.0.1:0"
+            heartbeat = 5
+            duplicate-login = "refuse"
+            compress = true
+            [[component]]
+            path = "chat.wasm"
+            config = { rooms = 3 }
+            grants = ["clock"]
+            env = { MODE = "ranked" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.heartbeat, Some(5));
+        assert_eq!(config.duplicate_login, Some(DuplicateLogin::Refuse));
+        assert_eq!(config.component[0].init_bytes(), br#"{"rooms":3}"#);
+        assert_eq!(config.component[0].grants, [Grant::Clock]);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let message = error_of("heartbeat = 5\nheartbat = 6\n");
+        assert!(message.starts_with("host.toml:2: "), "{message}");
+        assert!(message.contains("unknown field `heartbat`"), "{message}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_named_with_its_line() {
+        let message = error_of("tcp = \"127.0.0.1:0\"\n\nheartbeat = \"often\"\n");
+        assert!(message.starts_with("host.toml:3: heartbeat: "), "{message}");
+        assert!(message.contains("invalid type"), "{message}");
+    }
+}

@@ -1,0 +1,149 @@
+//! The configuration file: it and the flags configure the same server, flags win over it, and
+//! a bad key, a bad type or a bad path each give one line naming what is wrong.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use common::{component, packet, start};
+
+/// The handshake reply a fresh client gets.
+fn handshake_reply(addr: &str) -> Result<String> {
+    let mut socket = TcpStream::connect(addr)?;
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    socket.write_all(&packet(1, br#"{"sys":{},"user":{}}"#))?;
+    let mut header = [0u8; 4];
+    socket.read_exact(&mut header)?;
+    let len =
+        (usize::from(header[1]) << 16) | (usize::from(header[2]) << 8) | usize::from(header[3]);
+    let mut body = vec![0; len];
+    socket.read_exact(&mut body)?;
+    Ok(String::from_utf8(body)?)
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) -> Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn temp_dir(test: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("pitaya-host-config-{test}-{}", std::process::id()))
+}
+
+#[test]
+fn the_file_and_the_flags_configure_the_same_server() -> Result<()> {
+    let echo = component("echo.wasm")?;
+    let dir = temp_dir("same");
+    let config = write_config(
+        &dir,
+        "host.toml",
+        &format!(
+            "tcp = \"127.0.0.1:0\"\nheartbeat = 7\nserver-type = \"game\"\n\n[[component]]\npath = {:?}\n",
+            echo.display().to_string()
+        ),
+    )?;
+    let from_file = start(&["--config".as_ref(), config.as_os_str()], 1)?;
+    let by_file = handshake_reply(from_file.tcp.as_deref().unwrap_or_default())?;
+    let from_flags = start(
+        &[
+            "--tcp",
+            "127.0.0.1:0",
+            "--heartbeat",
+            "7",
+            "--server-type",
+            "game",
+        ]
+        .map(AsRef::as_ref)
+        .iter()
+        .copied()
+        .chain([echo.as_os_str()])
+        .collect::<Vec<_>>(),
+        1,
+    )?;
+    let by_flags = handshake_reply(from_flags.tcp.as_deref().unwrap_or_default())?;
+    ensure!(by_file == by_flags, "file: {by_file}\nflags: {by_flags}");
+    ensure!(
+        by_file.contains(r#""heartbeat":7"#) && by_file.contains("game.echo.echo"),
+        "{by_file}"
+    );
+
+    // A flag wins over the file.
+    let both = start(
+        &[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--heartbeat".as_ref(),
+            "9".as_ref(),
+        ],
+        1,
+    )?;
+    let reply = handshake_reply(both.tcp.as_deref().unwrap_or_default())?;
+    ensure!(
+        reply.contains(r#""heartbeat":9"#) && reply.contains("game.echo.echo"),
+        "{reply}"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Runs the host on a config file that must be refused, and returns its error lines.
+fn refused(test: &str, text: &str) -> Result<Vec<String>> {
+    let dir = temp_dir(test);
+    let config = write_config(&dir, "host.toml", text)?;
+    let output = Command::new(env!("CARGO_BIN_EXE_pitaya-host"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()?;
+    std::fs::remove_dir_all(&dir)?;
+    ensure!(!output.status.success(), "the host accepted {text:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    Ok(stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .map(str::to_owned)
+        .collect())
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_line() -> Result<()> {
+    let lines = refused("key", "tcp = \"127.0.0.1:0\"\nheartbat = 5\n")?;
+    ensure!(
+        lines.len() == 1
+            && lines[0].contains("host.toml:2: ")
+            && lines[0].contains("unknown field `heartbat`"),
+        "{lines:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_wrong_type_is_named_with_its_key_and_line() -> Result<()> {
+    let lines = refused("type", "tcp = \"127.0.0.1:0\"\n\nheartbeat = \"often\"\n")?;
+    ensure!(
+        lines.len() == 1 && lines[0].contains("host.toml:3: heartbeat: invalid type"),
+        "{lines:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_missing_component_path_is_named() -> Result<()> {
+    let lines = refused(
+        "path",
+        "tcp = \"127.0.0.1:0\"\n[[component]]\npath = \"nowhere/game.wasm\"\n",
+    )?;
+    ensure!(
+        lines.len() == 1
+            && lines[0].contains("cannot read component")
+            && lines[0].contains("nowhere/game.wasm"),
+        "{lines:?}"
+    );
+    Ok(())
+}
