@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub ws: Option<SocketAddr>,
     /// `--web`, relative to the file's folder.
     pub web: Option<PathBuf>,
+    /// `--metrics`.
+    pub metrics: Option<SocketAddr>,
     /// `--tls-cert`, relative to the file's folder.
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`, relative to the file's folder.

@@ -9,12 +9,14 @@
 //! - [`runtime`]: wasmtime; one actor thread per component instance; host functions.
 //! - [`router`]: client routes to component handlers, and the route dictionary.
 //! - [`config`]: the TOML configuration file.
+//! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - [`server`]: listeners and the per-connection driver that joins the pieces.
 //!
 //! ARCHITECTURE.md at the repository root gives the invariants.
 
 pub mod config;
 pub mod group;
+pub mod metrics;
 pub mod router;
 pub mod runtime;
 pub mod server;

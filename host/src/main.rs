@@ -17,6 +17,11 @@ use pitaya_protocol::{ConnectionConfig, EncodeOptions};
 #[derive(Parser)]
 #[command(name = "pitaya-host", version, about)]
 struct Cli {
+    /// Log lines as `text` or as `json` objects (to stderr). RUST_LOG filters them, e.g.
+    /// `RUST_LOG=info,pitaya_host=debug`.
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -164,6 +169,10 @@ struct ServeArgs {
     #[arg(long = "init", value_name = "NAME=VALUE")]
     init: Vec<String>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics, with /healthz and /readyz.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+
     /// A TOML configuration file with any of these settings (keys are the flag names, e.g.
     /// `call-timeout-ms = 500`) and `[[component]]` tables; flags given here win over it. See
     /// examples/host.toml.
@@ -178,14 +187,17 @@ struct ServeArgs {
 fn main() {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let result = match cli.command {
         Command::Serve(args) => match matches.subcommand_matches("serve") {
             Some(given) => serve(args, given),
@@ -212,6 +224,9 @@ fn serve(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<()> {
         }
         if let Some(addr) = server.ws_addr() {
             println!("ws://{addr}");
+        }
+        if let Some(addr) = server.metrics_addr() {
+            println!("metrics http://{addr}/metrics");
         }
         reload_on_hangup(server.reloader());
         server.run(shutdown_signal()).await;
@@ -319,6 +334,7 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
         watch: pick!(watch),
         shutdown_timeout: Duration::from_secs(pick!(shutdown_timeout)),
         web: args.web.clone().or(file.web.clone()),
+        metrics: args.metrics.or(file.metrics),
         tls: args
             .tls_cert
             .clone()

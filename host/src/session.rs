@@ -111,6 +111,8 @@ pub struct Session {
     /// Bounded in bytes too: that is the real bound on what a slow reader costs.
     outbound: SendQueue,
     closing: AtomicBool,
+    /// Set when the session was closed for not reading (its queue filled up).
+    overflowed: AtomicBool,
     /// Wakes the connection task when something outside it (a kick, a full queue) closes the session.
     close_signal: Notify,
     /// Indices of the components this session has called, so each hears of its close.
@@ -179,6 +181,7 @@ impl Session {
         }
         let result = self.outbound.try_push(item);
         if result == Err(SendError::QueueFull) {
+            self.overflowed.store(true, Ordering::Release);
             tracing::warn!(
                 session = self.id,
                 "send queue full, disconnecting a client that does not read"
@@ -199,6 +202,11 @@ impl Session {
     /// The groups the session joined.
     pub fn groups(&self) -> Vec<String> {
         lock(&self.groups).clone()
+    }
+
+    /// Whether the session was closed because its send queue filled up.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
     }
 
     /// Marks the session closing and wakes its connection task.
@@ -259,6 +267,7 @@ impl Registry {
             data: Mutex::new(HashMap::new()),
             outbound: queue,
             closing: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
             close_signal: Notify::new(),
             components_seen: Mutex::new(Vec::new()),
             groups: Mutex::new(Vec::new()),

@@ -93,6 +93,7 @@ impl groups::Host for HostState {
                 queued += 1;
             }
         }
+        self.context.metrics.pushes.inc_by(u64::from(queued));
         queued
     }
 }

@@ -55,10 +55,13 @@ impl session::Host for HostState {
         let Some(target) = self.context.registry.get(session) else {
             return false;
         };
-        match self.encode_push(&route, &payload) {
-            Some(packet) => target.send(packet).is_ok(),
-            None => false,
+        let sent = self
+            .encode_push(&route, &payload)
+            .is_some_and(|packet| target.send(packet).is_ok());
+        if sent {
+            self.context.metrics.pushes.inc();
         }
+        sent
     }
 
     fn kick(&mut self, session: SessionId, reason: Option<String>) {

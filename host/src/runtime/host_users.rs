@@ -20,6 +20,9 @@ impl users::Host for HostState {
                     (Some(packet), Some(session)) => session.send(packet.clone()).is_ok(),
                     _ => false,
                 };
+                if delivered {
+                    self.context.metrics.pushes.inc();
+                }
                 !delivered
             })
             .collect()

@@ -3,9 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 use wasmtime::component::{InstancePre, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
+
+use crate::metrics::ComponentLabel;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{ComponentInfo, Game};
@@ -18,7 +21,7 @@ use super::{
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     pub(crate) context: Arc<HostContext>,
     pub(crate) shared: Arc<ComponentShared>,
     /// This instance's timers; dropping the store cancels them.
@@ -41,6 +44,52 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// Caps an instance's memory and tables, and reports its memory to the metrics.
+struct Limiter {
+    max_memory: usize,
+    /// The component's gauge, shared with the instance that replaces this one.
+    memory: Gauge,
+    /// What this instance added to the gauge.
+    counted: i64,
+}
+
+/// More table elements than any sane component needs, but far from exhausting the host.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Refusing makes `memory.grow` fail inside the guest, whose allocator then traps.
+        if desired > self.max_memory {
+            return Ok(false);
+        }
+        let grown = i64::try_from(desired.saturating_sub(current)).unwrap_or(i64::MAX);
+        self.memory.inc_by(grown);
+        self.counted = self.counted.saturating_add(grown);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        // The instance's memory goes with it; a successor counts its own.
+        self.memory.dec_by(self.counted);
     }
 }
 
@@ -325,6 +374,13 @@ impl Instance {
     fn restart(&mut self) -> bool {
         match instantiate(&self.pre, &self.context, &self.spec, &self.shared) {
             Ok((store, game)) => {
+                self.context
+                    .metrics
+                    .restarts
+                    .get_or_create(&ComponentLabel {
+                        component: self.shared.name.to_string(),
+                    })
+                    .inc();
                 // Dropping the old store cancels the old instance's timers.
                 self.store = store;
                 self.game = game;
@@ -365,9 +421,17 @@ fn instantiate(
     let state = HostState {
         wasi: wasi.build(),
         table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new()
-            .memory_size(spec.options.limits.max_memory)
-            .build(),
+        limits: Limiter {
+            max_memory: spec.options.limits.max_memory,
+            memory: context
+                .metrics
+                .memory
+                .get_or_create(&ComponentLabel {
+                    component: shared.name.to_string(),
+                })
+                .clone(),
+            counted: 0,
+        },
         context: context.clone(),
         shared: shared.clone(),
         timers: Timers::default(),

@@ -297,6 +297,8 @@ pub struct HostContext {
     pub max_payload: usize,
     /// The async runtime, where timers run.
     pub runtime: tokio::runtime::Handle,
+    /// Counters and gauges.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl HostContext {

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::Shared;
 use crate::router::Resolved;
@@ -44,10 +45,7 @@ pub(super) async fn accept_loop(listener: TcpListener, kind: TransportKind, shar
             Some(limit) => match limit.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
-                    shared
-                        .stats
-                        .refused_connections
-                        .fetch_add(1, Ordering::Relaxed);
+                    shared.context.metrics.dropped("connection_limit");
                     tracing::warn!(%peer, %kind, max = shared.config.max_connections, "connection limit reached, refusing a connection");
                     drop(stream);
                     continue;
@@ -223,7 +221,13 @@ async fn drive(shared: Arc<Shared>, conn: Conn) {
         max_queued: shared.config.send_queue_bytes.max(1),
     };
     let (stop_writer, stop) = oneshot::channel();
-    let mut writer_task = tokio::spawn(write_loop(writer, queue, outbound.queued.clone(), stop));
+    let mut writer_task = tokio::spawn(write_loop(
+        writer,
+        queue,
+        outbound.queued.clone(),
+        shared.context.metrics.clone(),
+        stop,
+    ));
     let mut writer_done = false;
     let start = std::time::Instant::now();
     let mut protocol = Connection::new(
@@ -254,7 +258,7 @@ async fn drive(shared: Arc<Shared>, conn: Conn) {
             && let Some(next) = pending.pop_front()
         {
             in_flight = Some(if next.limited {
-                shared.count_rate_limited();
+                shared.context.metrics.dropped("rate_limited");
                 Box::pin(std::future::ready(rate_limited(&shared, &next.message)))
             } else {
                 Box::pin(dispatch(shared.clone(), session.clone(), next.message))
@@ -273,6 +277,7 @@ async fn drive(shared: Arc<Shared>, conn: Conn) {
         let now = std::time::Instant::now();
         match wake {
             Wake::Read(Ok(true)) => {
+                shared.context.metrics.bytes("in", buf.len());
                 let received = protocol.receive(&buf, now);
                 buf.clear();
                 if let Err(error) = received {
@@ -291,6 +296,9 @@ async fn drive(shared: Arc<Shared>, conn: Conn) {
             }
             Wake::Timer => {
                 if let Err(error) = protocol.handle_timeout(now) {
+                    if matches!(error, pitaya_protocol::ProtocolError::HeartbeatTimeout) {
+                        shared.context.metrics.heartbeat_timeouts.inc();
+                    }
                     tracing::debug!(%peer, %kind, %error, "timed out, closing");
                     break 'conn "timeout";
                 }
@@ -316,6 +324,14 @@ async fn drive(shared: Arc<Shared>, conn: Conn) {
                     tracing::debug!(%peer, %kind, session = created.id(), "handshake");
                     let verdict = validate(&shared, &created).await;
                     session = Some(created);
+                    shared.context.metrics.sessions.inc();
+                    let outcome = if verdict.is_ok() { "ok" } else { "refused" };
+                    shared
+                        .context
+                        .metrics
+                        .handshakes
+                        .get_or_create(&crate::metrics::HandshakeOutcome { outcome })
+                        .inc();
                     match verdict {
                         // Packets that came behind the handshake are decoded now; their events
                         // join the queue this loop is draining.
@@ -343,6 +359,10 @@ async fn drive(shared: Arc<Shared>, conn: Conn) {
     if let Some(session) = &session {
         tracing::debug!(session = session.id(), %peer, reason, "session closed");
         session.close();
+        shared.context.metrics.sessions.dec();
+        if session.overflowed() {
+            shared.context.metrics.dropped("queue_full");
+        }
         shared.registry.remove(session.id());
         shared
             .context
@@ -404,6 +424,7 @@ async fn write_loop(
     mut writer: ConnWriter,
     mut queue: mpsc::Receiver<Outbound>,
     queued: Arc<AtomicUsize>,
+    metrics: Arc<crate::metrics::Metrics>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut batch: Vec<Bytes> = Vec::new();
@@ -442,6 +463,7 @@ async fn write_loop(
             return;
         }
         queued.fetch_sub(written, Ordering::AcqRel);
+        metrics.bytes("out", written);
         batch.clear();
         if last {
             break;
@@ -460,6 +482,10 @@ fn failure(code: &str, message: String) -> Failure {
 /// The answer to a request over the rate limit (a notify over it is dropped).
 fn rate_limited(shared: &Shared, message: &Message) -> Option<Bytes> {
     tracing::debug!(route = message.route, "rate limited");
+    shared
+        .context
+        .metrics
+        .request("unknown", "rate_limited", None);
     (message.kind == MessageType::Request).then(|| {
         response(
             shared,
@@ -474,65 +500,108 @@ fn rate_limited(shared: &Shared, message: &Message) -> Option<Bytes> {
 
 /// Runs one client message through its handler and encodes the response (none for a notify).
 async fn dispatch(shared: Arc<Shared>, session: Arc<Session>, message: Message) -> Option<Bytes> {
+    let span = tracing::info_span!(
+        "request",
+        session = session.id(),
+        uid = tracing::field::Empty,
+        route = %message.route,
+        outcome = tracing::field::Empty,
+    );
+    if let Some(uid) = session.uid() {
+        span.record("uid", uid);
+    }
+    run_handler(shared, session, message).instrument(span).await
+}
+
+async fn run_handler(
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+    message: Message,
+) -> Option<Bytes> {
     let is_request = message.kind == MessageType::Request;
     let route = message.route;
-    let outcome: Result<Vec<u8>, Failure> = match shared.router.resolve(&route) {
-        Resolved::Malformed => Err(failure(
-            "PIT-400",
-            format!("pitaya/handler: malformed route {route:?}"),
-        )),
-        Resolved::NotFound => Err(failure(
-            "PIT-404",
-            format!("pitaya/handler: {route} not found"),
-        )),
-        Resolved::Handler {
-            kind: HandlerKind::Notify,
-            ..
-        } if is_request => Err(failure(
-            "PIT-400",
-            format!("pitaya/handler: {route} is a notify handler and gives no response"),
-        )),
-        Resolved::Handler {
-            component, handler, ..
-        } => {
-            let component = component.clone();
-            let handler = handler.to_owned();
-            session.note_component(component.index);
-            match component
-                .call(session.id(), &handler, message.payload)
-                .await
-            {
-                Ok(Ok(payload)) if payload.len() > shared.config.max_response => Err(failure(
-                    "PIT-500",
-                    format!(
-                        "pitaya/handler: {route} answered {} bytes, over the limit of {}",
-                        payload.len(),
-                        shared.config.max_response
-                    ),
+    // Series are labelled with served routes only, so clients cannot mint new ones.
+    let mut metric_route = "unknown".to_owned();
+    let mut elapsed = None;
+    let (outcome, label): (Result<Vec<u8>, Failure>, &'static str) =
+        match shared.router.resolve(&route) {
+            Resolved::Malformed => (
+                Err(failure(
+                    "PIT-400",
+                    format!("pitaya/handler: malformed route {route:?}"),
                 )),
-                Ok(Ok(payload)) => Ok(payload),
-                Ok(Err(error)) => Err((error.code, error.message, error.metadata)),
-                Err(failure_kind) => {
-                    let why = match failure_kind {
-                        CallFailure::Trap => "trapped",
-                        CallFailure::Timeout => "ran out of time",
-                        CallFailure::Unavailable => "is unavailable",
-                    };
-                    Err(failure(
-                        "PIT-503",
-                        format!("pitaya/handler: {route} unavailable: the component {why}"),
-                    ))
+                "bad_request",
+            ),
+            Resolved::NotFound => (
+                Err(failure(
+                    "PIT-404",
+                    format!("pitaya/handler: {route} not found"),
+                )),
+                "not_found",
+            ),
+            Resolved::Handler {
+                kind: HandlerKind::Notify,
+                ..
+            } if is_request => (
+                Err(failure(
+                    "PIT-400",
+                    format!("pitaya/handler: {route} is a notify handler and gives no response"),
+                )),
+                "bad_request",
+            ),
+            Resolved::Handler {
+                component, handler, ..
+            } => {
+                let component = component.clone();
+                let handler = handler.to_owned();
+                metric_route = format!("{}.{handler}", component.name());
+                session.note_component(component.index);
+                let started = std::time::Instant::now();
+                let result = component
+                    .call(session.id(), &handler, message.payload)
+                    .await;
+                elapsed = Some(started.elapsed());
+                match result {
+                    Ok(Ok(payload)) if payload.len() > shared.config.max_response => (
+                        Err(failure(
+                            "PIT-500",
+                            format!(
+                                "pitaya/handler: {route} answered {} bytes, over the limit of {}",
+                                payload.len(),
+                                shared.config.max_response
+                            ),
+                        )),
+                        "error",
+                    ),
+                    Ok(Ok(payload)) => (Ok(payload), "ok"),
+                    Ok(Err(error)) => (Err((error.code, error.message, error.metadata)), "error"),
+                    Err(failure_kind) => {
+                        let (why, label) = match failure_kind {
+                            CallFailure::Trap => ("trapped", "trap"),
+                            CallFailure::Timeout => ("ran out of time", "timeout"),
+                            CallFailure::Unavailable => ("is unavailable", "unavailable"),
+                        };
+                        (
+                            Err(failure(
+                                "PIT-503",
+                                format!("pitaya/handler: {route} unavailable: the component {why}"),
+                            )),
+                            label,
+                        )
+                    }
                 }
             }
-        }
-    };
-    if !is_request {
-        if let Err((code, msg, _)) = outcome {
-            tracing::debug!(session = session.id(), route, code, msg, "notify failed");
-        }
-        return None;
+        };
+    shared
+        .context
+        .metrics
+        .request(&metric_route, label, elapsed);
+    tracing::Span::current().record("outcome", label);
+    match &outcome {
+        Ok(_) => tracing::debug!("handled"),
+        Err((code, msg, _)) => tracing::debug!(code, msg, "failed"),
     }
-    Some(response(&shared, message.id, outcome))
+    is_request.then(|| response(&shared, message.id, outcome))
 }
 
 /// Encodes a response packet, falling back to a PIT-500 error if it cannot be encoded.

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use pitaya_protocol::{ConnectionConfig, EncodeOptions};
@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::group::Groups;
+use crate::metrics::Metrics;
 use crate::router::{Router, RouterError};
 use crate::runtime::{ComponentHandle, ComponentOptions, HostContext, LoadError, Runtime};
 use crate::session::Registry;
@@ -31,6 +32,8 @@ pub struct ServerConfig {
     pub ws: Option<SocketAddr>,
     /// A folder served over plain HTTP on the WebSocket port (browser games' pages).
     pub web: Option<PathBuf>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`, if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// TLS certificate chain and private key (PEM files): both listeners then speak TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// This server's type, the optional first part of routes.
@@ -73,6 +76,7 @@ impl Default for ServerConfig {
             tcp: Some(SocketAddr::from(([127, 0, 0, 1], 3250))),
             ws: Some(SocketAddr::from(([127, 0, 0, 1], 3251))),
             web: None,
+            metrics: None,
             tls: None,
             server_type: "connector".into(),
             connection: ConnectionConfig::default(),
@@ -119,18 +123,17 @@ pub enum ServerError {
     /// The TLS certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The metrics endpoint could not be bound.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Metrics {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
     /// Neither TCP nor WebSocket is enabled.
     #[error("no listener: enable TCP, WebSocket or both")]
     NoListener,
-}
-
-/// Counters of what the server refused or dropped.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Requests answered PIT-429 and notifies dropped for going over the rate limit.
-    pub rate_limited: AtomicU64,
-    /// Connections closed at accept because of the connection cap.
-    pub refused_connections: AtomicU64,
 }
 
 /// What every connection task shares.
@@ -142,7 +145,6 @@ struct Shared {
     connection: Arc<ConnectionConfig>,
     connections: Option<Arc<Semaphore>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    stats: Stats,
     runtime: Arc<Runtime>,
 }
 
@@ -151,6 +153,7 @@ pub struct Server {
     shared: Arc<Shared>,
     tcp: Option<TcpListener>,
     ws: Option<TcpListener>,
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -173,6 +176,7 @@ impl Server {
             refuse_duplicate_login: config.refuse_duplicate_login,
             max_payload: config.max_response,
             runtime: tokio::runtime::Handle::current(),
+            metrics: Arc::new(Metrics::default()),
         });
         let paths = config.components.clone();
         let defaults = config.default_options.clone();
@@ -226,6 +230,14 @@ impl Server {
             Some(addr) => Some(listen(TransportKind::WebSocket, addr).await?),
             None => None,
         };
+        let metrics = match config.metrics {
+            Some(addr) => Some(
+                crate::metrics::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Metrics { addr, source })?,
+            ),
+            None => None,
+        };
         let connections = config
             .max_connections
             .map(|max| Arc::new(Semaphore::new(max)));
@@ -236,11 +248,20 @@ impl Server {
             connection: Arc::new(config.connection.clone()),
             connections,
             tls,
-            stats: Stats::default(),
             runtime: Arc::new(runtime),
             config,
         });
-        Ok(Self { shared, tcp, ws })
+        Ok(Self {
+            shared,
+            tcp,
+            ws,
+            metrics,
+        })
+    }
+
+    /// The bound metrics address, if metrics are enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound TCP address, if TCP is enabled.
@@ -278,7 +299,23 @@ impl Server {
         if self.shared.config.watch {
             background.push(tokio::spawn(watch(self.shared.clone())));
         }
+        if let Some(listener) = self.metrics {
+            background.push(tokio::spawn(crate::metrics::serve(
+                listener,
+                self.shared.context.metrics.clone(),
+            )));
+        }
+        self.shared
+            .context
+            .metrics
+            .ready
+            .store(true, Ordering::Release);
         shutdown.await;
+        self.shared
+            .context
+            .metrics
+            .ready
+            .store(false, Ordering::Release);
         for task in background {
             task.abort();
         }
@@ -385,10 +422,4 @@ async fn listen(transport: TransportKind, addr: SocketAddr) -> Result<TcpListene
             addr,
             source,
         })
-}
-
-impl Shared {
-    fn count_rate_limited(&self) {
-        self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-    }
 }

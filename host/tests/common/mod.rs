@@ -13,6 +13,8 @@ pub struct Host {
     pub tcp: Option<String>,
     /// The `ws://` address it printed, if any.
     pub ws: Option<String>,
+    /// The metrics address it printed, if any.
+    pub metrics: Option<String>,
 }
 
 impl Drop for Host {
@@ -42,7 +44,7 @@ pub fn component(file: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Starts `pitaya-host serve ARGS` and waits until it has printed `listeners` addresses.
+/// Starts `pitaya-host serve ARGS` and waits until it has printed `listeners` address lines.
 pub fn start(args: &[&std::ffi::OsStr], listeners: usize) -> Result<Host> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pitaya-host"))
         .arg("serve")
@@ -56,6 +58,7 @@ pub fn start(args: &[&std::ffi::OsStr], listeners: usize) -> Result<Host> {
         child,
         tcp: None,
         ws: None,
+        metrics: None,
     };
     let mut lines = BufReader::new(stdout).lines();
     for _ in 0..listeners {
@@ -64,6 +67,8 @@ pub fn start(args: &[&std::ffi::OsStr], listeners: usize) -> Result<Host> {
             host.tcp = Some(addr.to_owned());
         } else if let Some(addr) = line.strip_prefix("ws://") {
             host.ws = Some(addr.to_owned());
+        } else if let Some(url) = line.strip_prefix("metrics http://") {
+            host.metrics = url.strip_suffix("/metrics").map(str::to_owned);
         }
     }
     Ok(host)

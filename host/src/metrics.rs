@@ -1,0 +1,273 @@
+//! Prometheus metrics (the `prometheus-client` crate writes the text format), and the small HTTP
+//! endpoint that serves them with `/healthz` and `/readyz`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A route and how its call ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOutcome {
+    /// `component.handler`, or `unknown` for routes nothing serves (so clients cannot grow the
+    /// number of series).
+    pub route: String,
+    /// `ok`, `error`, `timeout`, `trap`, `unavailable`, `not_found`, `bad_request`,
+    /// `rate_limited`.
+    pub outcome: &'static str,
+}
+
+/// A route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// `component.handler`.
+    pub route: String,
+}
+
+/// A component.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabel {
+    /// The component's name.
+    pub component: String,
+}
+
+/// A handshake's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeOutcome {
+    /// `ok` or `refused`.
+    pub outcome: &'static str,
+}
+
+/// A direction of traffic.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Direction {
+    /// `in` or `out`.
+    pub direction: &'static str,
+}
+
+/// Why a message was dropped or refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    /// `rate_limited`, `queue_full`, `connection_limit`.
+    pub reason: &'static str,
+}
+
+type LatencyFamily = Family<RouteLabel, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to about 1.6 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Every metric the host keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// Sessions connected now.
+    pub sessions: Gauge,
+    /// Handshakes by outcome.
+    pub handshakes: Family<HandshakeOutcome, Counter>,
+    /// Requests and notifies by route and outcome.
+    pub requests: Family<RouteOutcome, Counter>,
+    /// Handler latency by route, in seconds.
+    pub latency: LatencyFamily,
+    /// Pushes queued for clients.
+    pub pushes: Counter,
+    /// Bytes read from and written to clients.
+    pub bytes: Family<Direction, Counter>,
+    /// Instances replaced after a trap or timeout, by component.
+    pub restarts: Family<ComponentLabel, Counter>,
+    /// Linear memory of each component's current instance, in bytes.
+    pub memory: Family<ComponentLabel, Gauge>,
+    /// Messages refused or dropped, and connections refused, by reason.
+    pub dropped: Family<Reason, Counter>,
+    /// Connections closed because the client went silent.
+    pub heartbeat_timeouts: Counter,
+    /// Whether the host is serving (components loaded, listeners bound, not shutting down).
+    pub ready: AtomicBool,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("pitaya");
+        let sessions = Gauge::default();
+        registry.register("sessions", "Sessions connected", sessions.clone());
+        let handshakes = Family::<HandshakeOutcome, Counter>::default();
+        registry.register("handshakes", "Handshakes by outcome", handshakes.clone());
+        let requests = Family::<RouteOutcome, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests and notifies by route and outcome",
+            requests.clone(),
+        );
+        let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "handler_seconds",
+            "Handler latency by route",
+            latency.clone(),
+        );
+        let pushes = Counter::default();
+        registry.register("pushes", "Pushes queued for clients", pushes.clone());
+        let bytes = Family::<Direction, Counter>::default();
+        registry.register(
+            "bytes",
+            "Bytes read from and written to clients",
+            bytes.clone(),
+        );
+        let restarts = Family::<ComponentLabel, Counter>::default();
+        registry.register(
+            "instance_restarts",
+            "Component instances replaced after a fault",
+            restarts.clone(),
+        );
+        let memory = Family::<ComponentLabel, Gauge>::default();
+        registry.register(
+            "instance_memory_bytes",
+            "Linear memory of each component's instance",
+            memory.clone(),
+        );
+        let dropped = Family::<Reason, Counter>::default();
+        registry.register(
+            "dropped",
+            "Messages and connections refused or dropped, by reason",
+            dropped.clone(),
+        );
+        let heartbeat_timeouts = Counter::default();
+        registry.register(
+            "heartbeat_timeouts",
+            "Connections closed for silence",
+            heartbeat_timeouts.clone(),
+        );
+        Self {
+            registry,
+            sessions,
+            handshakes,
+            requests,
+            latency,
+            pushes,
+            bytes,
+            restarts,
+            memory,
+            dropped,
+            heartbeat_timeouts,
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a request or notify and, for calls that reached a handler, its latency.
+    pub fn request(&self, route: &str, outcome: &'static str, elapsed: Option<Duration>) {
+        let route = route.to_owned();
+        if let Some(elapsed) = elapsed {
+            self.latency
+                .get_or_create(&RouteLabel {
+                    route: route.clone(),
+                })
+                .observe(elapsed.as_secs_f64());
+        }
+        self.requests
+            .get_or_create(&RouteOutcome { route, outcome })
+            .inc();
+    }
+
+    /// Counts something dropped or refused.
+    pub fn dropped(&self, reason: &'static str) {
+        self.dropped.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// Counts traffic.
+    pub fn bytes(&self, direction: &'static str, n: usize) {
+        self.bytes
+            .get_or_create(&Direction { direction })
+            .inc_by(n as u64);
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Binds the metrics endpoint.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (it is serving).
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(head)) =
+                tokio::time::timeout(Duration::from_secs(5), read_head(&mut stream)).await
+            else {
+                return;
+            };
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut request = httparse::Request::new(&mut headers);
+            let path = match request.parse(&head) {
+                Ok(_) => request.path.unwrap_or("/").split('?').next().unwrap_or("/"),
+                Err(_) => "",
+            };
+            let (status, content_type, body) = match path {
+                "/metrics" => (
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics.render(),
+                ),
+                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+                "/readyz" if metrics.ready.load(Ordering::Acquire) => {
+                    ("200 OK", "text/plain", "ready\n".to_owned())
+                }
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "not ready\n".to_owned(),
+                ),
+                _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Reads until the end of an HTTP request head (or 4 KiB): a request may arrive in pieces.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 4096 {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    Ok(head)
+}
