@@ -71,6 +71,8 @@ pub struct FileConfig {
     pub max_memory_mib: Option<usize>,
     /// `--fuel`.
     pub fuel: Option<u64>,
+    /// `--serializer`: `json` or `protobuf`.
+    pub serializer: Option<String>,
     /// `--compress`.
     pub compress: Option<bool>,
     /// `--compress-handshake`.

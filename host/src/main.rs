@@ -11,7 +11,7 @@ use pitaya_host::config::{DuplicateLogin, FileConfig, Grant};
 use std::collections::HashMap;
 
 use pitaya_host::{ComponentOptions, Grants, Limits, Reloader, Server, ServerConfig};
-use pitaya_protocol::{ConnectionConfig, EncodeOptions};
+use pitaya_protocol::{ConnectionConfig, EncodeOptions, Serializer};
 
 /// A pitaya-protocol game server that runs game logic as sandboxed WebAssembly components.
 #[derive(Parser)]
@@ -84,6 +84,11 @@ struct ServeArgs {
     /// Linear memory cap of one component instance, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     max_memory_mib: usize,
+
+    /// The payload serializer advertised in the handshake: `json` or `protobuf`. Payloads are
+    /// the components' business; the host's own error payloads follow this choice.
+    #[arg(long, value_name = "NAME", default_value = "json", value_parser = ["json", "protobuf"])]
+    serializer: String,
 
     /// Compress response and push payloads with zlib when that makes them smaller.
     #[arg(long)]
@@ -265,6 +270,9 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
     if server_type.is_empty() || server_type.contains('.') {
         bail!("--server-type must be non-empty and contain no '.': {server_type:?}");
     }
+    let serializer_name = pick!(serializer);
+    let serializer = Serializer::from_name(&serializer_name)
+        .with_context(|| format!("unknown serializer {serializer_name:?}: json or protobuf"))?;
     let max_packet = pick!(max_packet);
     if max_packet == 0 {
         bail!("--max-packet must be at least 1");
@@ -318,8 +326,10 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
             heartbeat: Duration::from_secs(pick!(heartbeat)),
             handshake_timeout: Duration::from_secs(pick!(handshake_timeout)),
             compress_handshake: pick!(compress_handshake),
+            serializer: serializer.name().to_owned(),
             ..ConnectionConfig::default()
         },
+        serializer,
         encode: EncodeOptions {
             compress: pick!(compress),
             push_route_codes: pick!(push_route_codes),

@@ -13,6 +13,7 @@
 //! - [`message`]: the message inside a Data packet (flag, varint id, route, payload), zlib
 //!   payloads with a hard inflate cap, and the JSON error payload.
 //! - [`handshake`]: the client handshake parser and the server's reply documents.
+//! - [`serializer`]: error payloads in JSON or protobuf, the negotiated serializer.
 //! - [`connection`]: the per-connection state machine: handshake order, heartbeats, timeouts.
 //!
 //! Tests: `tests/vectors.rs` holds protocol.md's worked examples byte for byte, `tests/codec.rs`
@@ -32,6 +33,7 @@ pub mod handshake;
 mod json;
 pub mod message;
 pub mod packet;
+pub mod serializer;
 
 pub use connection::{
     Connection, ConnectionConfig, Event, ProtocolError, State, heartbeat_packet, kick_packet,
@@ -51,3 +53,4 @@ pub use packet::{
     HEADER_LEN, MAX_BODY_LEN, Packet, PacketDecoder, PacketError, PacketType, encode_packet,
     packet_bytes,
 };
+pub use serializer::{ErrorPayload, Serializer};

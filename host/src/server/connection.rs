@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use pitaya_protocol::{
-    Connection, Event, Message, MessageType, State, encode_response, error_payload_json,
-};
+use pitaya_protocol::{Connection, Event, Message, MessageType, State, encode_response};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
@@ -610,14 +608,14 @@ fn response(shared: &Shared, id: u64, outcome: Result<Vec<u8>, Failure>) -> Byte
     let encoded = match &outcome {
         Ok(payload) => encode_response(id, payload, false, &shared.config.encode, &mut packet),
         Err((code, msg, metadata)) => {
-            let payload = error_payload_json(code, msg, metadata);
+            let payload = shared.config.serializer.error_payload(code, msg, metadata);
             encode_response(id, &payload, true, &shared.config.encode, &mut packet)
         }
     };
     if let Err(error) = encoded {
         tracing::warn!(id, %error, "response refused");
         packet.clear();
-        let payload = error_payload_json(
+        let payload = shared.config.serializer.error_payload(
             "PIT-500",
             &format!("pitaya/handler: response refused: {error}"),
             &[],

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use pitaya_protocol::{ConnectionConfig, EncodeOptions};
+use pitaya_protocol::{ConnectionConfig, EncodeOptions, Serializer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub connection: ConnectionConfig,
     /// How responses and pushes are encoded.
     pub encode: EncodeOptions,
+    /// The payload serializer advertised in the handshake; the host's own error payloads use it.
+    pub serializer: Serializer,
     /// Packets queued for one client before it counts as not reading and is disconnected.
     pub send_queue: usize,
     /// Bytes queued for one client before it counts as not reading and is disconnected.
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
                 compress: false,
                 push_route_codes: false,
             },
+            serializer: Serializer::Json,
             send_queue: 1024,
             send_queue_bytes: 4 << 20,
             max_response: 1 << 20,
