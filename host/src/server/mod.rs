@@ -182,6 +182,7 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
         });
         let paths = config.components.clone();
+        tracing::info!(count = paths.len(), "loading components");
         let defaults = config.default_options.clone();
         let by_name = config.component_options.clone();
         let by_file = config.file_options.clone();
