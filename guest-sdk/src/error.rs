@@ -20,7 +20,8 @@ use std::fmt;
 /// `?` converts a few common errors for you:
 /// - [`serde_json::Error`] becomes `PIT-400` (in a handler, JSON is nearly always decoded from
 ///   what the client sent), except I/O errors which become `PIT-500`;
-/// - [`BindError`](crate::BindError) becomes `PIT-500`.
+/// - [`BindError`](crate::BindError) becomes `PIT-500`;
+/// - with the `protobuf` feature, `prost::DecodeError` becomes `PIT-400`.
 ///
 /// ```
 /// use pitaya_guest::prelude::*;

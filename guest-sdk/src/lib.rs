@@ -57,19 +57,31 @@
 //! # Handlers
 //!
 //! - `#[request]` handlers answer: they return `Result<T, E>`, where `T` is any
-//!   [`serde::Serialize`] type (sent as JSON) or [`Raw`] (sent as is), and `E` converts into a
-//!   [`HandlerError`] (the [`Result`] alias of the prelude defaults `E` to it).
+//!   [`serde::Serialize`] type (sent as JSON), [`Raw`] (sent as is) or `Proto<M>` (a protobuf
+//!   message, see below), and `E` converts into a [`HandlerError`] (the [`Result`] alias of the
+//!   prelude defaults `E` to it).
 //! - `#[notify]` handlers answer nothing: they return `()` or `Result<(), E>` (the host logs
 //!   errors).
 //! - A handler takes `&mut self`, `&self` or no receiver at all. Its other arguments, in any
 //!   order and all optional: the calling session as `&Session`, `Session` or `SessionId`, and
-//!   at most one payload, any [`serde::de::DeserializeOwned`] type (decoded from JSON) or
-//!   [`Raw`]. A payload that does not decode answers `PIT-400` `invalid payload: ...` without
-//!   calling the handler; an empty payload reads as JSON `null`. (The session arguments are
+//!   at most one payload, any [`serde::de::DeserializeOwned`] type (decoded from JSON),
+//!   [`Raw`] or `Proto<M>` (decoded from protobuf). A payload that does not decode answers
+//!   `PIT-400` `invalid payload: ...` without calling the handler; an empty payload reads as
+//!   JSON `null` (and as the default message for `Proto<M>`). (The session arguments are
 //!   recognised by their type's name, so a payload type must not be called `Session` or
 //!   `SessionId`.)
 //! - A handler is reached as `<component>.<fn name>`; `#[request(name = "getMembers")]` picks
 //!   another name. A handler name that does not exist answers `PIT-404`.
+//!
+//! # Protobuf payloads
+//!
+//! With the `protobuf` feature (off by default, so JSON-only components stay small:
+//! `pitaya-guest = { ..., features = ["protobuf"] }`), `Proto<M>` carries a protobuf message `M`
+//! (a struct deriving `prost::Message`, re-exported as `pitaya_guest::prost`) as a handler's
+//! payload or answer: `fn add(request: Proto<AddRequest>) -> Result<Proto<AddResponse>>`. A
+//! payload that does not decode answers `PIT-400` like bad JSON; errors are still
+//! [`HandlerError`]s, which the host encodes in the serializer it runs with. See `Proto` and
+//! `prost` in these docs (present when the feature is on).
 //!
 //! # Hooks
 //!
@@ -187,6 +199,8 @@ mod handshake;
 mod hooks;
 pub mod log;
 mod payload;
+#[cfg(feature = "protobuf")]
+mod proto;
 mod runtime;
 mod session;
 mod state;
@@ -202,9 +216,35 @@ pub use groups::Group;
 pub use handshake::Handshake;
 pub use hooks::{BeforeReturn, HookReturn, Outcome, OutcomeArg};
 pub use payload::{FromPayload, InitReturn, IntoResponse, NotifyReturn, Raw, RequestReturn};
+#[cfg(feature = "protobuf")]
+pub use proto::Proto;
 pub use session::{BindError, Session, SessionId};
 pub use state::{FromState, IntoState, Json};
 pub use timers::TimerId;
+
+/// The [prost](https://docs.rs/prost) crate the SDK uses for [`Proto`] payloads (the
+/// `protobuf` feature), so a component derives its messages without depending on prost itself.
+///
+/// The derive refers to the crate as `::prost` unless told otherwise: give each message
+/// `#[prost(prost_path = "::pitaya_guest::prost")]`, or add `prost = "0.14"` to the component's
+/// `Cargo.toml` (then plain `#[derive(prost::Message)]` works).
+///
+/// ```
+/// use pitaya_guest::prost::Message;
+///
+/// #[derive(Clone, PartialEq, pitaya_guest::prost::Message)]
+/// #[prost(prost_path = "::pitaya_guest::prost")]
+/// struct Ping {
+///     #[prost(uint32, tag = "1")]
+///     seq: u32,
+/// }
+///
+/// let bytes = Ping { seq: 5 }.encode_to_vec();
+/// assert_eq!(bytes, [0x08, 0x05]);
+/// assert_eq!(Ping::decode(&bytes[..]).unwrap(), Ping { seq: 5 });
+/// ```
+#[cfg(feature = "protobuf")]
+pub use prost;
 
 /// Turns an `impl` block of handler functions into the component's export. See the
 /// [crate docs](crate) for what handlers may look like.
@@ -290,9 +330,10 @@ pub type Result<T, E = HandlerError> = std::result::Result<T, E>;
 
 /// What most components need: `use pitaya_guest::prelude::*;`.
 ///
-/// It holds the types handlers use (sessions, groups, errors, payloads), `#[component]` and its
-/// markers. The [`log`], [`timers`] and [`users`] functions are used through their modules:
-/// `log::info!(...)`, `timers::every(...)`, `users::push(...)`.
+/// It holds the types handlers use (sessions, groups, errors, payloads, and `Proto` with the
+/// `protobuf` feature), `#[component]` and its markers. The [`log`], [`timers`] and [`users`]
+/// functions are used through their modules: `log::info!(...)`, `timers::every(...)`,
+/// `users::push(...)`.
 ///
 /// ```
 /// use pitaya_guest::log;
@@ -310,6 +351,9 @@ pub mod prelude {
         TimerId, after, before, component, export_state, import_state, init, notify, request,
         session_closed, shutdown, timer, validate_handshake,
     };
+
+    #[cfg(feature = "protobuf")]
+    pub use crate::Proto;
 }
 
 /// Exports a [`Component`] as this WebAssembly component's `handler` interface.

@@ -1,6 +1,7 @@
 //! How handler arguments are decoded from payload bytes and handler results encoded back.
 //!
-//! Payloads are JSON by default (any serde type), or [`Raw`] bytes taken as they are. The
+//! Payloads are JSON by default (any serde type), or [`Raw`] bytes taken as they are, or
+//! protobuf messages in `Proto` (the `protobuf` feature, in `proto.rs`). The
 //! traits here are what `#[component]` calls on each handler's argument and return types; their
 //! `#[diagnostic::on_unimplemented]` messages are what a user sees when a signature is wrong.
 
@@ -115,10 +116,11 @@ impl From<Raw> for Vec<u8> {
 
 /// A type a handler can take as its payload argument.
 ///
-/// Implemented for every `T: serde::de::DeserializeOwned` (decoded as JSON) and for [`Raw`]
-/// (the bytes as sent). A payload that does not decode makes the call fail with `PIT-400`
-/// `invalid payload: ...`; the handler is not called. An empty payload decodes as JSON `null`,
-/// so `Option<T>`, `()` and `serde_json::Value` accept it.
+/// Implemented for every `T: serde::de::DeserializeOwned` (decoded as JSON), for [`Raw`]
+/// (the bytes as sent) and, with the `protobuf` feature, for `Proto<M>` (a protobuf message).
+/// A payload that does not decode makes the call fail with `PIT-400` `invalid payload: ...`;
+/// the handler is not called. An empty payload decodes as JSON `null`, so `Option<T>`, `()` and
+/// `serde_json::Value` accept it.
 ///
 /// ```
 /// use pitaya_guest::{FromPayload, Raw};
@@ -138,7 +140,7 @@ impl From<Raw> for Vec<u8> {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a handler's payload",
     label = "this type cannot be decoded from a payload",
-    note = "a payload argument is any type implementing `serde::Deserialize` (decoded from JSON, and owned: `String`, not `&str`), or `pitaya_guest::Raw` for the bytes as sent",
+    note = "a payload argument is any type implementing `serde::Deserialize` (decoded from JSON, and owned: `String`, not `&str`), `pitaya_guest::Raw` for the bytes as sent, or `pitaya_guest::Proto<M>` for a protobuf message (feature `protobuf`)",
     note = "the calling session is taken as `&Session` or `SessionId`"
 )]
 pub trait FromPayload: Sized {
@@ -168,7 +170,8 @@ impl FromPayload for Raw {
 
 /// A type a request handler can answer with (the `T` of its `Result<T, HandlerError>`).
 ///
-/// Implemented for every `T: serde::Serialize` (encoded as JSON) and for [`Raw`] (sent as is).
+/// Implemented for every `T: serde::Serialize` (encoded as JSON), for [`Raw`] (sent as is) and,
+/// with the `protobuf` feature, for `Proto<M>` (a protobuf message, encoded).
 ///
 /// ```
 /// use pitaya_guest::{IntoResponse, Raw};
@@ -179,7 +182,7 @@ impl FromPayload for Raw {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a handler's response",
     label = "this type cannot be encoded as a response",
-    note = "a response is any type implementing `serde::Serialize` (encoded as JSON), or `pitaya_guest::Raw` for bytes sent as they are"
+    note = "a response is any type implementing `serde::Serialize` (encoded as JSON), `pitaya_guest::Raw` for bytes sent as they are, or `pitaya_guest::Proto<M>` for a protobuf message (feature `protobuf`)"
 )]
 pub trait IntoResponse {
     /// Encodes the response; a value that cannot be encoded is a `PIT-500` error.
@@ -200,7 +203,8 @@ impl IntoResponse for Raw {
 }
 
 /// What a `#[request]` handler may return: `Result<T, E>` where `T` is an [`IntoResponse`]
-/// (any `Serialize` type, or [`Raw`]) and `E` converts into [`HandlerError`].
+/// (any `Serialize` type, [`Raw`], or `Proto<M>` with the `protobuf` feature) and `E` converts
+/// into [`HandlerError`].
 ///
 /// ```
 /// use pitaya_guest::{HandlerError, RequestReturn};
@@ -211,7 +215,7 @@ impl IntoResponse for Raw {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a valid return type for a #[request] handler",
     label = "a #[request] handler returns `Result<T, HandlerError>`",
-    note = "wrap the answer in `Ok(...)`: `T` is any `serde::Serialize` type (sent as JSON) or `pitaya_guest::Raw`",
+    note = "wrap the answer in `Ok(...)`: `T` is any `serde::Serialize` type (sent as JSON), `pitaya_guest::Raw` or `pitaya_guest::Proto<M>` (protobuf)",
     note = "a handler that answers nothing is a #[notify] handler"
 )]
 pub trait RequestReturn {

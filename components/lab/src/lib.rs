@@ -1,5 +1,5 @@
 //! The `lab` component: one handler per host API, for the host's integration tests. Payloads
-//! and answers are JSON.
+//! and answers are JSON, except for `lab.protoAdd`'s (protobuf).
 //!
 //! - Sessions: `lab.bind` {"uid"} → {"ok":true} (or `LAB-BIND`), `lab.whoami` → {"session",
 //!   "uid","remote","handshake"}, `lab.setData` {"key","value"} → {"ok":true}, `lab.getData`
@@ -23,6 +23,11 @@
 //! - Hot reload: `lab.counter` → {"counter","generation"} counts calls; the state handed over
 //!   keeps the counter and the new instance's generation is the old one's plus one
 //!   (`lab.generation` → {"generation"}). A configuration {"fail":true} makes `init` fail.
+//! - Protobuf: `lab.protoAdd` takes `AddRequest { int32 a = 1; int32 b = 2; }` and answers
+//!   `AddResponse { int32 sum = 1; }`. A negative `a` or `b` answers `LAB-NEGATIVE` "negative
+//!   numbers are not added" with metadata {"field": "a" or "b"} (`a` when both are); a sum
+//!   that does not fit in an int32 answers `LAB-OVERFLOW`; bytes that do not decode answer
+//!   `PIT-400`. (Error answers are encoded by the host, in its serializer's form.)
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -127,6 +132,24 @@ struct Cancel {
 #[derive(Deserialize)]
 struct Work {
     iterations: u64,
+}
+
+/// `lab.protoAdd`'s request: `message AddRequest { int32 a = 1; int32 b = 2; }`.
+#[derive(Clone, PartialEq, pitaya_guest::prost::Message)]
+#[prost(prost_path = "::pitaya_guest::prost")]
+struct AddRequest {
+    #[prost(int32, tag = "1")]
+    a: i32,
+    #[prost(int32, tag = "2")]
+    b: i32,
+}
+
+/// `lab.protoAdd`'s answer: `message AddResponse { int32 sum = 1; }`.
+#[derive(Clone, PartialEq, pitaya_guest::prost::Message)]
+#[prost(prost_path = "::pitaya_guest::prost")]
+struct AddResponse {
+    #[prost(int32, tag = "1")]
+    sum: i32,
 }
 
 #[component(name = "lab")]
@@ -318,6 +341,26 @@ impl Lab {
     #[request]
     fn generation(&self) -> Result<Value> {
         Ok(json!({ "generation": self.generation }))
+    }
+
+    /// Adds two non-negative numbers, in protobuf.
+    #[request(name = "protoAdd")]
+    fn proto_add(Proto(AddRequest { a, b }): Proto<AddRequest>) -> Result<Proto<AddResponse>> {
+        for (field, value) in [("a", a), ("b", b)] {
+            if value < 0 {
+                return Err(
+                    HandlerError::new("LAB-NEGATIVE", "negative numbers are not added")
+                        .with_metadata("field", field),
+                );
+            }
+        }
+        let sum = a.checked_add(b).ok_or_else(|| {
+            HandlerError::new(
+                "LAB-OVERFLOW",
+                format!("{a} + {b} does not fit in an int32"),
+            )
+        })?;
+        Ok(Proto(AddResponse { sum }))
     }
 
     /// Every handler call starts here: counts it, and notes an overlap.

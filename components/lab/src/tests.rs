@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
+use pitaya_guest::HandlerError;
 use pitaya_guest::Handshake;
 use pitaya_guest::SessionId;
 use pitaya_guest::log::Level;
+use pitaya_guest::prost::Message;
 use pitaya_guest::testing::TestHost;
 use serde_json::{Value, json};
 
-use super::Lab;
+use super::{AddRequest, AddResponse, Lab};
 
 fn call(host: &mut TestHost<Lab>, session: SessionId, handler: &str, body: Value) -> Value {
     let answer = host.request(session, handler, body.to_string()).unwrap();
@@ -308,5 +310,81 @@ fn shutdown_is_logged() {
     assert_eq!(
         host.take_logs(),
         [(Level::Info, "lab shutting down".to_string())]
+    );
+}
+
+/// Calls `lab.protoAdd` with `a` and `b`, and decodes the sum.
+fn proto_add(
+    host: &mut TestHost<Lab>,
+    session: SessionId,
+    a: i32,
+    b: i32,
+) -> Result<i32, HandlerError> {
+    let answer = host.request(session, "protoAdd", AddRequest { a, b }.encode_to_vec())?;
+    Ok(AddResponse::decode(answer.as_slice()).unwrap().sum)
+}
+
+#[test]
+fn proto_add_adds_in_protobuf() {
+    let mut host = TestHost::<Lab>::new().unwrap();
+    let ana = host.connect();
+    assert_eq!(proto_add(&mut host, ana, 2, 3), Ok(5));
+    assert_eq!(proto_add(&mut host, ana, 0, 0), Ok(0));
+    assert_eq!(proto_add(&mut host, ana, i32::MAX, 0), Ok(i32::MAX));
+    // The wire bytes: field 1 (varint) = 42, as any protobuf client would read them.
+    let answer = host.request(ana, "protoAdd", [0x08, 40, 0x10, 2]).unwrap();
+    assert_eq!(answer, [0x08, 42]);
+    // An empty payload is a request with both fields at 0, and a zero sum encodes as nothing.
+    assert_eq!(host.request(ana, "protoAdd", "").unwrap(), b"");
+}
+
+#[test]
+fn proto_add_refuses_negative_numbers_naming_the_field() {
+    let mut host = TestHost::<Lab>::new().unwrap();
+    let ana = host.connect();
+    let negative = |field: &str| {
+        HandlerError::new("LAB-NEGATIVE", "negative numbers are not added")
+            .with_metadata("field", field)
+    };
+    assert_eq!(proto_add(&mut host, ana, -1, 2), Err(negative("a")));
+    assert_eq!(proto_add(&mut host, ana, 1, -2), Err(negative("b")));
+    assert_eq!(proto_add(&mut host, ana, i32::MIN, -1), Err(negative("a")));
+    assert_eq!(proto_add(&mut host, ana, 0, i32::MIN), Err(negative("b")));
+}
+
+#[test]
+fn proto_add_refuses_sums_past_int32_and_bad_bytes() {
+    let mut host = TestHost::<Lab>::new().unwrap();
+    let ana = host.connect();
+    let error = proto_add(&mut host, ana, i32::MAX, 1).unwrap_err();
+    assert_eq!(error.code, "LAB-OVERFLOW");
+    // A varint cut short, and JSON where protobuf is expected.
+    for bad in [&[0x08, 0xff][..], br#"{"a":1,"b":2}"#] {
+        let error = host.request(ana, "protoAdd", bad).unwrap_err();
+        assert_eq!(error.code, "PIT-400", "{bad:?}");
+        assert!(error.message.starts_with("invalid payload: "), "{error}");
+    }
+    // Refusals and bad payloads are logged by the `#[after]` hook like any other failure.
+    let logs = host.take_logs();
+    assert_eq!(logs.len(), 3, "{logs:?}");
+    assert!(
+        logs.iter()
+            .all(|(level, line)| *level == Level::Info && line.starts_with("lab.protoAdd")),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn proto_add_leaves_the_json_handlers_alone() {
+    let mut host = TestHost::<Lab>::new().unwrap();
+    let ana = host.connect();
+    assert_eq!(proto_add(&mut host, ana, 1, 1), Ok(2));
+    assert_eq!(
+        call(&mut host, ana, "counter", json!({})),
+        json!({"counter": 1, "generation": 1})
+    );
+    assert_eq!(
+        call(&mut host, ana, "overlaps", json!({})),
+        json!({"overlaps": 0, "timerFires": 0, "calls": 3})
     );
 }
