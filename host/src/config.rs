@@ -174,6 +174,15 @@ impl FileConfig {
     }
 
     /// Parses configuration text.
+    ///
+    /// ```
+    /// use pitaya_host::config::FileConfig;
+    ///
+    /// let config = FileConfig::parse("heartbeat = 10\n[[component]]\npath = \"chat.wasm\"\n").unwrap();
+    /// assert_eq!(config.heartbeat, Some(10));
+    /// assert_eq!(config.component[0].path.to_str(), Some("chat.wasm"));
+    /// assert!(FileConfig::parse("hartbeat = 10").is_err());
+    /// ```
     pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
     }

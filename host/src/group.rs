@@ -10,6 +10,17 @@ use std::sync::Mutex;
 use crate::session::SessionId;
 
 /// Every group, by name, with its members in the order they were added.
+///
+/// ```
+/// use pitaya_host::group::Groups;
+///
+/// let groups = Groups::default();
+/// groups.add("lobby", 7);
+/// groups.add("lobby", 9);
+/// assert_eq!(groups.members("lobby"), [7, 9]);
+/// groups.leave_all(7, &["lobby".to_owned()]);
+/// assert_eq!(groups.count("lobby"), 1);
+/// ```
 #[derive(Debug, Default)]
 pub struct Groups {
     inner: Mutex<HashMap<String, Vec<SessionId>>>,

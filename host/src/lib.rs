@@ -13,6 +13,29 @@
 //! - [`server`]: listeners and the per-connection driver that joins the pieces.
 //!
 //! ARCHITECTURE.md at the repository root gives the invariants.
+//!
+//! # Embedding
+//!
+//! The `pitaya-host` binary is a thin layer over [`Server`]; a program can run one itself:
+//!
+//! ```no_run
+//! use pitaya_host::{Server, ServerConfig};
+//!
+//! # async fn run() -> Result<(), pitaya_host::ServerError> {
+//! let config = ServerConfig {
+//!     components: vec!["target/wasm32-wasip2/release/chat.wasm".into()],
+//!     ..ServerConfig::default()
+//! };
+//! let server = Server::bind(config).await?;
+//! println!("listening on {:?} and {:?}", server.tcp_addr(), server.ws_addr());
+//! server
+//!     .run(async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     })
+//!     .await;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod config;
 pub mod group;
