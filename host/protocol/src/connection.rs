@@ -506,7 +506,7 @@ mod tests {
         let mut conn = Connection::new(Arc::new(config), Arc::default(), now);
         assert_eq!(conn.poll_timeout(), None);
         conn.receive(&[1, 0, 0, 0], now).unwrap();
-        conn.accept_handshake();
+        conn.accept_handshake().unwrap();
         conn.receive(&[2, 0, 0, 0], now).unwrap();
         assert_eq!(
             conn.handle_timeout(now + Duration::from_secs(1 << 30)),

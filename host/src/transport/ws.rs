@@ -14,13 +14,19 @@ use super::BoxedIo;
 
 type Stream = WebSocketStream<BoxedIo>;
 
+/// Bytes tungstenite reads at a time.
+const READ_BUFFER: usize = 4096;
+
 /// Completes the WebSocket upgrade on an accepted TCP stream. Frames and messages larger than
 /// `max_message` are refused by tungstenite before they are buffered whole.
 pub async fn accept_websocket(
     stream: BoxedIo,
     max_message: usize,
 ) -> Result<(WsReader, WsWriter), WsError> {
+    // tungstenite's default 128 KiB read buffer stays resident for every connection; game
+    // messages are small, and the buffer grows when a frame needs it.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
     let ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# measure.sh: runs the load and idle measurements of docs/performance.md against the floor and
+# pitaya-host, each figure measured the same way, and writes one JSON file per run.
+#
+#   bench/measure.sh [OUT_DIR]        (default target/bench-results)
+#
+# Needs target/release/pitaya-host, target/release/pitaya-bench and
+# target/wasm32-wasip2/release/echo.wasm (cargo xtask build; cargo build --release -p pitaya-bench).
+# The three are copied to OUT_DIR/bin first, so a rebuild during the run cannot change what is
+# measured. Everything listens on 127.0.0.1 with port 0; every run is bounded (10 s loads, 20 s
+# holds), and the servers it started are stopped by pid when it ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${1:-target/bench-results}
+LOAD_SECS=${LOAD_SECS:-10}
+HOLD_SECS=${HOLD_SECS:-20}
+IDLE_CONNS=${IDLE_CONNS:-5000}
+BENCH=target/release/pitaya-bench
+HOST=target/release/pitaya-host
+ECHO=target/wasm32-wasip2/release/echo.wasm
+mkdir -p "$OUT"
+for f in "$BENCH" "$HOST" "$ECHO"; do
+    [[ -e $f ]] || { echo "missing $f: run cargo xtask build and cargo build --release -p pitaya-bench" >&2; exit 1; }
+done
+mkdir -p "$OUT/bin"
+cp "$BENCH" "$HOST" "$ECHO" "$OUT/bin/"
+BENCH=$OUT/bin/pitaya-bench HOST=$OUT/bin/pitaya-host ECHO=$OUT/bin/echo.wasm
+
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# start NAME CMD...: starts a server, waits (at most 20 s) for its first URL line, sets URL and PID.
+start() {
+    local name=$1; shift
+    "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" &
+    PID=$!
+    PIDS+=("$PID")
+    for _ in $(seq 200); do
+        URL=$(grep -m1 -E '^(tcp|ws)://' "$OUT/$name.stdout" || true)
+        [[ -n $URL ]] && return 0
+        sleep 0.1
+    done
+    echo "$name did not print its address; see $OUT/$name.stderr" >&2
+    exit 1
+}
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# run NAME ARGS...: runs pitaya-bench with --json into $OUT/NAME.json, echoing the command.
+run() {
+    local name=$1; shift
+    echo "+ $BENCH $* --json" | tee -a "$OUT/commands.txt"
+    "$BENCH" "$@" --json >"$OUT/$name.json"
+}
+
+{
+    date -u; nproc; free -h; uptime
+    echo "HEAD $(git rev-parse HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (work tree has changes)')"
+    ls -l --time-style=+%FT%T target/release/pitaya-host target/wasm32-wasip2/release/echo.wasm
+    sha256sum "$BENCH" "$HOST" "$ECHO"
+} >"$OUT/machine.txt"
+
+ulimit -n "$(ulimit -Hn)"
+
+for transport in tcp ws; do
+    start "floor-$transport" "$BENCH" floor --listen 127.0.0.1:0 $([[ $transport == ws ]] && echo --ws) --lifetime 900
+    FLOOR_URL=$URL FLOOR_PID=$PID
+    start "host-$transport" "$HOST" serve "--$transport" 127.0.0.1:0 "$ECHO"
+    HOST_URL=$URL HOST_PID=$PID
+    echo "floor $FLOOR_URL (pid $FLOOR_PID)  host $HOST_URL (pid $HOST_PID)" | tee -a "$OUT/commands.txt"
+    for shape in "50 1" "500 1" "50 16"; do
+        read -r c n <<<"$shape"
+        for side in floor host; do
+            if [[ $side == floor ]]; then url=$FLOOR_URL pid=$FLOOR_PID; else url=$HOST_URL pid=$HOST_PID; fi
+            run "load-$transport-c$c-n$n-$side" load --url "$url" --connections "$c" --in-flight "$n" \
+                --route echo.echo --body '{"a":1}' --duration "$LOAD_SECS" --server-pid "$pid"
+        done
+    done
+    stop "$HOST_PID"
+    stop "$FLOOR_PID"
+done
+
+# Idle: fresh servers, so that the memory before the connections is the server's resting size.
+for transport in tcp ws; do
+    for side in floor host; do
+        if [[ $side == floor ]]; then
+            start "idle-floor-$transport" "$BENCH" floor --listen 127.0.0.1:0 $([[ $transport == ws ]] && echo --ws) --lifetime 900
+        else
+            start "idle-host-$transport" "$HOST" serve "--$transport" 127.0.0.1:0 "$ECHO"
+        fi
+        sleep 1
+        run "idle-$transport-$side" idle --url "$URL" --connections "$IDLE_CONNS" --hold "$HOLD_SECS" \
+            --heartbeat --server-pid "$PID"
+        stop "$PID"
+    done
+done
+
+{ echo; uptime; } >>"$OUT/machine.txt"
+echo "results in $OUT"
