@@ -169,6 +169,9 @@ enum Wake {
     WriterDone,
 }
 
+/// Messages one session may have waiting for their turn before the host stops reading from it.
+const MAX_PENDING: usize = 1024;
+
 /// A message waiting for its turn; the rate limit is judged on arrival.
 struct Pending {
     message: Message,
@@ -264,7 +267,9 @@ async fn drive(shared: Arc<Shared>, conn: Conn) {
         }
         let deadline = protocol.poll_timeout().map(Instant::from_std);
         let wake = tokio::select! {
-            result = reader.read(&mut buf) => Wake::Read(result),
+            // A client that pipelines faster than its handlers answer waits in its socket
+            // buffer, not in the host's memory.
+            result = reader.read(&mut buf), if pending.len() < MAX_PENDING => Wake::Read(result),
             _ = sleep_until(deadline) => Wake::Timer,
             response = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
                 Wake::Dispatched(response)
