@@ -224,6 +224,8 @@ fn serve(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let server = Server::bind(config).await?;
+        let shutdown = shutdown_signal()?;
+        reload_on_hangup(server.reloader());
         if let Some(addr) = server.tcp_addr() {
             println!("tcp://{addr}");
         }
@@ -233,8 +235,7 @@ fn serve(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<()> {
         if let Some(addr) = server.metrics_addr() {
             println!("metrics http://{addr}/metrics");
         }
-        reload_on_hangup(server.reloader());
-        server.run(shutdown_signal()).await;
+        server.run(shutdown).await;
         tracing::info!("shut down");
         anyhow::Ok(())
     })?;
@@ -431,17 +432,20 @@ fn per_component_options(
 /// Reloads every component on SIGHUP.
 fn reload_on_hangup(reloader: Reloader) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         use tokio::signal::unix::{SignalKind, signal};
+        // Installed now, before the addresses are printed, for the same reason as above.
         let Ok(mut hangups) = signal(SignalKind::hangup()) else {
             tracing::warn!("cannot listen for SIGHUP; reload by file change only (--watch)");
             return;
         };
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading every component");
-            reloader.reload_all().await;
-        }
-    });
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading every component");
+                reloader.reload_all().await;
+            }
+        });
+    }
     #[cfg(not(unix))]
     let _ = reloader;
 }
@@ -500,20 +504,24 @@ fn new_component(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Listens for SIGINT and SIGTERM. The handlers are installed when this is called, not when
+/// the returned future is first polled: a signal that arrives just after the addresses are
+/// printed must start a graceful shutdown, not kill the process.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
