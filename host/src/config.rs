@@ -12,12 +12,12 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML, has an unknown key, or a value of the wrong type.
     #[error("{path}:{line}: {key}{message}")]
@@ -153,9 +153,9 @@ impl FileConfig {
     /// Reads and checks a configuration file. Relative paths in it are made relative to the
     /// file's folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         let mut config = Self::parse(&text).map_err(|error| invalid(path, &text, &error))?;
         let base = path.parent().unwrap_or(Path::new(""));

@@ -14,7 +14,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 use super::bindings::{ComponentInfo, Game};
 use super::{
     CallFailure, CallResult, ComponentShared, ComponentSpec, Declared, HandlerError, HandlerSpec,
-    Handover, HostContext, Job, Timers,
+    Handover, HostContext, Job, PROVISIONAL_NAME, Timers,
 };
 
 /// The store data of one instance.
@@ -423,13 +423,18 @@ fn instantiate(
         table: ResourceTable::new(),
         limits: Limiter {
             max_memory: spec.options.limits.max_memory,
-            memory: context
-                .metrics
-                .memory
-                .get_or_create(&ComponentLabel {
-                    component: shared.name.to_string(),
-                })
-                .clone(),
+            // The first instance only says who the component is; it gets no series of its own.
+            memory: if shared.name.as_ref() == PROVISIONAL_NAME {
+                Gauge::default()
+            } else {
+                context
+                    .metrics
+                    .memory
+                    .get_or_create(&ComponentLabel {
+                        component: shared.name.to_string(),
+                    })
+                    .clone()
+            },
             counted: 0,
         },
         context: context.clone(),

@@ -34,6 +34,9 @@ use instance::{HostState, Instance};
 /// How often running guest code checks its call deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// The name a component goes by until its `info` has said its real one.
+pub(crate) const PROVISIONAL_NAME: &str = "?";
+
 /// Jobs that may wait for one component before callers wait for room.
 const JOB_QUEUE: usize = 4096;
 
@@ -93,12 +96,12 @@ pub(crate) struct ComponentSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read component {path}: {source}")]
+    #[error("cannot read component {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not a valid WebAssembly component, or does not fit the host's WIT world.
     #[error("invalid component {path}: {reason}")]
@@ -437,9 +440,9 @@ impl Runtime {
         shared: Arc<ComponentShared>,
     ) -> Result<(Instance, Declared), LoadError> {
         let path = &spec.path;
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|cause| LoadError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         let invalid = |e: wasmtime::Error| LoadError::Invalid {
             path: path.to_owned(),
@@ -483,7 +486,7 @@ impl Runtime {
         // The name is known only after `info`, so a first instance asks it; the instance that
         // serves is then started with the options for that name.
         let placeholder = Arc::new(ComponentShared {
-            name: Arc::from("?"),
+            name: Arc::from(PROVISIONAL_NAME),
             jobs: jobs.clone(),
             next_timer: AtomicU64::new(1),
         });

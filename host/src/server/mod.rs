@@ -114,25 +114,25 @@ pub enum ServerError {
     #[error(transparent)]
     Router(#[from] RouterError),
     /// A listener could not be bound.
-    #[error("cannot listen on {transport} {addr}: {source}")]
+    #[error("cannot listen on {transport} {addr}: {cause}")]
     Bind {
         /// Which listener.
         transport: TransportKind,
         /// The address asked for.
         addr: SocketAddr,
         /// The operating system's reason.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The TLS certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// The metrics endpoint could not be bound.
-    #[error("cannot listen for metrics on {addr}: {source}")]
+    #[error("cannot listen for metrics on {addr}: {cause}")]
     Metrics {
         /// The address asked for.
         addr: SocketAddr,
         /// The operating system's reason.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Neither TCP nor WebSocket is enabled.
     #[error("no listener: enable TCP, WebSocket or both")]
@@ -223,6 +223,14 @@ impl Server {
                 "component loaded"
             );
         }
+        for name in config.component_options.keys() {
+            if !loaded.iter().any(|component| component.name() == name) {
+                tracing::warn!(
+                    component = name,
+                    "options given for a component that is not loaded; check the name"
+                );
+            }
+        }
         let router = Router::new(&config.server_type, loaded)?;
         // Host functions encode coded push routes with the same dict the handshake offers.
         let _ = context.dict.set(router.dict().clone());
@@ -238,7 +246,7 @@ impl Server {
             Some(addr) => Some(
                 crate::metrics::bind(addr)
                     .await
-                    .map_err(|source| ServerError::Metrics { addr, source })?,
+                    .map_err(|cause| ServerError::Metrics { addr, cause })?,
             ),
             None => None,
         };
@@ -303,12 +311,13 @@ impl Server {
         if self.shared.config.watch {
             background.push(tokio::spawn(watch(self.shared.clone())));
         }
-        if let Some(listener) = self.metrics {
-            background.push(tokio::spawn(crate::metrics::serve(
+        // Metrics keep answering through the shutdown, so /readyz can say 503.
+        let metrics = self.metrics.map(|listener| {
+            tokio::spawn(crate::metrics::serve(
                 listener,
                 self.shared.context.metrics.clone(),
-            )));
-        }
+            ))
+        });
         self.shared
             .context
             .metrics
@@ -349,6 +358,9 @@ impl Server {
                 left = shared.registry.len(),
                 "sessions still open at the shutdown deadline"
             );
+        }
+        if let Some(metrics) = metrics {
+            metrics.abort();
         }
     }
 }
@@ -421,9 +433,9 @@ async fn watch(shared: Arc<Shared>) {
 async fn listen(transport: TransportKind, addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ServerError::Bind {
+        .map_err(|cause| ServerError::Bind {
             transport,
             addr,
-            source,
+            cause,
         })
 }
