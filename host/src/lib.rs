@@ -47,5 +47,5 @@ pub mod session;
 pub mod transport;
 
 pub use pitaya_protocol as protocol;
-pub use runtime::{ComponentOptions, Grants, Limits};
+pub use runtime::{ComponentOptions, Grants, Limits, Tweak};
 pub use server::{Reloader, Server, ServerConfig, ServerError};

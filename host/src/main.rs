@@ -8,9 +8,8 @@ use anyhow::{Context, bail};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use pitaya_host::config::{DuplicateLogin, FileConfig, Grant};
-use std::collections::HashMap;
 
-use pitaya_host::{ComponentOptions, Grants, Limits, Reloader, Server, ServerConfig};
+use pitaya_host::{ComponentOptions, Grants, Limits, Reloader, Server, ServerConfig, Tweak};
 use pitaya_protocol::{ConnectionConfig, EncodeOptions, Serializer};
 
 /// A pitaya-protocol game server that runs game logic as sandboxed WebAssembly components.
@@ -351,7 +350,7 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
             .clone()
             .zip(args.tls_key.clone())
             .or(file.tls_cert.clone().zip(file.tls_key.clone())),
-        component_options: per_component_options(&defaults, &args.grant, &args.limit, &args.init)?,
+        component_tweaks: component_tweaks(&args.grant, &args.limit, &args.init)?,
         default_options: defaults,
         file_options,
         components,
@@ -366,18 +365,14 @@ fn named<'a>(flag: &str, value: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
     }
 }
 
-fn per_component_options(
-    defaults: &ComponentOptions,
+fn component_tweaks(
     grants: &[String],
     limits: &[String],
     inits: &[String],
-) -> anyhow::Result<HashMap<String, ComponentOptions>> {
-    let mut options: HashMap<String, ComponentOptions> = HashMap::new();
+) -> anyhow::Result<Vec<(String, Tweak)>> {
+    let mut tweaks = Vec::new();
     for limit in limits {
         let (name, settings) = named("--limit", limit)?;
-        let entry = options
-            .entry(name.to_owned())
-            .or_insert_with(|| defaults.clone());
         for setting in settings.split(',') {
             let (key, value) = setting
                 .split_once(':')
@@ -385,48 +380,42 @@ fn per_component_options(
             let number: u64 = value.parse().with_context(|| {
                 format!("--limit {limit}: {key} takes a whole number, got {value:?}")
             })?;
-            match key {
-                "call-timeout-ms" => {
-                    entry.limits.call_timeout = Duration::from_millis(number.max(1))
-                }
+            let tweak = match key {
+                "call-timeout-ms" => Tweak::CallTimeout(Duration::from_millis(number.max(1))),
                 "max-memory-mib" => {
-                    entry.limits.max_memory = usize::try_from(number)?.saturating_mul(1 << 20)
+                    Tweak::MaxMemory(usize::try_from(number)?.saturating_mul(1 << 20))
                 }
-                "fuel" => entry.limits.fuel = Some(number),
+                "fuel" => Tweak::Fuel(number),
                 _ => bail!(
                     "--limit {limit}: unknown limit {key:?} (call-timeout-ms, max-memory-mib or fuel)"
                 ),
-            }
+            };
+            tweaks.push((name.to_owned(), tweak));
         }
     }
     for grant in grants {
         let (name, caps) = named("--grant", grant)?;
-        let entry = options
-            .entry(name.to_owned())
-            .or_insert_with(|| defaults.clone());
         for cap in caps.split(',') {
-            match cap {
-                "clock" => entry.grants.clock = true,
-                "stdio" => entry.grants.stdio = true,
+            let tweak = match cap {
+                "clock" => Tweak::Clock,
+                "stdio" => Tweak::Stdio,
                 _ => match cap.strip_prefix("env:").and_then(|kv| kv.split_once('=')) {
                     Some((key, value)) if !key.is_empty() => {
-                        entry.grants.env.push((key.to_owned(), value.to_owned()))
+                        Tweak::Env(key.to_owned(), value.to_owned())
                     }
                     _ => bail!(
                         "--grant {grant}: unknown capability {cap:?} (clock, stdio or env:KEY=VALUE)"
                     ),
                 },
-            }
+            };
+            tweaks.push((name.to_owned(), tweak));
         }
     }
     for init in inits {
         let (name, value) = named("--init", init)?;
-        let entry = options
-            .entry(name.to_owned())
-            .or_insert_with(|| defaults.clone());
-        entry.config = value.as_bytes().to_vec();
+        tweaks.push((name.to_owned(), Tweak::Init(value.as_bytes().to_vec())));
     }
-    Ok(options)
+    Ok(tweaks)
 }
 
 /// Reloads every component on SIGHUP.

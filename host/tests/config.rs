@@ -147,3 +147,51 @@ fn a_missing_component_path_is_named() -> Result<()> {
     );
     Ok(())
 }
+
+/// A `--limit` (or `--grant`, `--init`) for a component adds to its `[[component]]` settings.
+#[test]
+fn command_line_tweaks_layer_on_the_file_settings() -> Result<()> {
+    let hostile = component("hostile.wasm")?;
+    let dir = temp_dir("layer");
+    let config = write_config(
+        &dir,
+        "host.toml",
+        &format!(
+            "tcp = \"127.0.0.1:0\"\n\n[[component]]\npath = {:?}\ngrants = [\"clock\"]\nenv = {{ MODE = \"ranked\" }}\n",
+            hostile.display().to_string()
+        ),
+    )?;
+    let host = start(
+        &[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--limit".as_ref(),
+            "hostile=call-timeout-ms:900".as_ref(),
+        ],
+        1,
+    )?;
+    let mut socket = TcpStream::connect(host.tcp.as_deref().unwrap_or_default())?;
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    socket.write_all(&packet(1, br#"{"sys":{},"user":{}}"#))?;
+    let mut header = [0u8; 4];
+    socket.read_exact(&mut header)?;
+    let mut reply = vec![0; (usize::from(header[2]) << 8) | usize::from(header[3])];
+    socket.read_exact(&mut reply)?;
+    let mut request = packet(2, b"");
+    let route = b"hostile.peek";
+    let mut message = vec![0x00, 0x01, route.len() as u8];
+    message.extend_from_slice(route);
+    message.extend_from_slice(b"{}");
+    request.extend(packet(4, &message));
+    socket.write_all(&request)?;
+    socket.read_exact(&mut header)?;
+    let mut body = vec![0; (usize::from(header[2]) << 8) | usize::from(header[3])];
+    socket.read_exact(&mut body)?;
+    let seen: serde_json::Value = serde_json::from_slice(&body[2..])?;
+    std::fs::remove_dir_all(&dir)?;
+    ensure!(
+        seen["env"] == 1 && seen["clockSecs"].as_u64().is_some_and(|s| s > 0),
+        "the file's grants were lost: {seen}"
+    );
+    Ok(())
+}

@@ -85,6 +85,41 @@ pub struct ComponentOptions {
     pub grants: Grants,
 }
 
+/// One change to a component's options, given on the command line for its name; it applies
+/// on top of the component's file settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tweak {
+    /// `--limit NAME=call-timeout-ms:MS`.
+    CallTimeout(Duration),
+    /// `--limit NAME=max-memory-mib:MIB`, in bytes.
+    MaxMemory(usize),
+    /// `--limit NAME=fuel:UNITS`.
+    Fuel(u64),
+    /// `--grant NAME=clock`.
+    Clock,
+    /// `--grant NAME=stdio`.
+    Stdio,
+    /// `--grant NAME=env:KEY=VALUE`.
+    Env(String, String),
+    /// `--init NAME=VALUE`.
+    Init(Vec<u8>),
+}
+
+impl ComponentOptions {
+    /// Applies one change.
+    pub fn apply(&mut self, tweak: &Tweak) {
+        match tweak {
+            Tweak::CallTimeout(timeout) => self.limits.call_timeout = *timeout,
+            Tweak::MaxMemory(bytes) => self.limits.max_memory = *bytes,
+            Tweak::Fuel(fuel) => self.limits.fuel = Some(*fuel),
+            Tweak::Clock => self.grants.clock = true,
+            Tweak::Stdio => self.grants.stdio = true,
+            Tweak::Env(key, value) => self.grants.env.push((key.clone(), value.clone())),
+            Tweak::Init(config) => self.config = config.clone(),
+        }
+    }
+}
+
 /// A component file and how it is served.
 #[derive(Debug, Clone)]
 pub(crate) struct ComponentSpec {

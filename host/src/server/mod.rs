@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use crate::group::Groups;
 use crate::metrics::Metrics;
 use crate::router::{Router, RouterError};
-use crate::runtime::{ComponentHandle, ComponentOptions, HostContext, LoadError, Runtime};
+use crate::runtime::{ComponentHandle, ComponentOptions, HostContext, LoadError, Runtime, Tweak};
 use crate::session::Registry;
 use crate::transport::TransportKind;
 use crate::transport::tls::{self, TlsError};
@@ -66,8 +66,8 @@ pub struct ServerConfig {
     pub components: Vec<PathBuf>,
     /// Options for components without options of their own.
     pub default_options: ComponentOptions,
-    /// Options by component name (these win).
-    pub component_options: HashMap<String, ComponentOptions>,
+    /// Changes by component name, applied on top of the file options (or the defaults).
+    pub component_tweaks: Vec<(String, Tweak)>,
     /// Options by component file.
     pub file_options: HashMap<PathBuf, ComponentOptions>,
 }
@@ -98,7 +98,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(5),
             components: Vec::new(),
             default_options: ComponentOptions::default(),
-            component_options: HashMap::new(),
+            component_tweaks: Vec::new(),
             file_options: HashMap::new(),
         }
     }
@@ -184,22 +184,24 @@ impl Server {
         let paths = config.components.clone();
         tracing::info!(count = paths.len(), "loading components");
         let defaults = config.default_options.clone();
-        let by_name = config.component_options.clone();
+        let tweaks = config.component_tweaks.clone();
         let by_file = config.file_options.clone();
         let loader_context = context.clone();
         // Compiling is CPU work that must not stall the async runtime's threads.
         let (runtime, loaded) = tokio::task::spawn_blocking(move || {
             let fuel = std::iter::once(&defaults)
-                .chain(by_name.values())
                 .chain(by_file.values())
-                .any(|options| options.limits.fuel.is_some());
+                .any(|options| options.limits.fuel.is_some())
+                || tweaks
+                    .iter()
+                    .any(|(_, tweak)| matches!(tweak, Tweak::Fuel(_)));
             let runtime = Runtime::new(loader_context, fuel)?;
             let options = |path: &std::path::Path, name: &str| {
-                by_name
-                    .get(name)
-                    .or_else(|| by_file.get(path))
-                    .unwrap_or(&defaults)
-                    .clone()
+                let mut options = by_file.get(path).unwrap_or(&defaults).clone();
+                for (_, tweak) in tweaks.iter().filter(|(target, _)| target == name) {
+                    options.apply(tweak);
+                }
+                options
             };
             let loaded = paths
                 .into_iter()
@@ -223,7 +225,7 @@ impl Server {
                 "component loaded"
             );
         }
-        for name in config.component_options.keys() {
+        for (name, _) in &config.component_tweaks {
             if !loaded.iter().any(|component| component.name() == name) {
                 tracing::warn!(
                     component = name,
