@@ -106,17 +106,18 @@ impl Router {
 
     /// Resolves a client route. Lookup is exact and case-sensitive.
     pub fn resolve<'a>(&'a self, route: &'a str) -> Resolved<'a> {
-        let parts: Vec<&str> = route.split('.').collect();
-        let (component, handler) = match parts.as_slice() {
-            [component, handler] => (*component, *handler),
-            [server_type, component, handler] => {
-                if server_type.is_empty() || component.is_empty() || handler.is_empty() {
+        // No allocation: this runs for every message.
+        let mut parts = route.split('.');
+        let (component, handler) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(component), Some(handler), None, None) => (component, handler),
+            (Some(server_type), Some(component), Some(handler), None) => {
+                if server_type.is_empty() {
                     return Resolved::Malformed;
                 }
-                if *server_type != self.server_type {
+                if server_type != self.server_type && !component.is_empty() && !handler.is_empty() {
                     return Resolved::NotFound;
                 }
-                (*component, *handler)
+                (component, handler)
             }
             _ => return Resolved::Malformed,
         };

@@ -13,6 +13,7 @@ pub mod client;
 pub mod codec;
 pub mod procfs;
 pub mod server;
+pub mod tempdir;
 
 #[cfg(test)]
 mod codec_tests;
@@ -20,3 +21,4 @@ mod codec_tests;
 pub use client::{Client, DEFAULT_WAIT, Event, HandshakeReply, Incoming, Transport};
 pub use codec::{Message, MessageType, Route};
 pub use server::{Server, ServerOptions};
+pub use tempdir::TempDir;

@@ -12,29 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use pitaya_tests::checks::{call, ensure_success};
 use pitaya_tests::server::components_dir;
-use pitaya_tests::{Client, Server, ServerOptions, Transport};
+use pitaya_tests::{Client, Server, ServerOptions, TempDir, Transport};
 use serde_json::json;
-
-/// A directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("pitaya-tests-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Writes `bytes` to a temporary name next to `target`, then renames it over `target` (atomic replace).
 fn replace_file(target: &Path, bytes: &[u8]) -> Result<()> {

@@ -385,11 +385,11 @@ impl ComponentHandle {
     }
 
     /// Calls `handler` for `session` and waits for the result.
-    pub async fn call(&self, session: SessionId, handler: &str, payload: Bytes) -> CallResult {
+    pub async fn call(&self, session: SessionId, handler: String, payload: Bytes) -> CallResult {
         let (reply, answer) = oneshot::channel();
         let job = Job::Handle {
             session,
-            handler: handler.to_owned(),
+            handler,
             payload,
             reply,
         };

@@ -510,7 +510,10 @@ async fn dispatch(shared: Arc<Shared>, session: Arc<Session>, message: Message) 
         route = %message.route,
         outcome = tracing::field::Empty,
     );
-    if let Some(uid) = session.uid() {
+    // Reading the uid takes a lock and a copy; only do it when the span is recorded.
+    if !span.is_disabled()
+        && let Some(uid) = session.uid()
+    {
         span.record("uid", uid);
     }
     run_handler(shared, session, message).instrument(span).await
@@ -556,12 +559,11 @@ async fn run_handler(
                 component, handler, ..
             } => {
                 let component = component.clone();
-                let handler = handler.to_owned();
                 metric_route = format!("{}.{handler}", component.name());
                 session.note_component(component.index);
                 let started = std::time::Instant::now();
                 let result = component
-                    .call(session.id(), &handler, message.payload)
+                    .call(session.id(), handler.to_owned(), message.payload)
                     .await;
                 elapsed = Some(started.elapsed());
                 match result {
