@@ -327,7 +327,6 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
             handshake_timeout: Duration::from_secs(pick!(handshake_timeout)),
             compress_handshake: pick!(compress_handshake),
             serializer: serializer.name().to_owned(),
-            ..ConnectionConfig::default()
         },
         serializer,
         encode: EncodeOptions {
