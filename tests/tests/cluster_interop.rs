@@ -1,0 +1,608 @@
+//! The host against a fake Go pitaya peer written from cluster.md alone: the host as a backend behind a fake
+//! Go frontend, and the host as a frontend in front of a fake Go backend. Each message the host sends is
+//! decoded with the tests' own protobuf definitions and checked field by field against §3 and §4.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use pitaya_tests::checks::{call, ensure_error, ensure_success};
+use pitaya_tests::cluster::messages::{KickAnswer, MsgType, Response, RpcType};
+use pitaya_tests::cluster::peer::{
+    self, DEFAULT_PREFIX, ServerEntry, SysCall, ensure_ack, wait_server,
+};
+use pitaya_tests::cluster::{FakeBackend, FakeFrontend, Services};
+use pitaya_tests::{Server, ServerOptions, Transport};
+use prost::Message as _;
+use serde_json::{Value, json};
+
+/// The wait for one event; generous for a busy 2-core machine, still far below a hang.
+const WAIT: Duration = Duration::from_secs(5);
+/// The bound on a whole test.
+const TEST_LIMIT: Duration = Duration::from_secs(90);
+
+fn json_of(bytes: &[u8], what: &str) -> Result<Value> {
+    serde_json::from_slice(bytes)
+        .with_context(|| format!("{what} is not JSON: {:?}", String::from_utf8_lossy(bytes)))
+}
+
+/// The data of a successful Sys reply, as JSON.
+fn success_json(r: &Response, what: &str) -> Result<Value> {
+    ensure!(r.error.is_none(), "{what}: error reply {:?}", r.error);
+    json_of(&r.data, what)
+}
+
+/// What every message from the host must carry (§3 Metadata): a non-empty JSON object whose reqTimeout, when
+/// present, is a string; peer.id and peer.service name the host.
+fn ensure_metadata(raw: &[u8], host_id: &str, host_type: &str, what: &str) -> Result<Value> {
+    let md = json_of(raw, &format!("{what}: metadata"))?;
+    let obj = md
+        .as_object()
+        .with_context(|| format!("{what}: metadata is not a JSON object: {md}"))?;
+    ensure!(
+        !obj.is_empty(),
+        "{what}: metadata is an empty object (a Go peer answers PIT-500)"
+    );
+    if let Some(t) = obj.get("reqTimeout") {
+        ensure!(
+            t.is_string(),
+            "{what}: reqTimeout must be a string (a Go peer crashes otherwise): {md}"
+        );
+    }
+    ensure!(
+        md["peer.id"] == host_id,
+        "{what}: peer.id should be the host's id {host_id}: {md}"
+    );
+    ensure!(
+        md["peer.service"] == host_type,
+        "{what}: peer.service should be {host_type}: {md}"
+    );
+    Ok(md)
+}
+
+/// A sys call from the host to the fake frontend is a User request with a msg and no session.
+fn ensure_sys_call_shape(c: &SysCall, host_id: &str) -> Result<()> {
+    ensure!(
+        c.request.r#type == RpcType::User as i32,
+        "{}: a sys call is a User request, got type {}",
+        c.route,
+        c.request.r#type
+    );
+    ensure!(
+        c.request.session.is_none(),
+        "{}: a User request carries no session: {:?}",
+        c.route,
+        c.request
+    );
+    ensure_metadata(&c.request.metadata, host_id, "room", &c.route)?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------ host as backend
+
+struct BackendSetup {
+    _services: Services,
+    fe: FakeFrontend,
+    host: Server,
+    target: ServerEntry,
+}
+
+async fn host_backend_behind_fake_frontend() -> Result<BackendSetup> {
+    let services = Services::start().await?;
+    let fe = FakeFrontend::start(&services, "connector", DEFAULT_PREFIX).await?;
+    let host = Server::start(
+        ServerOptions::default()
+            .components(&["chat.wasm", "lab.wasm"])
+            .label("room")
+            .cluster(services.host("room", false)),
+    )
+    .await?;
+    let id = host.id()?.to_owned();
+    let mut etcd = services.etcd.client().await?;
+    let target = wait_server(&mut etcd, DEFAULT_PREFIX, WAIT, |e| e.id == id).await?;
+    Ok(BackendSetup {
+        _services: services,
+        fe,
+        host,
+        target,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_backend_answers_forwarded_requests() -> Result<()> {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let BackendSetup {
+            _services,
+            fe,
+            host,
+            target,
+        } = host_backend_behind_fake_frontend().await?;
+        ensure!(
+            target.server_type == "room" && !target.frontend,
+            "{target:?}"
+        );
+        fe.add_session(7, json!({"ipversion": "ipv4"}));
+
+        let r = fe
+            .forward(
+                &target,
+                7,
+                1,
+                MsgType::Request,
+                "room.lab.work",
+                br#"{"iterations":10}"#,
+            )
+            .await?;
+        ensure!(success_json(&r.response, "room.lab.work")? == json!({"done": 10}));
+
+        // A notify is answered with the bytes `ack`.
+        let n = fe
+            .forward(
+                &target,
+                7,
+                0,
+                MsgType::Notify,
+                "room.room.message",
+                br#"{"name":"x","content":"hi"}"#,
+            )
+            .await?;
+        ensure!(
+            n.response == Response::data("ack"),
+            "a notify should be answered with data ack: {:?}",
+            n.response
+        );
+
+        // An unknown handler is PIT-404, as an error (not data).
+        let e = fe
+            .forward(&target, 7, 2, MsgType::Request, "room.lab.nope", b"{}")
+            .await?;
+        let err = e
+            .response
+            .error
+            .as_ref()
+            .context("room.lab.nope should answer an error")?;
+        ensure!(err.code == "PIT-404", "room.lab.nope: {err:?}");
+
+        // A component error keeps its code.
+        let e = fe
+            .forward(&target, 7, 3, MsgType::Request, "room.lab.kickUid", b"{}")
+            .await?;
+        let err = e
+            .response
+            .error
+            .as_ref()
+            .context("lab.kickUid without uid should answer an error")?;
+        ensure!(err.code == "PIT-400", "lab.kickUid without uid: {err:?}");
+        drop(host);
+        Ok(())
+    })
+    .await
+    .context("the test took too long")?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_backend_binds_pushes_session_data_and_uids_through_the_frontend() -> Result<()> {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let BackendSetup {
+            _services,
+            fe,
+            host,
+            target,
+        } = host_backend_behind_fake_frontend().await?;
+        let host_id = host.id()?.to_owned();
+        fe.add_session(7, json!({"ipversion": "ipv4"}));
+
+        // lab.bind: sys.bindsession reaches the frontend before the reply to the forwarded request.
+        let r = fe
+            .forward(
+                &target,
+                7,
+                1,
+                MsgType::Request,
+                "room.lab.bind",
+                br#"{"uid":"u-42"}"#,
+            )
+            .await?;
+        ensure!(success_json(&r.response, "room.lab.bind")? == json!({"ok": true}));
+        let bind = fe
+            .sys_calls()
+            .take("sys.bindsession", WAIT, |c| c.route == "sys.bindsession")
+            .await?;
+        ensure!(
+            bind.stamp < r.stamp,
+            "sys.bindsession arrived after the reply to room.lab.bind (stamps {} and {})",
+            bind.stamp,
+            r.stamp
+        );
+        ensure_sys_call_shape(&bind, &host_id)?;
+        let s = bind
+            .session
+            .as_ref()
+            .context("bindsession without a Session")?;
+        ensure!(
+            s.id == 7 && s.uid == "u-42",
+            "bindsession should carry Session{{7, u-42}}: {s:?}"
+        );
+        ensure_ack(&bind.answer)?;
+        ensure!(fe.session(7).context("session 7")?.uid == "u-42");
+
+        // lab.setData: sys.pushsession carries the whole session data.
+        let r = fe
+            .forward(
+                &target,
+                7,
+                2,
+                MsgType::Request,
+                "room.lab.setData",
+                br#"{"key":"score","value":12}"#,
+            )
+            .await?;
+        ensure!(success_json(&r.response, "room.lab.setData")? == json!({"ok": true}));
+        let push = fe
+            .sys_calls()
+            .take("sys.pushsession", WAIT, |c| c.route == "sys.pushsession")
+            .await?;
+        ensure_sys_call_shape(&push, &host_id)?;
+        let s = push
+            .session
+            .as_ref()
+            .context("pushsession without a Session")?;
+        ensure!(
+            s.id == 7 && s.uid == "u-42",
+            "pushsession should name session 7 / u-42: {s:?}"
+        );
+        let data = json_of(&s.data, "pushsession data")?;
+        ensure!(
+            data == json!({"ipversion": "ipv4", "score": 12}),
+            "pushsession should carry the whole session data: {data}"
+        );
+        ensure!(fe.session(7).context("session 7")?.data == data);
+
+        // The backend reads session data from the request: the frontend's copy now has score.
+        let r = fe
+            .forward(
+                &target,
+                7,
+                3,
+                MsgType::Request,
+                "room.lab.getData",
+                br#"{"key":"score"}"#,
+            )
+            .await?;
+        ensure!(success_json(&r.response, "room.lab.getData")? == json!({"value": 12}));
+
+        // A push to a bound uid: Push{route, uid, data} on pitaya/connector/user/u-42/push.
+        let r = fe
+            .forward(
+                &target,
+                7,
+                4,
+                MsgType::Request,
+                "room.lab.pushUids",
+                br#"{"uids":["u-42"],"route":"onPing","body":{"x":1}}"#,
+            )
+            .await?;
+        success_json(&r.response, "room.lab.pushUids")?;
+        let (_, p) = fe.wait_push("u-42", WAIT).await?;
+        ensure!(p.route == "onPing" && p.uid == "u-42", "{p:?}");
+        ensure!(json_of(&p.data, "push data")? == json!({"x": 1}), "{p:?}");
+
+        // A kick by uid: KickMsg on pitaya/connector/user/u-42/kick.
+        let r = fe
+            .forward(
+                &target,
+                7,
+                5,
+                MsgType::Request,
+                "room.lab.kickUid",
+                br#"{"uid":"u-42"}"#,
+            )
+            .await?;
+        success_json(&r.response, "room.lab.kickUid")?;
+        let k = fe.wait_kick("u-42", WAIT).await?;
+        ensure!(k.user_id == "u-42");
+
+        // pitaya's own flow: room.join binds a session without uid to its id, then pushes onMembers to it.
+        fe.add_session(8, json!({"ipversion": "ipv4"}));
+        let r = fe
+            .forward(&target, 8, 1, MsgType::Request, "room.room.join", b"{}")
+            .await?;
+        ensure!(
+            success_json(&r.response, "room.room.join")? == json!({"code": 0, "result": "success"})
+        );
+        let bind = fe
+            .sys_calls()
+            .take("sys.bindsession of session 8", WAIT, |c| {
+                c.route == "sys.bindsession" && c.session.as_ref().is_some_and(|s| s.id == 8)
+            })
+            .await?;
+        ensure!(
+            bind.stamp < r.stamp,
+            "room.join's bindsession arrived after its reply"
+        );
+        ensure!(bind.session.as_ref().map(|s| s.uid.as_str()) == Some("8"));
+        let (_, members) = fe.wait_push("8", WAIT).await?;
+        ensure!(members.route == "onMembers", "{members:?}");
+        let m = json_of(&members.data, "onMembers")?;
+        ensure!(
+            m["members"]
+                .as_array()
+                .is_some_and(|a| a.contains(&json!("8"))),
+            "{m}"
+        );
+
+        // Every sys call carried metadata a Go frontend accepts.
+        for c in fe.sys_calls().all() {
+            ensure_sys_call_shape(&c, &host_id)?;
+        }
+        drop(host);
+        Ok(())
+    })
+    .await
+    .context("the test took too long")?
+}
+
+// ------------------------------------------------------------------------------------------------ host as frontend
+
+struct FrontendSetup {
+    _services: Services,
+    be: FakeBackend,
+    host: Server,
+}
+
+async fn host_frontend_before_fake_backend() -> Result<FrontendSetup> {
+    let services = Services::start().await?;
+    // Registered before the host starts, so the host's first read of discovery finds it.
+    let be = FakeBackend::start(&services, "room", DEFAULT_PREFIX).await?;
+    let host = Server::start(
+        ServerOptions::default()
+            .components(&["lab.wasm"])
+            .label("connector")
+            .cluster(services.host("connector", true)),
+    )
+    .await?;
+    Ok(FrontendSetup {
+        _services: services,
+        be,
+        host,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_frontend_forwards_to_a_go_backend() -> Result<()> {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let FrontendSetup {
+            _services,
+            be,
+            host,
+        } = host_frontend_before_fake_backend().await?;
+        let host_id = host.id()?.to_owned();
+        let mut c = host.connect_ready(Transport::Tcp).await?;
+
+        // The forwarded request, field by field.
+        let id = c.next_id();
+        c.send_request(id, "room.room.join", br#"{"a":1}"#).await?;
+        let r = be.take_request("room.room.join", WAIT).await?;
+        ensure!(
+            r.request.r#type == RpcType::Sys as i32,
+            "a forward is a Sys request: {:?}",
+            r.request
+        );
+        let m = r.msg()?;
+        ensure!(
+            m.id == id,
+            "msg.id should be the client's message id {id}: {m:?}"
+        );
+        ensure!(
+            m.route == "room.room.join",
+            "msg.route should be the full route: {m:?}"
+        );
+        ensure!(
+            m.data == br#"{"a":1}"#,
+            "msg.data should be the payload as sent: {m:?}"
+        );
+        ensure!(
+            m.r#type == MsgType::Request as i32,
+            "msg.type should be Request: {m:?}"
+        );
+        let s = r.session()?;
+        ensure!(s.uid.is_empty(), "an unbound session has no uid: {s:?}");
+        let data = json_of(&s.data, "session data")?;
+        ensure!(
+            data.is_object() && data["ipversion"] == "ipv4",
+            "session data should hold ipversion ipv4: {data}"
+        );
+        ensure!(
+            r.request.frontend_id == host_id,
+            "frontendID should be the host's id {host_id}: {:?}",
+            r.request.frontend_id
+        );
+        let md = ensure_metadata(&r.metadata_raw, &host_id, "connector", "forwarded request")?;
+        ensure!(
+            md["reqTimeout"].is_string(),
+            "reqTimeout must be present, as a string: {md}"
+        );
+        let sid = s.id;
+
+        // The backend's data reaches the client unchanged.
+        be.respond(&r, Response::data(r#"{"code":0,"result":"success"}"#))
+            .await?;
+        let answer = c.wait_response(id).await?;
+        ensure_success(&answer, id)?;
+        ensure!(
+            answer.payload == br#"{"code":0,"result":"success"}"#,
+            "payload {:?}",
+            answer.text()
+        );
+
+        // The backend's error reaches the client as an error payload, metadata included.
+        let id = c.next_id();
+        c.send_request(id, "room.room.full", b"{}").await?;
+        let r = be.take_request("room.room.full", WAIT).await?;
+        ensure!(
+            r.session()?.id == sid,
+            "the same client is the same session"
+        );
+        let mut err = Response::error("ROOM-FULL", "the room is full");
+        err.error
+            .as_mut()
+            .expect("built with an error")
+            .metadata
+            .insert("k".into(), "v".into());
+        be.respond(&r, err).await?;
+        let answer = c.wait_response(id).await?;
+        let v = ensure_error(&answer, id, "ROOM-FULL")?;
+        ensure!(
+            v == json!({"code": "ROOM-FULL", "msg": "the room is full", "metadata": {"k": "v"}}),
+            "{v}"
+        );
+
+        // A notify: Msg type Notify with id 0; the client gets nothing back.
+        c.send_notify("room.room.message", br#"{"m":1}"#).await?;
+        let r = be.take_request("room.room.message", WAIT).await?;
+        let m = r.msg()?;
+        ensure!(
+            m.r#type == MsgType::Notify as i32 && m.id == 0,
+            "a notify is type Notify with id 0: {m:?}"
+        );
+        ensure!(m.data == br#"{"m":1}"#);
+        be.respond(&r, Response::data("ack")).await?;
+        let whoami = call(&mut c, "lab.whoami", &json!({})).await?;
+        ensure!(
+            whoami["session"] == sid,
+            "lab.whoami (local) and the forwarded session id differ: {whoami} vs {sid}"
+        );
+        let extra = c.unclaimed_messages();
+        ensure!(
+            extra.is_empty(),
+            "the client got something for its notify: {extra:#?}"
+        );
+        drop(host);
+        Ok(())
+    })
+    .await
+    .context("the test took too long")?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_backend_binds_pushes_and_kicks_through_the_host_frontend() -> Result<()> {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let FrontendSetup {
+            _services,
+            mut be,
+            host,
+        } = host_frontend_before_fake_backend().await?;
+        let host_id = host.id()?.to_owned();
+        let fe_type = be.frontend_type(&host_id).await?;
+        ensure!(fe_type == "connector", "the host registered as {fe_type}");
+        let mut c = host.connect_ready(Transport::Tcp).await?;
+
+        // The backend binds the session before it replies (the trap of §5: the frontend must keep serving).
+        let id = c.next_id();
+        c.send_request(id, "room.room.bindme", b"{}").await?;
+        let r = be.take_request("room.room.bindme", WAIT).await?;
+        let sid = r.session()?.id;
+        let bound = be.bind_session(&fe_type, &host_id, sid, "bob").await?;
+        ensure_ack(&bound).context("sys.bindsession while the forward waits")?;
+        be.respond(&r, Response::data(r#"{"bound":true}"#)).await?;
+        let answer = c.wait_response(id).await?;
+        ensure_success(&answer, id)?;
+        ensure!(answer.payload == br#"{"bound":true}"#);
+        let who = call(&mut c, "lab.whoami", &json!({})).await?;
+        ensure!(
+            who["uid"] == "bob",
+            "after sys.bindsession the session's uid should be bob: {who}"
+        );
+
+        // A Push on the user subject reaches the client.
+        be.publish_push(&fe_type, "bob", "onHi", br#"{"hi":1}"#)
+            .await?;
+        let p = c.wait_push("onHi").await?;
+        ensure!(p.payload == br#"{"hi":1}"#, "push payload {:?}", p.text());
+
+        // sys.pushsession replaces the data: the frontend's own component sees it, and so does the next forward.
+        let ack = be
+            .push_session(
+                &fe_type,
+                &host_id,
+                sid,
+                "bob",
+                &json!({"ipversion": "ipv4", "level": 3}),
+            )
+            .await?;
+        ensure_ack(&ack).context("sys.pushsession")?;
+        let got = call(&mut c, "lab.getData", &json!({"key": "level"})).await?;
+        ensure!(
+            got == json!({"value": 3}),
+            "lab.getData after sys.pushsession: {got}"
+        );
+        let id = c.next_id();
+        c.send_request(id, "room.room.peek", b"{}").await?;
+        let r = be.take_request("room.room.peek", WAIT).await?;
+        let s = r.session()?;
+        ensure!(
+            s.uid == "bob",
+            "the forward after the bind should carry uid bob: {s:?}"
+        );
+        let data = json_of(&s.data, "session data")?;
+        ensure!(
+            data["level"] == 3 && data["ipversion"] == "ipv4",
+            "session data after sys.pushsession: {data}"
+        );
+        be.respond(&r, Response::data("{}")).await?;
+        ensure_success(&c.wait_response(id).await?, id)?;
+
+        // Unknown sessions are PIT-000.
+        for (what, reply) in [
+            (
+                "bindsession",
+                be.bind_session(&fe_type, &host_id, 987_654_321, "x")
+                    .await?,
+            ),
+            (
+                "pushsession",
+                be.push_session(&fe_type, &host_id, 987_654_321, "x", &json!({}))
+                    .await?,
+            ),
+        ] {
+            let e = reply
+                .error
+                .as_ref()
+                .with_context(|| format!("sys.{what} of an unknown session succeeded"))?;
+            ensure!(
+                e.code == "PIT-000",
+                "sys.{what} of an unknown session: {e:?}"
+            );
+        }
+
+        // KickMsg on the kick subject kicks the client.
+        be.publish_kick(&fe_type, "bob").await?;
+        c.wait_kick().await.context("KickMsg on the kick subject")?;
+        c.wait_closed().await?;
+
+        // sys.kick answers KickAnswer{true} and kicks the client.
+        let mut c2 = host.connect_ready(Transport::Ws).await?;
+        let id = c2.next_id();
+        c2.send_request(id, "room.room.bindme", b"{}").await?;
+        let r = be.take_request("room.room.bindme", WAIT).await?;
+        ensure_ack(
+            &be.bind_session(&fe_type, &host_id, r.session()?.id, "eve")
+                .await?,
+        )?;
+        be.respond(&r, Response::data("{}")).await?;
+        ensure_success(&c2.wait_response(id).await?, id)?;
+        let kicked = be.kick(&fe_type, &host_id, "eve").await?;
+        let answer = KickAnswer::decode(peer::sys_reply_data(&kicked)?).with_context(|| {
+            format!(
+                "sys.kick's reply data is not a KickAnswer: {:02x?}",
+                kicked.data
+            )
+        })?;
+        ensure!(answer == KickAnswer { kicked: true }, "{answer:?}");
+        c2.wait_kick().await.context("sys.kick")?;
+        c2.wait_closed().await?;
+        drop(host);
+        Ok(())
+    })
+    .await
+    .context("the test took too long")?
+}
