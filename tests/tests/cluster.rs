@@ -373,3 +373,33 @@ async fn a_slow_backend_handler_times_out_with_pit_408() -> Result<()> {
     .await
     .context("the test took too long")?
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_by_uid_keeps_a_user_on_one_backend() -> Result<()> {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let services = Services::start().await?;
+        let (_be1, _be2) = tokio::try_join!(backend(&services, "be1"), backend(&services, "be2"))?;
+        let fe = frontend("fe", services.host("connector", true).forward_by("uid")).await?;
+        let mut c = fe.connect_ready(Transport::Tcp).await?;
+        ok(&mut c, "lab.bind", json!({"uid": "zed"})).await?;
+        // lab.counter counts per backend instance: one backend for all calls means 1, 2, 3, ... with no
+        // repeats (with two backends, calls split between them would count 1, 1, 2, ... ).
+        let mut counts = Vec::new();
+        for _ in 0..12 {
+            let v = ok(&mut c, "room.lab.counter", json!({})).await?;
+            counts.push(
+                v["counter"]
+                    .as_u64()
+                    .with_context(|| format!("no counter in {v}"))?,
+            );
+        }
+        let expected: Vec<u64> = (1..=12).collect();
+        ensure!(
+            counts == expected,
+            "with --forward-by uid one user's calls should reach one backend: counters {counts:?}"
+        );
+        Ok(())
+    })
+    .await
+    .context("the test took too long")?
+}
