@@ -37,6 +37,7 @@
 //! # }
 //! ```
 
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod metrics;

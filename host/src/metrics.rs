@@ -61,6 +61,20 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
+/// A service the cluster depends on.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Service {
+    /// `nats` or `etcd`.
+    pub service: &'static str,
+}
+
+/// How a call to another server of the cluster ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardOutcome {
+    /// `ok`, `error`, `timeout`, `no_server`, `unavailable`.
+    pub outcome: &'static str,
+}
+
 type LatencyFamily = Family<RouteLabel, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -91,6 +105,10 @@ pub struct Metrics {
     pub dropped: Family<Reason, Counter>,
     /// Connections closed because the client went silent.
     pub heartbeat_timeouts: Counter,
+    /// Whether the cluster's services (NATS, etcd) are reachable: 1 or 0.
+    pub cluster_up: Family<Service, Gauge>,
+    /// Calls to other servers of the cluster by outcome.
+    pub forwards: Family<ForwardOutcome, Counter>,
     /// Whether the host is serving (components loaded, listeners bound, not shutting down).
     pub ready: AtomicBool,
 }
@@ -152,6 +170,18 @@ impl Default for Metrics {
             "Connections closed for silence",
             heartbeat_timeouts.clone(),
         );
+        let cluster_up = Family::<Service, Gauge>::default();
+        registry.register(
+            "cluster_up",
+            "Whether NATS and etcd are reachable (cluster mode)",
+            cluster_up.clone(),
+        );
+        let forwards = Family::<ForwardOutcome, Counter>::default();
+        registry.register(
+            "cluster_calls",
+            "Calls to other servers of the cluster, by outcome",
+            forwards.clone(),
+        );
         Self {
             registry,
             sessions,
@@ -164,6 +194,8 @@ impl Default for Metrics {
             memory,
             dropped,
             heartbeat_timeouts,
+            cluster_up,
+            forwards,
             ready: AtomicBool::new(false),
         }
     }
@@ -183,6 +215,18 @@ impl Metrics {
         self.requests
             .get_or_create(&RouteOutcome { route, outcome })
             .inc();
+    }
+
+    /// Records whether a cluster service is reachable.
+    pub fn cluster_up(&self, service: &'static str, up: bool) {
+        self.cluster_up
+            .get_or_create(&Service { service })
+            .set(i64::from(up));
+    }
+
+    /// Counts a call to another server of the cluster.
+    pub fn forward(&self, outcome: &'static str) {
+        self.forwards.get_or_create(&ForwardOutcome { outcome }).inc();
     }
 
     /// Counts something dropped or refused.
