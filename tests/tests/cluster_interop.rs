@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use futures_util::StreamExt;
 use pitaya_tests::checks::{call, ensure_error, ensure_success};
-use pitaya_tests::cluster::messages::{KickAnswer, MsgType, Response, RpcType};
+use pitaya_tests::cluster::messages::{BindMsg, KickAnswer, MsgType, Response, RpcType};
 use pitaya_tests::cluster::peer::{
     self, DEFAULT_PREFIX, ServerEntry, SysCall, ensure_ack, wait_server,
 };
@@ -162,6 +163,47 @@ async fn host_backend_answers_forwarded_requests() -> Result<()> {
             .context("room.lab.nope should answer an error")?;
         ensure!(err.code == "PIT-404", "room.lab.nope: {err:?}");
 
+        // The session the backend's component sees is the one in the request: uid and data as the frontend
+        // holds them.
+        fe.add_bound_session(
+            9,
+            "pre-bound",
+            json!({"ipversion": "ipv4", "level": 5, "auth": "yes"}),
+        );
+        let r = fe
+            .forward(
+                &target,
+                9,
+                4,
+                MsgType::Request,
+                "room.lab.getData",
+                br#"{"key":"level"}"#,
+            )
+            .await?;
+        ensure!(success_json(&r.response, "room.lab.getData")? == json!({"value": 5}));
+        let r = fe
+            .forward(&target, 9, 5, MsgType::Request, "room.lab.whoami", b"{}")
+            .await?;
+        let who = success_json(&r.response, "room.lab.whoami")?;
+        ensure!(
+            who["uid"] == "pre-bound",
+            "the backend should see the request's uid: {who}"
+        );
+        // lab.secret's hook reads session data: refused without "auth", served with it.
+        let r = fe
+            .forward(&target, 9, 6, MsgType::Request, "room.lab.secret", b"{}")
+            .await?;
+        ensure!(success_json(&r.response, "room.lab.secret")? == json!({"secret": 42}));
+        let r = fe
+            .forward(&target, 7, 7, MsgType::Request, "room.lab.secret", b"{}")
+            .await?;
+        let err = r
+            .response
+            .error
+            .as_ref()
+            .context("lab.secret without auth should be refused")?;
+        ensure!(err.code == "LAB-AUTH", "lab.secret without auth: {err:?}");
+
         // A component error keeps its code.
         let e = fe
             .forward(&target, 7, 3, MsgType::Request, "room.lab.kickUid", b"{}")
@@ -301,7 +343,8 @@ async fn host_backend_binds_pushes_session_data_and_uids_through_the_frontend() 
         let k = fe.wait_kick("u-42", WAIT).await?;
         ensure!(k.user_id == "u-42");
 
-        // pitaya's own flow: room.join binds a session without uid to its id, then pushes onMembers to it.
+        // pitaya's own flow: room.join binds a session without uid (to the id the component sees, which
+        // the contract leaves to the backend), then pushes onMembers to that uid through the frontend.
         fe.add_session(8, json!({"ipversion": "ipv4"}));
         let r = fe
             .forward(&target, 8, 1, MsgType::Request, "room.room.join", b"{}")
@@ -319,15 +362,21 @@ async fn host_backend_binds_pushes_session_data_and_uids_through_the_frontend() 
             bind.stamp < r.stamp,
             "room.join's bindsession arrived after its reply"
         );
-        ensure!(bind.session.as_ref().map(|s| s.uid.as_str()) == Some("8"));
-        let (_, members) = fe.wait_push("8", WAIT).await?;
+        let uid = bind
+            .session
+            .as_ref()
+            .map(|s| s.uid.clone())
+            .unwrap_or_default();
+        ensure!(!uid.is_empty(), "room.join bound an empty uid");
+        ensure!(fe.session(8).context("session 8")?.uid == uid);
+        let (_, members) = fe.wait_push(&uid, WAIT).await?;
         ensure!(members.route == "onMembers", "{members:?}");
         let m = json_of(&members.data, "onMembers")?;
         ensure!(
             m["members"]
                 .as_array()
-                .is_some_and(|a| a.contains(&json!("8"))),
-            "{m}"
+                .is_some_and(|a| a.contains(&json!(uid))),
+            "onMembers should list {uid}: {m}"
         );
 
         // Every sys call carried metadata a Go frontend accepts.
@@ -466,6 +515,12 @@ async fn host_frontend_forwards_to_a_go_backend() -> Result<()> {
         );
         ensure!(m.data == br#"{"m":1}"#);
         be.respond(&r, Response::data("ack")).await?;
+        // Its own type's routes are served locally, with or without the type.
+        let own = call(&mut c, "connector.lab.whoami", &json!({})).await?;
+        ensure!(
+            own["session"] == sid,
+            "connector.lab.whoami should be served locally: {own}"
+        );
         let whoami = call(&mut c, "lab.whoami", &json!({})).await?;
         ensure!(
             whoami["session"] == sid,
@@ -475,6 +530,11 @@ async fn host_frontend_forwards_to_a_go_backend() -> Result<()> {
         ensure!(
             extra.is_empty(),
             "the client got something for its notify: {extra:#?}"
+        );
+        let forwarded: Vec<String> = be.received().iter().map(|r| r.route().to_owned()).collect();
+        ensure!(
+            forwarded == ["room.room.join", "room.room.full", "room.room.message"],
+            "the fake backend should have received exactly the room routes: {forwarded:?}"
         );
         drop(host);
         Ok(())
@@ -491,6 +551,12 @@ async fn go_backend_binds_pushes_and_kicks_through_the_host_frontend() -> Result
             mut be,
             host,
         } = host_frontend_before_fake_backend().await?;
+        let watcher = _services.nats.client().await?;
+        let mut bindings = watcher
+            .subscribe(peer::bindings_subject("connector"))
+            .await
+            .context("subscribing the bindings subject")?;
+        watcher.flush().await?;
         let host_id = host.id()?.to_owned();
         let fe_type = be.frontend_type(&host_id).await?;
         ensure!(fe_type == "connector", "the host registered as {fe_type}");
@@ -511,6 +577,17 @@ async fn go_backend_binds_pushes_and_kicks_through_the_host_frontend() -> Result
         ensure!(
             who["uid"] == "bob",
             "after sys.bindsession the session's uid should be bob: {who}"
+        );
+        // No local duplicate: the host publishes BindMsg{bob, its id} for the other frontends.
+        let m = tokio::time::timeout(WAIT, bindings.next())
+            .await
+            .context("no BindMsg on pitaya/connector/bindings after the bind")?
+            .context("the bindings subscription ended")?;
+        let b =
+            BindMsg::decode(m.payload.as_ref()).context("the bindings message is not a BindMsg")?;
+        ensure!(
+            b.uid == "bob" && b.fid == host_id,
+            "BindMsg should be {{bob, {host_id}}}: {b:?}"
         );
 
         // A Push on the user subject reaches the client.
@@ -600,6 +677,33 @@ async fn go_backend_binds_pushes_and_kicks_through_the_host_frontend() -> Result
         ensure!(answer == KickAnswer { kicked: true }, "{answer:?}");
         c2.wait_kick().await.context("sys.kick")?;
         c2.wait_closed().await?;
+
+        // Another frontend of the type binds a uid the host holds (its BindMsg): the host kicks its session.
+        let mut c3 = host.connect_ready(Transport::Tcp).await?;
+        let id = c3.next_id();
+        c3.send_request(id, "room.room.bindme", b"{}").await?;
+        let r = be.take_request("room.room.bindme", WAIT).await?;
+        ensure_ack(
+            &be.bind_session(&fe_type, &host_id, r.session()?.id, "zoe")
+                .await?,
+        )?;
+        be.respond(&r, Response::data("{}")).await?;
+        ensure_success(&c3.wait_response(id).await?, id)?;
+        let other = BindMsg {
+            uid: "zoe".into(),
+            fid: peer::new_server_id(),
+        };
+        watcher
+            .publish(
+                peer::bindings_subject("connector"),
+                other.encode_to_vec().into(),
+            )
+            .await?;
+        watcher.flush().await?;
+        c3.wait_kick()
+            .await
+            .context("a BindMsg of another frontend for zoe")?;
+        c3.wait_closed().await?;
         drop(host);
         Ok(())
     })

@@ -493,6 +493,22 @@ impl FakeFrontend {
         );
     }
 
+    /// A session already bound to `uid` (its bind happened before the test looks).
+    pub fn add_bound_session(&self, id: i64, uid: &str, data: Value) {
+        let mut s = self
+            .state
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        s.insert(
+            id,
+            FakeSession {
+                uid: uid.to_owned(),
+                data,
+            },
+        );
+    }
+
     pub fn session(&self, id: i64) -> Option<FakeSession> {
         let s = self
             .state
