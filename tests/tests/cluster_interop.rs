@@ -204,6 +204,29 @@ async fn host_backend_answers_forwarded_requests() -> Result<()> {
             .context("lab.secret without auth should be refused")?;
         ensure!(err.code == "LAB-AUTH", "lab.secret without auth: {err:?}");
 
+        // Keys a Go frontend adds when timing and tracing (v2 and v3 spellings) are passed over, not refused.
+        fe.add_metadata("request.id", json!("4f1b2c3d"));
+        fe.add_metadata("req-route", json!("room.lab.work"));
+        fe.add_metadata("req-start-time", json!(1_764_150_000_000_000_000u64));
+        fe.add_metadata(
+            "otel-span",
+            json!({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}),
+        );
+        fe.add_metadata("opentracing-span", json!({"uber-trace-id": "1:2:0:1"}));
+        let r = fe
+            .forward(
+                &target,
+                7,
+                8,
+                MsgType::Request,
+                "room.lab.work",
+                br#"{"iterations":2}"#,
+            )
+            .await?;
+        ensure!(
+            success_json(&r.response, "room.lab.work with tracing metadata")? == json!({"done": 2})
+        );
+
         // A component error keeps its code.
         let e = fe
             .forward(&target, 7, 3, MsgType::Request, "room.lab.kickUid", b"{}")
@@ -624,6 +647,24 @@ async fn go_backend_binds_pushes_and_kicks_through_the_host_frontend() -> Result
         ensure!(
             data["level"] == 3 && data["ipversion"] == "ipv4",
             "session data after sys.pushsession: {data}"
+        );
+        be.respond(&r, Response::data("{}")).await?;
+        ensure_success(&c.wait_response(id).await?, id)?;
+
+        // Data the frontend's own component sets travels with the next forward.
+        call(
+            &mut c,
+            "lab.setData",
+            &json!({"key": "color", "value": "red"}),
+        )
+        .await?;
+        let id = c.next_id();
+        c.send_request(id, "room.room.peek", b"{}").await?;
+        let r = be.take_request("room.room.peek", WAIT).await?;
+        let data = json_of(&r.session()?.data, "session data")?;
+        ensure!(
+            data == json!({"ipversion": "ipv4", "level": 3, "color": "red"}),
+            "the forward after lab.setData should carry the whole session data: {data}"
         );
         be.respond(&r, Response::data("{}")).await?;
         ensure_success(&c.wait_response(id).await?, id)?;

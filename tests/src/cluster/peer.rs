@@ -406,6 +406,8 @@ struct FrontendState {
     bindings: Recorder<BindMsg>,
     /// The push/kick subscriptions of bound uids.
     uid_tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Keys added to the metadata of forwards (tracing keys and the like, which a peer must pass through).
+    extra_metadata: Mutex<serde_json::Map<String, Value>>,
 }
 
 /// A Go frontend as seen from the cluster: registered in etcd, serving its subject, forwarding Sys requests.
@@ -459,6 +461,7 @@ impl FakeFrontend {
             user_events: Recorder::default(),
             bindings: Recorder::default(),
             uid_tasks: Mutex::new(Vec::new()),
+            extra_metadata: Mutex::new(serde_json::Map::new()),
         });
         let tasks = vec![
             tokio::spawn(serve_frontend(Arc::clone(&state), own)),
@@ -557,7 +560,7 @@ impl FakeFrontend {
                 r#type: kind as i32,
             }),
             frontend_id: self.id.clone(),
-            metadata: metadata(&self.id, &self.server_type),
+            metadata: self.forward_metadata(),
         };
         let subject = server_subject(&target.server_type, &target.id);
         let response = nats_request(&self.state.nats, &subject, &req, REQUEST_TIMEOUT).await?;
@@ -565,6 +568,29 @@ impl FakeFrontend {
             stamp: stamp(),
             response,
         })
+    }
+
+    /// Adds `key` to the metadata of every later forward, as Go frontends add tracing and timing keys.
+    pub fn add_metadata(&self, key: &str, value: Value) {
+        let mut extra = self
+            .state
+            .extra_metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        extra.insert(key.to_owned(), value);
+    }
+
+    fn forward_metadata(&self) -> Vec<u8> {
+        let mut md: serde_json::Map<String, Value> =
+            serde_json::from_slice(&metadata(&self.id, &self.server_type))
+                .expect("our own metadata is a JSON object");
+        let extra = self
+            .state
+            .extra_metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        md.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Value::Object(md).to_string().into_bytes()
     }
 
     pub fn sys_calls(&self) -> &Recorder<SysCall> {
