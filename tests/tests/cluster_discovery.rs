@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use pitaya_tests::cluster::messages::Response;
+use pitaya_tests::cluster::messages::{MsgType, Response};
 use pitaya_tests::cluster::peer::{DEFAULT_PREFIX, LEASE_TTL, ServerEntry, is_uuid, list_servers};
-use pitaya_tests::cluster::{FakeBackend, Services};
+use pitaya_tests::cluster::{FakeBackend, FakeFrontend, Services};
 use pitaya_tests::{Client, Server, ServerOptions, Transport};
 use serde_json::Value;
 
@@ -249,10 +249,80 @@ async fn the_frontend_watches_servers_come_and_go() -> Result<()> {
                 break;
             }
             if Instant::now() >= deadline {
-                bail!("the frontend still forwards to a server whose key was deleted: {}", m.text());
+                bail!(
+                    "the frontend still forwards to a server whose key was deleted: {}",
+                    m.text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
+    })
+    .await
+    .context("the test took too long")?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subject_is_served_as_soon_as_the_key_is_there() -> Result<()> {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let services = Services::start().await?;
+        let fe = FakeFrontend::start(&services, "connector", DEFAULT_PREFIX).await?;
+        fe.add_session(1, serde_json::json!({"ipversion": "ipv4"}));
+        let mut etcd = services.etcd.client().await?;
+        let mut watch = etcd
+            .watch(
+                "pitaya/servers/room/",
+                Some(etcd_client::WatchOptions::new().with_prefix()),
+            )
+            .await
+            .context("watching pitaya/servers/room/")?;
+        // The request goes out on the key's PUT, while the host may still be starting: §1 says subscribe
+        // before put, so it must not meet "no responders".
+        let first_request = async {
+            let entry = loop {
+                let resp = tokio::time::timeout(Duration::from_secs(60), watch.message())
+                    .await
+                    .context("no PUT under pitaya/servers/room/")??
+                    .context("the etcd watch ended")?;
+                let put = resp.events().iter().find_map(|e| {
+                    (e.event_type() == etcd_client::EventType::Put)
+                        .then(|| e.kv())
+                        .flatten()
+                });
+                if let Some(kv) = put {
+                    let value: Value = serde_json::from_slice(kv.value())
+                        .context("the host's value is not JSON")?;
+                    break ServerEntry {
+                        key: kv.key_str()?.to_owned(),
+                        id: value["id"].as_str().context("no id")?.to_owned(),
+                        server_type: "room".into(),
+                        frontend: false,
+                        hostname: String::new(),
+                        json: value,
+                        lease: kv.lease(),
+                    };
+                }
+            };
+            let r = fe
+                .forward(
+                    &entry,
+                    1,
+                    1,
+                    MsgType::Request,
+                    "room.lab.work",
+                    br#"{"iterations":1}"#,
+                )
+                .await
+                .context("the first request after the key appeared")?;
+            anyhow::Ok((entry, r))
+        };
+        let (be, (entry, r)) =
+            tokio::try_join!(host(&services, "room", false, None), first_request)?;
+        ensure!(
+            entry.id == be.id()?,
+            "the PUT was not the host's: {entry:?}"
+        );
+        ensure!(r.response.error.is_none(), "{:?}", r.response);
         Ok(())
     })
     .await

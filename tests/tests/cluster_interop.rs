@@ -69,6 +69,11 @@ fn ensure_sys_call_shape(c: &SysCall, host_id: &str) -> Result<()> {
         c.request.r#type
     );
     ensure!(
+        c.request.msg.is_some(),
+        "a request without msg crashes older Go peers: {:?}",
+        c.request
+    );
+    ensure!(
         c.request.session.is_none(),
         "{}: a User request carries no session: {:?}",
         c.route,
