@@ -147,9 +147,8 @@ impl Nats {
                 c.flush().await?;
                 anyhow::Ok(())
             };
-            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-                Ok(Ok(())) => return Ok(Self { proc, url }),
-                Ok(Err(_)) | Err(_) => {}
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                return Ok(Self { proc, url });
             }
             if let Some(status) = proc.exited() {
                 bail!(
@@ -223,14 +222,11 @@ impl Etcd {
                 c.get("pitaya-tests/ready", None).await?;
                 anyhow::Ok(())
             };
-            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-                Ok(Ok(())) => {
-                    return Ok(Self {
-                        proc,
-                        url: client_url,
-                    });
-                }
-                Ok(Err(_)) | Err(_) => {}
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                return Ok(Self {
+                    proc,
+                    url: client_url,
+                });
             }
             if let Some(status) = proc.exited() {
                 bail!(
