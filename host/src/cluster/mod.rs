@@ -308,7 +308,8 @@ impl Cluster {
         if let Some(registration) = self.registration.lock().await.take() {
             registration.revoke().await;
         }
-        let _ = self.nats.flush().await;
+        // NATS may be down: pending publishes get a moment, not a hang.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await;
     }
 
     /// The NATS client (the server module replies with it).
