@@ -119,7 +119,24 @@ fn key_parts<'a>(prefix: &str, key: &'a [u8]) -> Option<(&'a str, &'a str)> {
     (!server_type.is_empty() && !id.is_empty() && !id.contains('/')).then_some((server_type, id))
 }
 
-/// This server's key.
+/// A server's etcd key.
+///
+/// ```
+/// use pitaya_host::cluster::{ServerInfo, discovery::server_key};
+///
+/// let me = ServerInfo {
+///     id: "7f1c".into(),
+///     server_type: "room".into(),
+///     metadata: Default::default(),
+///     frontend: false,
+///     hostname: "box".into(),
+/// };
+/// assert_eq!(server_key("pitaya/", &me), "pitaya/servers/room/7f1c");
+/// assert_eq!(
+///     serde_json::to_string(&me).unwrap(),
+///     r#"{"id":"7f1c","type":"room","metadata":{},"frontend":false,"hostname":"box"}"#
+/// );
+/// ```
 pub fn server_key(prefix: &str, server: &ServerInfo) -> String {
     format!("{prefix}servers/{}/{}", server.server_type, server.id)
 }

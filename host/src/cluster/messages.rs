@@ -170,6 +170,14 @@ impl Response {
     }
 
     /// The reply to a `sys.*` call: the sys answer encoded inside a Response's data.
+    ///
+    /// ```
+    /// use pitaya_host::cluster::messages::Response;
+    /// use prost::Message;
+    ///
+    /// let ack = Response::sys(Response::data(b"ack".to_vec()));
+    /// assert_eq!(ack.encode_to_vec(), [0x0a, 0x05, 0x0a, 0x03, b'a', b'c', b'k']);
+    /// ```
     pub fn sys(answer: impl Message) -> Self {
         Self::data(answer.encode_to_vec())
     }

@@ -155,6 +155,13 @@ impl std::fmt::Debug for Cluster {
 }
 
 /// Checks a name that becomes part of etcd keys and NATS subjects.
+///
+/// ```
+/// use pitaya_host::cluster::check_name;
+///
+/// assert!(check_name("server type", "room").is_ok());
+/// assert!(check_name("uid", "a/b").is_err());
+/// ```
 pub fn check_name(what: &'static str, value: &str) -> Result<(), ClusterError> {
     let bad = value.is_empty()
         || value
@@ -740,6 +747,15 @@ async fn run_remote_ops(
 
 /// Session data as Go peers keep it: a JSON object. Values are JSON text by SDK convention;
 /// one that is not JSON travels as a string.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use pitaya_host::cluster::{data_from_json, data_to_json};
+///
+/// let data = HashMap::from([("level".to_string(), "3".to_string())]);
+/// assert_eq!(data_to_json(&data), br#"{"level":3}"#);
+/// assert_eq!(data_from_json(br#"{"level":3}"#), data);
+/// ```
 pub fn data_to_json(data: &HashMap<String, String>) -> Vec<u8> {
     let object: serde_json::Map<String, serde_json::Value> = data
         .iter()
