@@ -44,9 +44,12 @@ fn ensure_metadata(raw: &[u8], host_id: &str, host_type: &str, what: &str) -> Re
         "{what}: metadata is an empty object (a Go peer answers PIT-500)"
     );
     if let Some(t) = obj.get("reqTimeout") {
+        let t = t.as_str().with_context(|| {
+            format!("{what}: reqTimeout must be a string (a Go peer crashes otherwise): {md}")
+        })?;
         ensure!(
-            t.is_string(),
-            "{what}: reqTimeout must be a string (a Go peer crashes otherwise): {md}"
+            go_duration_ms(t).is_some(),
+            "{what}: reqTimeout {t:?} is not a Go duration such as \"5s\""
         );
     }
     ensure!(
@@ -58,6 +61,53 @@ fn ensure_metadata(raw: &[u8], host_id: &str, host_type: &str, what: &str) -> Re
         "{what}: peer.service should be {host_type}: {md}"
     );
     Ok(md)
+}
+
+/// Milliseconds in a Go `time.Duration` string such as `5s`, `1m30s`, `300ms` or `1.5h`; `None` when Go's
+/// `time.ParseDuration` would refuse it.
+fn go_duration_ms(s: &str) -> Option<f64> {
+    const UNITS: [(&str, f64); 7] = [
+        ("ns", 1e-6),
+        ("us", 1e-3),
+        ("µs", 1e-3),
+        ("ms", 1.0),
+        ("s", 1e3),
+        ("m", 60e3),
+        ("h", 3600e3),
+    ];
+    if s == "0" {
+        return Some(0.0);
+    }
+    if s.is_empty() {
+        return None;
+    }
+    let mut rest = s;
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&n| n > 0)?;
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        // Longest unit first, so that "ms" is not read as "m" then "s".
+        let (unit, scale) = UNITS
+            .iter()
+            .filter(|(u, _)| rest.starts_with(u))
+            .max_by_key(|(u, _)| u.len())?;
+        total += number * scale;
+        rest = &rest[unit.len()..];
+    }
+    Some(total)
+}
+
+#[test]
+fn go_durations() {
+    assert_eq!(go_duration_ms("5s"), Some(5000.0));
+    assert_eq!(go_duration_ms("300ms"), Some(300.0));
+    assert_eq!(go_duration_ms("1m30s"), Some(90_000.0));
+    assert_eq!(go_duration_ms("5000"), None);
+    assert_eq!(go_duration_ms("5 s"), None);
+    assert_eq!(go_duration_ms(""), None);
 }
 
 /// A sys call from the host to the fake frontend is a User request with a msg and no session.
@@ -312,6 +362,11 @@ async fn host_backend_binds_pushes_session_data_and_uids_through_the_frontend() 
             .take("sys.pushsession", WAIT, |c| c.route == "sys.pushsession")
             .await?;
         ensure_sys_call_shape(&push, &host_id)?;
+        // The contract does not order pushsession and the reply; say which came first.
+        eprintln!(
+            "sys.pushsession arrived {} the reply to room.lab.setData",
+            if push.stamp < r.stamp { "before" } else { "after" }
+        );
         let s = push
             .session
             .as_ref()
@@ -494,9 +549,14 @@ async fn host_frontend_forwards_to_a_go_backend() -> Result<()> {
             r.request.frontend_id
         );
         let md = ensure_metadata(&r.metadata_raw, &host_id, "connector", "forwarded request")?;
+        eprintln!("the host frontend's metadata: {md}");
+        // Go writes and reads it as a time.Duration string; the host's default timeout is 5 s.
+        let timeout = md["reqTimeout"]
+            .as_str()
+            .with_context(|| format!("reqTimeout must be present, as a string: {md}"))?;
         ensure!(
-            md["reqTimeout"].is_string(),
-            "reqTimeout must be present, as a string: {md}"
+            go_duration_ms(timeout) == Some(5000.0),
+            "reqTimeout {timeout:?} should be a Go duration of 5 s (such as \"5s\")"
         );
         let sid = s.id;
 
