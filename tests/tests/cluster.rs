@@ -6,9 +6,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use futures_util::StreamExt;
 use pitaya_tests::checks::{call, call_error, ensure_error, ensure_success};
 use pitaya_tests::cluster::Services;
+use pitaya_tests::cluster::messages::BindMsg;
+use pitaya_tests::cluster::peer;
 use pitaya_tests::{Client, ClusterOptions, Server, ServerOptions, Transport};
+use prost::Message as _;
 use serde_json::{Value, json};
 
 /// The wait for one event; generous for a busy 2-core machine, still far below a hang.
@@ -58,7 +62,7 @@ struct TwoByTwo {
     b: Server,
     be1: Server,
     _be2: Server,
-    _services: Services,
+    services: Services,
 }
 
 async fn two_by_two() -> Result<TwoByTwo> {
@@ -79,7 +83,7 @@ async fn two_by_two() -> Result<TwoByTwo> {
         b,
         be1,
         _be2: be2,
-        _services: services,
+        services,
     })
 }
 
@@ -170,9 +174,28 @@ async fn push_and_kick_across_frontends(cl: &TwoByTwo) -> Result<()> {
 /// Binding a uid already bound elsewhere kicks the older session: on the other frontend (BindMsg), through a
 /// backend or the frontend's own component, and on the same frontend.
 async fn unique_sessions(cl: &TwoByTwo) -> Result<()> {
+    let watcher = cl.services.nats.client().await?;
+    let mut bindings = watcher
+        .subscribe(peer::bindings_subject("connector"))
+        .await
+        .context("subscribing the bindings subject")?;
+    watcher.flush().await?;
+    let a_id = cl.a.id()?.to_owned();
     for (uid, route) in [("carol", "room.lab.bind"), ("dave", "lab.bind")] {
         let mut older = cl.a.connect_ready(Transport::Tcp).await?;
         ok(&mut older, route, json!({"uid": uid})).await?;
+        // BindMsg carries no time: a frontend that gets A's notice only after its own, newer bind kicks the
+        // newer session too. So B binds only once A's notice is out on NATS.
+        loop {
+            let m = tokio::time::timeout(WAIT, bindings.next())
+                .await
+                .with_context(|| format!("no BindMsg{{{uid}, A}} after {route} on A"))?
+                .context("the bindings subscription ended")?;
+            let b = BindMsg::decode(m.payload.as_ref()).context("not a BindMsg")?;
+            if b.uid == uid && b.fid == a_id {
+                break;
+            }
+        }
         let mut newer = cl.b.connect_ready(Transport::Tcp).await?;
         ok(&mut newer, route, json!({"uid": uid})).await?;
         older
