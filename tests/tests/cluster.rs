@@ -182,10 +182,17 @@ async fn unique_sessions(cl: &TwoByTwo) -> Result<()> {
     watcher.flush().await?;
     let a_id = cl.a.id()?.to_owned();
     for (uid, route) in [("carol", "room.lab.bind"), ("dave", "lab.bind")] {
+        // A probe session on B, kicked by a notice we publish: the barrier below.
+        let probe_uid = format!("probe-{uid}");
+        let mut probe = cl.b.connect_ready(Transport::Tcp).await?;
+        ok(&mut probe, "lab.bind", json!({"uid": probe_uid})).await?;
+
         let mut older = cl.a.connect_ready(Transport::Tcp).await?;
         ok(&mut older, route, json!({"uid": uid})).await?;
-        // BindMsg carries no time: a frontend that gets A's notice only after its own, newer bind kicks the
-        // newer session too. So B binds only once A's notice is out on NATS.
+        // BindMsg carries no time: a frontend that handles A's notice only after its own, newer bind kicks
+        // the newer session too. So B binds only once it has handled A's notice: we wait until the notice is
+        // out on NATS, then publish one for the probe's uid, which NATS delivers to B after A's; when B kicks
+        // the probe, it has handled A's notice.
         loop {
             let m = tokio::time::timeout(WAIT, bindings.next())
                 .await
@@ -196,6 +203,22 @@ async fn unique_sessions(cl: &TwoByTwo) -> Result<()> {
                 break;
             }
         }
+        let notice = BindMsg {
+            uid: probe_uid.clone(),
+            fid: peer::new_server_id(),
+        };
+        watcher
+            .publish(
+                peer::bindings_subject("connector"),
+                notice.encode_to_vec().into(),
+            )
+            .await?;
+        watcher.flush().await?;
+        probe
+            .wait_kick()
+            .await
+            .with_context(|| format!("B did not kick {probe_uid} on another frontend's BindMsg"))?;
+
         let mut newer = cl.b.connect_ready(Transport::Tcp).await?;
         ok(&mut newer, route, json!({"uid": uid})).await?;
         older

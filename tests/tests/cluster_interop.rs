@@ -365,7 +365,11 @@ async fn host_backend_binds_pushes_session_data_and_uids_through_the_frontend() 
         // The contract does not order pushsession and the reply; say which came first.
         eprintln!(
             "sys.pushsession arrived {} the reply to room.lab.setData",
-            if push.stamp < r.stamp { "before" } else { "after" }
+            if push.stamp < r.stamp {
+                "before"
+            } else {
+                "after"
+            }
         );
         let s = push
             .session
@@ -811,6 +815,69 @@ async fn go_backend_binds_pushes_and_kicks_through_the_host_frontend() -> Result
             .context("a BindMsg of another frontend for zoe")?;
         c3.wait_closed().await?;
         drop(host);
+        Ok(())
+    })
+    .await
+    .context("the test took too long")?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_rpc_is_a_user_request_to_the_go_backend() -> Result<()> {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let FrontendSetup {
+            _services,
+            be,
+            host,
+        } = host_frontend_before_fake_backend().await?;
+        let host_id = host.id()?.to_owned();
+        let mut c = host.connect_ready(Transport::Tcp).await?;
+        let me = call(&mut c, "lab.server", &json!({})).await?;
+        ensure!(
+            me == json!({"server": {"type": "connector", "id": host_id}}),
+            "lab.server: {me}"
+        );
+
+        // §4 Server-to-server: type User, a msg with the route and data, no session, the usual metadata.
+        let id = c.next_id();
+        let body = json!({"route": "room.remote.sum", "body": {"a": 1, "b": 2}});
+        c.send_request(id, "lab.rpc", body.to_string().as_bytes())
+            .await?;
+        let r = be.take_request("room.remote.sum", WAIT).await?;
+        ensure!(
+            r.request.r#type == RpcType::User as i32,
+            "an rpc is a User request: {:?}",
+            r.request
+        );
+        ensure!(
+            r.request.session.is_none(),
+            "a User request carries no session: {:?}",
+            r.request
+        );
+        ensure_metadata(&r.metadata_raw, &host_id, "connector", "rpc")?;
+        ensure!(
+            json_of(&r.msg()?.data, "rpc data")? == json!({"a": 1, "b": 2}),
+            "rpc data {:?}",
+            String::from_utf8_lossy(&r.msg()?.data)
+        );
+        be.respond(&r, Response::data(r#"{"sum":3}"#)).await?;
+        let answer = c.wait_response(id).await?;
+        ensure_success(&answer, id)?;
+        ensure!(
+            answer.json()? == json!({"reply": {"sum": 3}}),
+            "{}",
+            answer.text()
+        );
+
+        // The remote error comes back as it came.
+        let id = c.next_id();
+        c.send_request(id, "lab.rpc", body.to_string().as_bytes())
+            .await?;
+        let r = be.take_request("room.remote.sum", WAIT).await?;
+        be.respond(&r, Response::error("SUM-NO", "no sums today"))
+            .await?;
+        let answer = c.wait_response(id).await?;
+        let v = ensure_error(&answer, id, "SUM-NO")?;
+        ensure!(v["msg"] == "no sums today", "{v}");
         Ok(())
     })
     .await
