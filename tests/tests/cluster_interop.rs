@@ -883,3 +883,49 @@ async fn a_component_rpc_is_a_user_request_to_the_go_backend() -> Result<()> {
     .await
     .context("the test took too long")?
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_that_cannot_reach_the_frontend_is_not_a_success() -> Result<()> {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let services = Services::start().await?;
+        // The frontend is live on NATS but not (yet) in the backend's discovery: registered elsewhere, as a
+        // frontend whose PUT the backend has not seen. The forward carries its id and type all the same.
+        let fe = FakeFrontend::start(&services, "connector", "elsewhere/").await?;
+        let host = Server::start(
+            ServerOptions::default()
+                .components(&["lab.wasm"])
+                .label("room")
+                .cluster(services.host("room", false)),
+        )
+        .await?;
+        let id = host.id()?.to_owned();
+        let mut etcd = services.etcd.client().await?;
+        let target = wait_server(&mut etcd, DEFAULT_PREFIX, WAIT, |e| e.id == id).await?;
+        fe.add_session(3, json!({"ipversion": "ipv4"}));
+        let r = fe
+            .forward(
+                &target,
+                3,
+                1,
+                MsgType::Request,
+                "room.lab.bind",
+                br#"{"uid":"ghost"}"#,
+            )
+            .await?;
+        let bound = fe
+            .sys_calls()
+            .all()
+            .into_iter()
+            .any(|c| c.route == "sys.bindsession");
+        // Either the backend found the frontend anyway (its id and type are in the request), or the handler
+        // learnt that the bind failed. A success the frontend never heard of leaves the user unbound.
+        ensure!(
+            r.response.error.is_some() || bound,
+            "room.lab.bind answered {:?} but no sys.bindsession reached the frontend",
+            String::from_utf8_lossy(&r.response.data)
+        );
+        Ok(())
+    })
+    .await
+    .context("the test took too long")?
+}
