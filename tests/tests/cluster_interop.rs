@@ -292,6 +292,11 @@ async fn host_backend_answers_forwarded_requests() -> Result<()> {
             .as_ref()
             .context("lab.kickUid without uid should answer an error")?;
         ensure!(err.code == "PIT-400", "lab.kickUid without uid: {err:?}");
+        let with_headers = fe.messages_with_headers();
+        ensure!(
+            with_headers.is_empty(),
+            "§2: no NATS headers, but these came with some: {with_headers:?}"
+        );
         drop(host);
         Ok(())
     })
@@ -470,6 +475,11 @@ async fn host_backend_binds_pushes_session_data_and_uids_through_the_frontend() 
         for c in fe.sys_calls().all() {
             ensure_sys_call_shape(&c, &host_id)?;
         }
+        let with_headers = fe.messages_with_headers();
+        ensure!(
+            with_headers.is_empty(),
+            "§2: no NATS headers, but these came with some: {with_headers:?}"
+        );
         drop(host);
         Ok(())
     })
@@ -627,6 +637,11 @@ async fn host_frontend_forwards_to_a_go_backend() -> Result<()> {
         ensure!(
             forwarded == ["room.room.join", "room.room.full", "room.room.message"],
             "the fake backend should have received exactly the room routes: {forwarded:?}"
+        );
+        let with_headers = be.messages_with_headers();
+        ensure!(
+            with_headers.is_empty(),
+            "§2: no NATS headers, but these came with some: {with_headers:?}"
         );
         drop(host);
         Ok(())
@@ -814,6 +829,11 @@ async fn go_backend_binds_pushes_and_kicks_through_the_host_frontend() -> Result
             .await
             .context("a BindMsg of another frontend for zoe")?;
         c3.wait_closed().await?;
+        let with_headers = be.messages_with_headers();
+        ensure!(
+            with_headers.is_empty(),
+            "§2: no NATS headers, but these came with some: {with_headers:?}"
+        );
         drop(host);
         Ok(())
     })
@@ -878,6 +898,11 @@ async fn a_component_rpc_is_a_user_request_to_the_go_backend() -> Result<()> {
         let answer = c.wait_response(id).await?;
         let v = ensure_error(&answer, id, "SUM-NO")?;
         ensure!(v["msg"] == "no sums today", "{v}");
+        let with_headers = be.messages_with_headers();
+        ensure!(
+            with_headers.is_empty(),
+            "§2: no NATS headers, but these came with some: {with_headers:?}"
+        );
         Ok(())
     })
     .await

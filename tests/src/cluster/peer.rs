@@ -327,6 +327,28 @@ async fn keep_alive(
 
 // ------------------------------------------------------------------------------------------------ NATS helpers
 
+/// Subjects of messages that came with NATS headers: §2 says plain publish/request, no headers (older Go
+/// peers' clients do not expect them).
+#[derive(Default)]
+pub struct HeaderLog(Mutex<Vec<String>>);
+
+impl HeaderLog {
+    fn note(&self, m: &async_nats::Message) {
+        if m.headers
+            .as_ref()
+            .is_some_and(|h| h.iter().next().is_some())
+        {
+            let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            v.push(m.subject.to_string());
+        }
+    }
+
+    /// The subjects of every message received with headers so far.
+    pub fn subjects(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// Sends `req` to `subject` and decodes the reply as a `Response`; no responders and timeouts are errors.
 pub async fn nats_request(
     nats: &async_nats::Client,
@@ -408,6 +430,7 @@ struct FrontendState {
     uid_tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Keys added to the metadata of forwards (tracing keys and the like, which a peer must pass through).
     extra_metadata: Mutex<serde_json::Map<String, Value>>,
+    headers: HeaderLog,
 }
 
 /// A Go frontend as seen from the cluster: registered in etcd, serving its subject, forwarding Sys requests.
@@ -462,6 +485,7 @@ impl FakeFrontend {
             bindings: Recorder::default(),
             uid_tasks: Mutex::new(Vec::new()),
             extra_metadata: Mutex::new(serde_json::Map::new()),
+            headers: HeaderLog::default(),
         });
         let tasks = vec![
             tokio::spawn(serve_frontend(Arc::clone(&state), own)),
@@ -593,6 +617,11 @@ impl FakeFrontend {
         Value::Object(md).to_string().into_bytes()
     }
 
+    /// Subjects of messages it received with NATS headers (there should be none).
+    pub fn messages_with_headers(&self) -> Vec<String> {
+        self.state.headers.subjects()
+    }
+
     pub fn sys_calls(&self) -> &Recorder<SysCall> {
         &self.state.sys_calls
     }
@@ -652,6 +681,7 @@ impl FakeFrontend {
 
 async fn record_bindings(state: Arc<FrontendState>, mut sub: async_nats::Subscriber) {
     while let Some(m) = sub.next().await {
+        state.headers.note(&m);
         if let Ok(b) = BindMsg::decode(m.payload.as_ref()) {
             state.bindings.push(b);
         }
@@ -661,6 +691,7 @@ async fn record_bindings(state: Arc<FrontendState>, mut sub: async_nats::Subscri
 async fn serve_frontend(state: Arc<FrontendState>, mut sub: async_nats::Subscriber) {
     while let Some(m) = sub.next().await {
         let arrived = stamp();
+        state.headers.note(&m);
         let Some(reply_to) = m.reply.clone() else {
             continue;
         };
@@ -765,6 +796,7 @@ async fn bind(state: &Arc<FrontendState>, s: &Session) -> Response {
     let (push_state, kick_state) = (Arc::clone(state), Arc::clone(state));
     let t1 = tokio::spawn(async move {
         while let Some(m) = pushes.next().await {
+            push_state.headers.note(&m);
             if let Ok(p) = Push::decode(m.payload.as_ref()) {
                 push_state.user_events.push(UserEvent::Push {
                     stamp: stamp(),
@@ -775,6 +807,7 @@ async fn bind(state: &Arc<FrontendState>, s: &Session) -> Response {
     });
     let t2 = tokio::spawn(async move {
         while let Some(m) = kicks.next().await {
+            kick_state.headers.note(&m);
             if let Ok(k) = KickMsg::decode(m.payload.as_ref()) {
                 kick_state.user_events.push(UserEvent::Kick {
                     stamp: stamp(),
@@ -857,6 +890,7 @@ impl Received {
 pub type Responder = Box<dyn Fn(&Received) -> Option<Response> + Send + Sync>;
 
 struct BackendState {
+    headers: HeaderLog,
     nats: async_nats::Client,
     received: Recorder<Received>,
     responder: Mutex<Option<Responder>>,
@@ -890,6 +924,7 @@ impl FakeBackend {
             .context("subscribing the fake backend's subject")?;
         nats.flush().await.context("flushing the subscription")?;
         let state = Arc::new(BackendState {
+            headers: HeaderLog::default(),
             nats,
             received: Recorder::default(),
             responder: Mutex::new(None),
@@ -915,6 +950,11 @@ impl FakeBackend {
             .responder
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(f));
+    }
+
+    /// Subjects of messages it received with NATS headers (there should be none).
+    pub fn messages_with_headers(&self) -> Vec<String> {
+        self.state.headers.subjects()
     }
 
     /// Every request received so far.
@@ -1092,6 +1132,7 @@ impl FakeBackend {
 async fn serve_backend(state: Arc<BackendState>, mut sub: async_nats::Subscriber) {
     while let Some(m) = sub.next().await {
         let arrived = stamp();
+        state.headers.note(&m);
         let Ok(request) = Request::decode(m.payload.as_ref()) else {
             if let Some(to) = m.reply {
                 let e = Response::error("PIT-400", "undecodable request");
