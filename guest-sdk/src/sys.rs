@@ -40,6 +40,7 @@ mod wasm {
             session::BindError::AlreadyBound(uid) => BindError::AlreadyBound(uid),
             session::BindError::InvalidUid => BindError::InvalidUid,
             session::BindError::UidTaken => BindError::UidTaken,
+            session::BindError::Unreachable(why) => BindError::Unreachable(why),
         })
     }
 

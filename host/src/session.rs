@@ -89,8 +89,6 @@ pub enum SendError {
 /// What a backend asks of the frontend holding a remote session, in the order asked.
 #[derive(Debug)]
 pub enum RemoteOp {
-    /// The session was bound to this uid (`sys.bindsession`).
-    Bind(String),
     /// The session's data changed; the JSON object is its whole data now (`sys.pushsession`).
     Data {
         /// The bound uid, if any.
@@ -118,6 +116,9 @@ pub enum RemoteOp {
 pub struct RemoteLink {
     /// The id of the frontend server holding the connection.
     pub frontend_id: String,
+    /// Its server type, as it said in its request's metadata (`peer.service`); otherwise
+    /// looked up in discovery.
+    pub frontend_type: Option<String>,
     /// The frontend's id for the session.
     pub frontend_session: i64,
     /// Ops for the frontend, carried out in order by a task of the cluster module.
@@ -457,6 +458,20 @@ impl Registry {
             .insert(uid.to_owned(), id)
             .and_then(|old| inner.sessions.get(&old).cloned());
         Ok(older)
+    }
+
+    /// Undoes a binding of `uid` to session `id` (a cluster frontend refused it).
+    pub fn unbind(&self, id: SessionId, uid: &str) {
+        let mut inner = write(&self.inner);
+        if let Some(session) = inner.sessions.get(&id) {
+            let mut bound = lock(&session.uid);
+            if bound.as_deref() == Some(uid) {
+                *bound = None;
+            }
+        }
+        if inner.uids.get(uid) == Some(&id) {
+            inner.uids.remove(uid);
+        }
     }
 
     /// Removes a closed session (and its uid binding, if the uid still points at it).

@@ -500,12 +500,24 @@ impl Cluster {
     }
 
     /// A `sys.*` call to a frontend: a User request on its own subject.
-    async fn sys_call(&self, frontend_id: &str, route: &str, data: Vec<u8>) -> Result<Vec<u8>, CallError> {
-        let Some(frontend) = self.servers.get(frontend_id) else {
-            return Err(CallError::new(
-                "PIT-404",
-                format!("pitaya/remote: frontend {frontend_id} not found"),
-            ));
+    async fn sys_call(
+        &self,
+        frontend_id: &str,
+        frontend_type: Option<&str>,
+        route: &str,
+        data: Vec<u8>,
+    ) -> Result<Vec<u8>, CallError> {
+        let frontend_type = match frontend_type {
+            Some(known) => known.to_owned(),
+            None => match self.servers.get(frontend_id) {
+                Some(frontend) => frontend.server_type,
+                None => {
+                    return Err(CallError::new(
+                        "PIT-404",
+                        format!("pitaya/remote: frontend {frontend_id} not found"),
+                    ));
+                }
+            },
         };
         let request = Request {
             r#type: RpcType::User as i32,
@@ -520,7 +532,7 @@ impl Cluster {
             frontend_id: self.me.id.clone(),
             metadata: self.metadata(route),
         };
-        let subject = format!("pitaya/servers/{}/{}", frontend.server_type, frontend.id);
+        let subject = format!("pitaya/servers/{frontend_type}/{frontend_id}");
         match self.request(subject, request.encode_to_vec().into()).await {
             Ok(data) => Ok(data),
             Err(Failed::NoResponders) => {
@@ -577,20 +589,45 @@ impl Cluster {
 
     /// Creates the stand-in of a session another frontend holds, with the task that carries
     /// out its ops (bind, data, push, kick) in order.
-    pub fn remote_session(self: &Arc<Self>, frontend_id: &str, frontend_session: i64) -> Arc<Session> {
+    pub fn remote_session(
+        self: &Arc<Self>,
+        frontend_id: &str,
+        frontend_type: Option<String>,
+        frontend_session: i64,
+    ) -> Arc<Session> {
         let (ops, queue) = mpsc::unbounded_channel();
         let session = self.context.registry.create_remote(RemoteLink {
             frontend_id: frontend_id.to_owned(),
+            frontend_type: frontend_type.clone(),
             frontend_session,
             ops,
         });
         tokio::spawn(run_remote_ops(
             self.clone(),
             frontend_id.to_owned(),
+            frontend_type,
             frontend_session,
             queue,
         ));
         session
+    }
+
+    /// Binds a remote session's uid at its frontend (`sys.bindsession`) and waits for the
+    /// answer, so the handler learns whether the frontend took it.
+    pub async fn bind_remote(&self, link: &RemoteLink, uid: &str) -> Result<(), CallError> {
+        let session = SessionMsg {
+            id: link.frontend_session,
+            uid: uid.to_owned(),
+            data: Vec::new(),
+        };
+        self.sys_call(
+            &link.frontend_id,
+            link.frontend_type.as_deref(),
+            "sys.bindsession",
+            session.encode_to_vec(),
+        )
+        .await
+        .map(drop)
     }
 
     /// Listens to the push and kick subjects of `uid`, bound to local session `session`
@@ -700,25 +737,17 @@ enum Failed {
 async fn run_remote_ops(
     cluster: Arc<Cluster>,
     frontend_id: String,
+    known_type: Option<String>,
     frontend_session: i64,
     mut ops: mpsc::UnboundedReceiver<RemoteOp>,
 ) {
-    let frontend_type = || cluster.servers.get(&frontend_id).map(|server| server.server_type);
+    let frontend_type = || {
+        known_type
+            .clone()
+            .or_else(|| cluster.servers.get(&frontend_id).map(|server| server.server_type))
+    };
     while let Some(op) = ops.recv().await {
         match op {
-            RemoteOp::Bind(uid) => {
-                let session = SessionMsg {
-                    id: frontend_session,
-                    uid: uid.clone(),
-                    data: Vec::new(),
-                };
-                if let Err(error) = cluster
-                    .sys_call(&frontend_id, "sys.bindsession", session.encode_to_vec())
-                    .await
-                {
-                    tracing::warn!(uid, frontend = frontend_id, code = error.code, error = error.message, "sys.bindsession failed");
-                }
-            }
             RemoteOp::Data { uid, json } => {
                 let session = SessionMsg {
                     id: frontend_session,
@@ -726,7 +755,7 @@ async fn run_remote_ops(
                     data: json,
                 };
                 if let Err(error) = cluster
-                    .sys_call(&frontend_id, "sys.pushsession", session.encode_to_vec())
+                    .sys_call(&frontend_id, known_type.as_deref(), "sys.pushsession", session.encode_to_vec())
                     .await
                 {
                     tracing::warn!(frontend = frontend_id, code = error.code, error = error.message, "sys.pushsession failed");

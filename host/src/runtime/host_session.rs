@@ -41,7 +41,12 @@ fn sync_remote_data(session: &Session) {
 impl HostState {
     /// What binding `uid` to a session means beyond the registry: the older holder of the
     /// uid goes, and the cluster hears of it.
-    fn after_bind(&self, session: &Arc<Session>, uid: String, older: Option<Arc<Session>>) {
+    fn after_bind(
+        &mut self,
+        session: &Arc<Session>,
+        uid: String,
+        older: Option<Arc<Session>>,
+    ) -> Result<(), BindError> {
         let mut replaced_local = false;
         if let Some(older) = older {
             if older.is_remote() {
@@ -60,10 +65,33 @@ impl HostState {
             }
         }
         if let Some(link) = session.remote_link() {
-            let _ = link.ops.send(RemoteOp::Bind(uid));
+            // The frontend must take the binding, or the player is not reachable by uid: the
+            // handler waits for its answer (on the component's own thread) and hears of a
+            // refusal.
+            let Some(cluster) = self.context.cluster().cloned() else {
+                return Ok(());
+            };
+            let started = std::time::Instant::now();
+            let outcome = self
+                .context
+                .runtime
+                .block_on(cluster.bind_remote(link, &uid));
+            self.extend_deadline(started.elapsed());
+            if let Err(error) = outcome {
+                tracing::info!(uid, code = error.code, error = error.message, "the frontend refused the binding");
+                self.context.registry.unbind(session.id(), &uid);
+                return Err(if error.message.contains("uid bound to another session") {
+                    BindError::UidTaken
+                } else if error.message == "session not found" {
+                    BindError::NoSession
+                } else {
+                    BindError::Unreachable(format!("{}: {}", error.code, error.message))
+                });
+            }
         } else if let Some(cluster) = self.context.cluster() {
             cluster.bound(uid, session.id(), replaced_local);
         }
+        Ok(())
     }
 }
 
@@ -81,10 +109,7 @@ impl session::Host for HostState {
             return Ok(());
         }
         match self.context.registry.bind(session, &uid, refuse) {
-            Ok(older) => {
-                self.after_bind(&target, uid, older);
-                Ok(())
-            }
+            Ok(older) => self.after_bind(&target, uid, older),
             Err(sessions::BindError::NoSession) => Err(BindError::NoSession),
             Err(sessions::BindError::AlreadyBound(uid)) => Err(BindError::AlreadyBound(uid)),
             Err(sessions::BindError::InvalidUid) => Err(BindError::InvalidUid),

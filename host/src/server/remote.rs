@@ -64,7 +64,8 @@ async fn answer(shared: &Arc<Shared>, cluster: &Arc<Cluster>, request: Request) 
             (Ok(RpcType::User), "sys.kick") => kick(shared, &msg.data),
             (Ok(RpcType::Sys), _) => {
                 let session = request.session.unwrap_or_default();
-                serve_sys(shared, cluster, &request.frontend_id, session, msg).await
+                let frontend_type = sender_type(&request.metadata);
+                serve_sys(shared, cluster, &request.frontend_id, frontend_type, session, msg).await
             }
             (Ok(RpcType::User), _) => serve_user(shared, msg).await,
             (Err(_), _) => Response::error("PIT-400", "pitaya/remote: unknown request type"),
@@ -72,6 +73,15 @@ async fn answer(shared: &Arc<Shared>, cluster: &Arc<Cluster>, request: Request) 
     }
     .instrument(span)
     .await
+}
+
+/// The sender's server type, from the request metadata's `peer.service`.
+fn sender_type(metadata: &[u8]) -> Option<String> {
+    let metadata: serde_json::Value = serde_json::from_slice(metadata).ok()?;
+    let found = metadata.get("peer.service")?.as_str()?;
+    crate::cluster::check_name("server type", found)
+        .is_ok()
+        .then(|| found.to_owned())
 }
 
 fn session_not_found() -> Response {
@@ -149,13 +159,14 @@ async fn serve_sys(
     shared: &Arc<Shared>,
     cluster: &Arc<Cluster>,
     frontend_id: &str,
+    frontend_type: Option<String>,
     from: SessionMsg,
     msg: Msg,
 ) -> Response {
     let stand_in = shared
         .registry
         .remote(frontend_id, from.id)
-        .unwrap_or_else(|| cluster.remote_session(frontend_id, from.id));
+        .unwrap_or_else(|| cluster.remote_session(frontend_id, frontend_type, from.id));
     // The frontend's view of the session is the truth.
     if !from.uid.is_empty() && stand_in.uid().as_deref() != Some(from.uid.as_str()) {
         if let Ok(Some(older)) = shared.registry.bind(stand_in.id(), &from.uid, false)
