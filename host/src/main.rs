@@ -9,6 +9,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use pitaya_host::config::{DuplicateLogin, FileConfig, Grant};
 
+use pitaya_host::runtime::MAX_INSTANCES;
 use pitaya_host::{ComponentOptions, Grants, Limits, Reloader, Server, ServerConfig, Tweak};
 use pitaya_protocol::{ConnectionConfig, EncodeOptions, Serializer};
 
@@ -165,7 +166,9 @@ struct ServeArgs {
     grant: Vec<String>,
 
     /// Limits for one component, over the defaults above: NAME=KEY:VALUE[,KEY:VALUE...] with
-    /// KEY one of `call-timeout-ms`, `max-memory-mib`, `fuel`. Repeatable.
+    /// KEY one of `call-timeout-ms`, `max-memory-mib`, `fuel`, or `instances` (how many
+    /// instances serve it, each on its own thread, sessions shared out by id; default 1).
+    /// Repeatable.
     #[arg(long, value_name = "NAME=LIMITS")]
     limit: Vec<String>,
 
@@ -290,6 +293,7 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
             fuel: args.fuel.or(file.fuel),
         },
         grants: Grants::default(),
+        instances: 1,
     };
     let file_options = file
         .component
@@ -304,6 +308,7 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
                 options.limits.max_memory = mib << 20;
             }
             options.limits.fuel = component.fuel.or(options.limits.fuel);
+            options.instances = component.instances.unwrap_or(options.instances);
             options.grants.clock = component.grants.contains(&Grant::Clock);
             options.grants.stdio = component.grants.contains(&Grant::Stdio);
             options.grants.env = component.env.clone().into_iter().collect();
@@ -385,8 +390,14 @@ fn component_tweaks(
                     Tweak::MaxMemory(usize::try_from(number)?.saturating_mul(1 << 20))
                 }
                 "fuel" => Tweak::Fuel(number),
+                "instances" => match usize::try_from(number) {
+                    Ok(count) if (1..=MAX_INSTANCES).contains(&count) => Tweak::Instances(count),
+                    _ => bail!(
+                        "--limit {limit}: instances must be a whole number from 1 to {MAX_INSTANCES}, got {number}"
+                    ),
+                },
                 _ => bail!(
-                    "--limit {limit}: unknown limit {key:?} (call-timeout-ms, max-memory-mib or fuel)"
+                    "--limit {limit}: unknown limit {key:?} (call-timeout-ms, max-memory-mib, fuel or instances)"
                 ),
             };
             tweaks.push((name.to_owned(), tweak));

@@ -221,6 +221,7 @@ impl Server {
             tracing::info!(
                 component = component.name(),
                 path = %component.path.display(),
+                instances = component.instances(),
                 routes = %routes.join(" "),
                 "component loaded"
             );
