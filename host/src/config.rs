@@ -91,6 +91,10 @@ pub struct FileConfig {
     pub watch: Option<bool>,
     /// `--shutdown-timeout`.
     pub shutdown_timeout: Option<u64>,
+    /// `--cache-dir`, relative to the file's folder.
+    pub cache_dir: Option<PathBuf>,
+    /// `--no-cache`.
+    pub no_cache: Option<bool>,
     /// The components to serve, in order (before any given on the command line).
     #[serde(default)]
     pub component: Vec<FileComponent>,
@@ -184,6 +188,7 @@ impl FileConfig {
         config.web.as_mut().map(rebase);
         config.tls_cert.as_mut().map(rebase);
         config.tls_key.as_mut().map(rebase);
+        config.cache_dir.as_mut().map(rebase);
         for component in &mut config.component {
             rebase(&mut component.path);
         }

@@ -176,6 +176,15 @@ struct ServeArgs {
     #[arg(long = "init", value_name = "NAME=VALUE")]
     init: Vec<String>,
 
+    /// Keep compiled components in DIR, so that the next start loads them instead of compiling
+    /// (default: $XDG_CACHE_HOME/pitaya-host, else ~/.cache/pitaya-host).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Compile every component at every start; read and write no cache.
+    #[arg(long)]
+    no_cache: bool,
+
     /// Serve Prometheus metrics at http://ADDR/metrics, with /healthz and /readyz.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -354,6 +363,14 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
             .clone()
             .zip(args.tls_key.clone())
             .or(file.tls_cert.clone().zip(file.tls_key.clone())),
+        cache_dir: if pick!(no_cache) {
+            None
+        } else {
+            args.cache_dir
+                .clone()
+                .or(file.cache_dir.clone())
+                .or_else(pitaya_host::runtime::default_cache_dir)
+        },
         component_tweaks: component_tweaks(&args.grant, &args.limit, &args.init)?,
         default_options: defaults,
         file_options,

@@ -8,6 +8,7 @@
 //! order and meet the same memory.
 
 mod bindings;
+mod cache;
 mod host_groups;
 mod host_log;
 mod host_session;
@@ -31,6 +32,8 @@ use crate::group::Groups;
 use crate::session::{Registry, SessionId};
 use bindings::Game;
 pub use bindings::HandlerKind;
+use cache::CompileCache;
+pub use cache::default_dir as default_cache_dir;
 use instance::{HostState, Instance};
 
 /// How often running guest code checks its call deadline.
@@ -492,6 +495,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     context: Arc<HostContext>,
+    /// Where compiled components are kept across starts, if anywhere.
+    cache: Option<CompileCache>,
 }
 
 impl Runtime {
@@ -522,7 +527,15 @@ impl Runtime {
             engine,
             linker,
             context,
+            cache: None,
         })
+    }
+
+    /// Keeps compiled components in `dir` (created when first written), so that a later start
+    /// or a reload of an unchanged file loads machine code instead of compiling.
+    pub fn with_cache(mut self, dir: PathBuf) -> Self {
+        self.cache = Some(CompileCache::new(dir, &self.engine));
+        self
     }
 
     /// Compiles a component and starts its first instance (shard 0), up to (not including)
@@ -541,7 +554,11 @@ impl Runtime {
             path: path.to_owned(),
             reason: format!("{e:#}"),
         };
-        let component = Component::new(&self.engine, &bytes).map_err(invalid)?;
+        let component = match &self.cache {
+            Some(cache) => cache.component(&self.engine, &bytes, path),
+            None => Component::new(&self.engine, &bytes),
+        }
+        .map_err(invalid)?;
         let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
         let start_error = |reason| LoadError::Start {
             path: path.to_owned(),
