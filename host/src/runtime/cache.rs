@@ -230,10 +230,10 @@ mod tests {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_nanos();
-            Self(std::env::temp_dir().join(format!(
-                "pitaya-cache-{tag}-{}-{nanos}",
-                std::process::id()
-            )))
+            Self(
+                std::env::temp_dir()
+                    .join(format!("pitaya-cache-{tag}-{}-{nanos}", std::process::id())),
+            )
         }
     }
 

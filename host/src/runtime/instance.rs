@@ -347,7 +347,7 @@ impl Instance {
         }
     }
 
-    fn handle(&mut self, session: u64, handler: &str, payload: &[u8]) -> CallResult {
+    pub(crate) fn handle(&mut self, session: u64, handler: &str, payload: &[u8]) -> CallResult {
         self.arm();
         let outcome =
             self.game

@@ -737,6 +737,52 @@ impl Runtime {
     }
 }
 
+/// An instance served on the caller's own thread, with no job queue and no actor: what one call
+/// costs inside an actor, without the hand-offs between threads. For benchmarks
+/// (`host/benches/dispatch.rs`); the host never serves clients this way.
+#[doc(hidden)]
+pub struct DirectInstance(Instance);
+
+impl DirectInstance {
+    /// Calls `handler` as the actor would for a `Handle` job.
+    pub fn call(&mut self, session: SessionId, handler: &str, payload: &[u8]) -> CallResult {
+        self.0.handle(session, handler, payload)
+    }
+}
+
+impl Runtime {
+    /// Compiles `path` and starts one instance of it, `init` included, for the caller's thread.
+    /// Timers it sets fire nowhere.
+    #[doc(hidden)]
+    pub fn direct(
+        &self,
+        path: PathBuf,
+        options: ComponentOptions,
+    ) -> Result<DirectInstance, LoadError> {
+        let spec = ComponentSpec { path, options };
+        let start_error = |reason| LoadError::Start {
+            path: spec.path.clone(),
+            reason,
+        };
+        let placeholder = Arc::new(ComponentShared {
+            name: Arc::from(PROVISIONAL_NAME),
+            shards: vec![mpsc::channel(1).0],
+            next_timer: AtomicU64::new(1),
+        });
+        let (instance, declared) = self.prepare(&spec, placeholder)?;
+        let shared = Arc::new(ComponentShared {
+            name: Arc::from(declared.name.as_str()),
+            shards: vec![mpsc::channel(1).0],
+            next_timer: AtomicU64::new(1),
+        });
+        let mut instance = instance
+            .restarted(spec.clone(), shared)
+            .map_err(start_error)?;
+        instance.init().map_err(start_error)?;
+        Ok(DirectInstance(instance))
+    }
+}
+
 fn spawn_actor(instance: Instance, queue: mpsc::Receiver<Job>) -> Result<(), String> {
     let name = match instance.shard() {
         0 => format!("component-{}", instance.name()),
