@@ -499,8 +499,10 @@ fn arm(store: &mut Store<HostState>, spec: &ComponentSpec) {
     // The callback above checks the clock at every tick and extends tick by tick until then.
     store.set_epoch_deadline(1);
     // When another component turned fuel metering on, one without a budget gets all the fuel
-    // there is. Only fails when metering is off, and then there is nothing to arm.
-    let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+    // there is. Only fails when metering is off, which `metered` rules out.
+    if spec.metered {
+        let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+    }
 }
 
 fn classify(error: &wasmtime::Error) -> CallFailure {

@@ -156,6 +156,10 @@ impl ComponentOptions {
 pub(crate) struct ComponentSpec {
     pub(crate) path: PathBuf,
     pub(crate) options: ComponentOptions,
+    /// Whether the engine meters fuel, so calls must be given some. Asking a store without
+    /// metering to set fuel builds an error value, an allocation (and with `RUST_BACKTRACE`
+    /// set, a backtrace) on every call.
+    pub(crate) metered: bool,
 }
 
 /// Why a component could not be loaded.
@@ -497,6 +501,8 @@ pub struct Runtime {
     context: Arc<HostContext>,
     /// Where compiled components are kept across starts, if anywhere.
     cache: Option<CompileCache>,
+    /// Whether the engine meters fuel.
+    metered: bool,
 }
 
 impl Runtime {
@@ -528,6 +534,7 @@ impl Runtime {
             linker,
             context,
             cache: None,
+            metered: fuel,
         })
     }
 
@@ -612,6 +619,7 @@ impl Runtime {
         let provisional = ComponentSpec {
             path: path.clone(),
             options: ComponentOptions::default(),
+            metered: self.metered,
         };
         // The name is known only after `info`, so a first instance asks it; the instances
         // that serve are then started with the options for that name. It never serves, so its
@@ -625,6 +633,7 @@ impl Runtime {
         let spec = ComponentSpec {
             path: path.clone(),
             options: options(&path, &declared.name),
+            metered: self.metered,
         };
         let (shards, queues): (Vec<_>, Vec<_>) = (0..spec.options.instance_count())
             .map(|_| mpsc::channel(JOB_QUEUE))
@@ -759,7 +768,11 @@ impl Runtime {
         path: PathBuf,
         options: ComponentOptions,
     ) -> Result<DirectInstance, LoadError> {
-        let spec = ComponentSpec { path, options };
+        let spec = ComponentSpec {
+            path,
+            options,
+            metered: self.metered,
+        };
         let start_error = |reason| LoadError::Start {
             path: spec.path.clone(),
             reason,
