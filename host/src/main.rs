@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Load components and serve clients over TCP and WebSocket.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a new component crate in ./NAME that builds and serves with no edits.
     New {
         /// The component's name (its routes are NAME.handler); letters, digits, '_' and '-'.
@@ -216,7 +216,7 @@ fn main() {
     }
     let result = match cli.command {
         Command::Serve(args) => match matches.subcommand_matches("serve") {
-            Some(given) => serve(args, given),
+            Some(given) => serve(*args, given),
             None => Err(anyhow::anyhow!("serve: no arguments")),
         },
         Command::New { name } => new_component(&name),
