@@ -10,7 +10,7 @@ use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -20,6 +20,11 @@ use wasmtime::component::Component;
 const MAGIC: &[u8] = b"pitaya-host compiled component 1\n";
 /// The checksum that follows the magic.
 const CHECKSUM_LEN: usize = 32;
+/// An entry unused for this long is deleted when a new one is written: every rebuild of a
+/// component makes a new entry, and nothing else would ever remove the old ones.
+const UNUSED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A temporary file this old was left by a host that died while writing.
+const ABANDONED_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Where compiled components are kept, for one engine configuration.
 #[derive(Debug)]
@@ -85,7 +90,14 @@ impl CompileCache {
         let started = Instant::now();
         let entry = self.entry(wasm);
         let (component, source) = match self.read(engine, &entry) {
-            Some(component) => (component, Source::Cache),
+            Some(component) => {
+                // An entry's age is the time since it was last used, for `prune`.
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(&entry)
+                    .and_then(|file| file.set_modified(SystemTime::now()));
+                (component, Source::Cache)
+            }
             None => {
                 let component = Component::new(engine, wasm)?;
                 self.write(&component, &entry);
@@ -147,8 +159,50 @@ impl CompileCache {
             .serialize()
             .map_err(|error| format!("{error:#}"))
             .and_then(|code| write_entry(&self.dir, entry, &code).map_err(|e| e.to_string()));
-        if let Err(error) = outcome {
-            tracing::warn!(dir = %self.dir.display(), %error, "cannot write the compiled-component cache");
+        match outcome {
+            Ok(()) => prune(&self.dir, SystemTime::now()),
+            Err(error) => {
+                tracing::warn!(dir = %self.dir.display(), %error, "cannot write the compiled-component cache")
+            }
+        }
+    }
+}
+
+/// Deletes this cache's entries unused for [`UNUSED_FOR`] and its abandoned temporary files.
+/// Only names this module makes are touched (`<64 hex digits>.cwasm` and
+/// `<64 hex digits>.tmp.<pid>.<n>`), so a directory shared with other files loses none of them.
+fn prune(dir: &Path, now: SystemTime) {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for item in listing.flatten() {
+        let name = item.file_name();
+        let Some((key, rest)) = name.to_str().and_then(|name| name.split_once('.')) else {
+            continue;
+        };
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let limit = if rest == "cwasm" {
+            UNUSED_FOR
+        } else if rest.starts_with("tmp.") {
+            ABANDONED_AFTER
+        } else {
+            continue;
+        };
+        let age = item
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|modified| now.duration_since(modified).ok());
+        if age.is_some_and(|age| age > limit) {
+            let path = item.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(entry = %path.display(), "removed an unused cache entry"),
+                Err(error) => {
+                    tracing::debug!(entry = %path.display(), %error, "cannot remove an unused cache entry")
+                }
+            }
         }
     }
 }
@@ -257,6 +311,15 @@ mod tests {
         assert!(cache.read(&engine, &entry).is_some());
         // Nothing but the entry is left behind.
         assert_eq!(std::fs::read_dir(&scratch.0).unwrap().count(), 1);
+        // Loading an entry makes it recently used, so pruning spares it.
+        let long_ago = SystemTime::now() - Duration::from_secs(40 * 24 * 3600);
+        let file = std::fs::File::options().write(true).open(&entry).unwrap();
+        file.set_modified(long_ago).unwrap();
+        cache
+            .component(&engine, EMPTY_COMPONENT, Path::new("empty.wasm"))
+            .unwrap();
+        let used = std::fs::metadata(&entry).unwrap().modified().unwrap();
+        assert!(used > long_ago + Duration::from_secs(24 * 3600));
     }
 
     #[test]
@@ -279,6 +342,40 @@ mod tests {
                 .unwrap();
             assert!(cache.read(&engine, &entry).is_some());
         }
+    }
+
+    #[test]
+    fn writing_an_entry_removes_only_this_caches_long_unused_files() {
+        let scratch = Scratch::new("prune");
+        std::fs::create_dir_all(&scratch.0).unwrap();
+        let key = "ab".repeat(32);
+        let age = |days: u64| SystemTime::now() - Duration::from_secs(days * 24 * 3600);
+        let files = [
+            (format!("{key}.cwasm"), 40, false),
+            (format!("{}.cwasm", "cd".repeat(32)), 10, true),
+            (format!("{key}.tmp.1.0"), 2, false),
+            (format!("{}.tmp.1.0", "cd".repeat(32)), 0, true),
+            ("notes.cwasm".to_owned(), 400, true),
+            (format!("{key}.txt"), 400, true),
+            ("other".to_owned(), 400, true),
+        ];
+        for (name, days, _) in &files {
+            let file = std::fs::File::create(scratch.0.join(name)).unwrap();
+            file.set_modified(age(*days)).unwrap();
+        }
+        let engine = Engine::default();
+        let cache = CompileCache::new(scratch.0.clone(), &engine);
+        cache
+            .component(&engine, EMPTY_COMPONENT, Path::new("empty.wasm"))
+            .unwrap();
+        for (name, days, kept) in &files {
+            assert_eq!(
+                scratch.0.join(name).exists(),
+                *kept,
+                "{name}, {days} days old"
+            );
+        }
+        assert!(cache.entry(EMPTY_COMPONENT).is_file());
     }
 
     #[test]
