@@ -105,6 +105,10 @@ pub struct FileConfig {
     pub request_timeout_ms: Option<u64>,
     /// `--forward-by`: `random` or `uid`.
     pub forward_by: Option<String>,
+    /// `--cache-dir`, relative to the file's folder.
+    pub cache_dir: Option<PathBuf>,
+    /// `--no-cache`.
+    pub no_cache: Option<bool>,
     /// The components to serve, in order (before any given on the command line).
     #[serde(default)]
     pub component: Vec<FileComponent>,
@@ -134,6 +138,9 @@ pub struct FileComponent {
     pub max_memory_mib: Option<usize>,
     /// Overrides `fuel` for this component.
     pub fuel: Option<u64>,
+    /// How many instances serve this component (1 when absent), sessions shared out by id.
+    #[serde(default, deserialize_with = "instance_count")]
+    pub instances: Option<usize>,
     /// Capabilities: `clock`, `stdio`.
     #[serde(default)]
     pub grants: Vec<Grant>,
@@ -150,6 +157,20 @@ pub enum Grant {
     Clock,
     /// The host's stdout and stderr.
     Stdio,
+}
+
+/// Reads `instances`, refusing a count the host would not start: the message then names the
+/// key (a message with backquotes would not, see [`invalid`]).
+fn instance_count<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Option<usize>, D::Error> {
+    let value = toml::Value::deserialize(input)?;
+    let count = value.as_integer().and_then(|n| usize::try_from(n).ok());
+    match count {
+        Some(count) if (1..=crate::runtime::MAX_INSTANCES).contains(&count) => Ok(Some(count)),
+        _ => Err(serde::de::Error::custom(format!(
+            "must be a whole number from 1 to {}, got {value}",
+            crate::runtime::MAX_INSTANCES
+        ))),
+    }
 }
 
 impl FileComponent {
@@ -181,6 +202,7 @@ impl FileConfig {
         config.web.as_mut().map(rebase);
         config.tls_cert.as_mut().map(rebase);
         config.tls_key.as_mut().map(rebase);
+        config.cache_dir.as_mut().map(rebase);
         for component in &mut config.component {
             rebase(&mut component.path);
         }
@@ -242,9 +264,11 @@ mod tests {
             config = { rooms = 3 }
             grants = ["clock"]
             env = { MODE = "ranked" }
+            instances = 2
             "#,
         )
         .unwrap();
+        assert_eq!(config.component[0].instances, Some(2));
         assert_eq!(config.heartbeat, Some(5));
         assert_eq!(config.duplicate_login, Some(DuplicateLogin::Refuse));
         assert_eq!(config.component[0].init_bytes(), br#"{"rooms":3}"#);
@@ -256,6 +280,35 @@ mod tests {
         let message = error_of("heartbeat = 5\nheartbat = 6\n");
         assert!(message.starts_with("host.toml:2: "), "{message}");
         assert!(message.contains("unknown field `heartbat`"), "{message}");
+    }
+
+    #[test]
+    fn instances_is_optional() {
+        let config = FileConfig::parse("[[component]]\npath = \"a.wasm\"\n").unwrap();
+        assert_eq!(config.component[0].instances, None);
+    }
+
+    #[test]
+    fn a_bad_instance_count_is_named_with_its_line() {
+        for (value, expected) in [
+            ("0", "must be a whole number from 1 to 256, got 0"),
+            ("-1", "must be a whole number from 1 to 256, got -1"),
+            ("257", "must be a whole number from 1 to 256, got 257"),
+            (
+                "\"two\"",
+                "must be a whole number from 1 to 256, got \"two\"",
+            ),
+            ("1.5", "must be a whole number from 1 to 256, got 1.5"),
+        ] {
+            let message = error_of(&format!(
+                "[[component]]\npath = \"a.wasm\"\ninstances = {value}\n"
+            ));
+            assert!(
+                message.starts_with("host.toml:3: instances: "),
+                "{value}: {message}"
+            );
+            assert!(message.contains(expected), "{value}: {message}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use pitaya_host::cluster::{ClusterConfig, ForwardBy};
 use pitaya_host::config::{DuplicateLogin, FileConfig, Grant};
 
+use pitaya_host::runtime::MAX_INSTANCES;
 use pitaya_host::{ComponentOptions, Grants, Limits, Reloader, Server, ServerConfig, Tweak};
 use pitaya_protocol::{ConnectionConfig, EncodeOptions, Serializer};
 
@@ -29,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Load components and serve clients over TCP and WebSocket.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a new component crate in ./NAME that builds and serves with no edits.
     New {
         /// The component's name (its routes are NAME.handler); letters, digits, '_' and '-'.
@@ -166,13 +167,24 @@ struct ServeArgs {
     grant: Vec<String>,
 
     /// Limits for one component, over the defaults above: NAME=KEY:VALUE[,KEY:VALUE...] with
-    /// KEY one of `call-timeout-ms`, `max-memory-mib`, `fuel`. Repeatable.
+    /// KEY one of `call-timeout-ms`, `max-memory-mib`, `fuel`, or `instances` (how many
+    /// instances serve it, each on its own thread, sessions shared out by id; default 1).
+    /// Repeatable.
     #[arg(long, value_name = "NAME=LIMITS")]
     limit: Vec<String>,
 
     /// Configuration bytes for a component's init: NAME=VALUE. Repeatable.
     #[arg(long = "init", value_name = "NAME=VALUE")]
     init: Vec<String>,
+
+    /// Keep compiled components in DIR, so that the next start loads them instead of compiling
+    /// (default: $XDG_CACHE_HOME/pitaya-host, else ~/.cache/pitaya-host).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Compile every component at every start; read and write no cache.
+    #[arg(long)]
+    no_cache: bool,
 
     /// Serve Prometheus metrics at http://ADDR/metrics, with /healthz and /readyz.
     #[arg(long, value_name = "ADDR")]
@@ -237,7 +249,7 @@ fn main() {
     }
     let result = match cli.command {
         Command::Serve(args) => match matches.subcommand_matches("serve") {
-            Some(given) => serve(args, given),
+            Some(given) => serve(*args, given),
             None => Err(anyhow::anyhow!("serve: no arguments")),
         },
         Command::New { name } => new_component(&name),
@@ -348,6 +360,7 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
             fuel: args.fuel.or(file.fuel),
         },
         grants: Grants::default(),
+        instances: 1,
     };
     let file_options = file
         .component
@@ -362,6 +375,7 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
                 options.limits.max_memory = mib << 20;
             }
             options.limits.fuel = component.fuel.or(options.limits.fuel);
+            options.instances = component.instances.unwrap_or(options.instances);
             options.grants.clock = component.grants.contains(&Grant::Clock);
             options.grants.stdio = component.grants.contains(&Grant::Stdio);
             options.grants.env = component.env.clone().into_iter().collect();
@@ -407,6 +421,14 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
             .clone()
             .zip(args.tls_key.clone())
             .or(file.tls_cert.clone().zip(file.tls_key.clone())),
+        cache_dir: if pick!(no_cache) {
+            None
+        } else {
+            args.cache_dir
+                .clone()
+                .or(file.cache_dir.clone())
+                .or_else(pitaya_host::runtime::default_cache_dir)
+        },
         component_tweaks: component_tweaks(&args.grant, &args.limit, &args.init)?,
         default_options: defaults,
         file_options,
@@ -444,8 +466,14 @@ fn component_tweaks(
                     Tweak::MaxMemory(usize::try_from(number)?.saturating_mul(1 << 20))
                 }
                 "fuel" => Tweak::Fuel(number),
+                "instances" => match usize::try_from(number) {
+                    Ok(count) if (1..=MAX_INSTANCES).contains(&count) => Tweak::Instances(count),
+                    _ => bail!(
+                        "--limit {limit}: instances must be a whole number from 1 to {MAX_INSTANCES}, got {number}"
+                    ),
+                },
                 _ => bail!(
-                    "--limit {limit}: unknown limit {key:?} (call-timeout-ms, max-memory-mib or fuel)"
+                    "--limit {limit}: unknown limit {key:?} (call-timeout-ms, max-memory-mib, fuel or instances)"
                 ),
             };
             tweaks.push((name.to_owned(), tweak));

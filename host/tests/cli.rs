@@ -65,6 +65,8 @@ fn help_describes_every_flag() -> Result<()> {
         "--compress",
         "--compress-handshake",
         "--push-route-codes",
+        "--cache-dir",
+        "--no-cache",
     ] {
         assert!(
             help.contains(flag),

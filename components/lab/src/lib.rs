@@ -23,6 +23,9 @@
 //! - Hot reload: `lab.counter` → {"counter","generation"} counts calls; the state handed over
 //!   keeps the counter and the new instance's generation is the old one's plus one
 //!   (`lab.generation` → {"generation"}). A configuration {"fail":true} makes `init` fail.
+//! - Sharded instances: `lab.instance` → {"instance","calls"}: a random id the instance picks
+//!   in `init` (so two instances of lab answer different ids) and the handler calls this
+//!   instance has served.
 //! - Protobuf: `lab.protoAdd` takes `AddRequest { int32 a = 1; int32 b = 2; }` and answers
 //!   `AddResponse { int32 sum = 1; }`. A negative `a` or `b` answers `LAB-NEGATIVE` "negative
 //!   numbers are not added" with metadata {"field": "a" or "b"} (`a` when both are); a sum
@@ -33,6 +36,7 @@
 //!   `lab.server` → {"server": {"type","id"}} or {"server": null} when standalone.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -52,6 +56,8 @@ struct Lab {
     /// 1 for a fresh instance, one more for each hot reload.
     generation: u32,
     counter: u64,
+    /// Tells this instance from the component's other instances (`lab.instance`).
+    instance: u64,
 }
 
 enum Purpose {
@@ -182,6 +188,8 @@ impl Lab {
             timers: HashMap::new(),
             generation: 1,
             counter: 0,
+            // std seeds its hasher keys from WASI random, which each instance draws anew.
+            instance: std::collections::hash_map::RandomState::new().hash_one(0_u8),
         })
     }
 
@@ -363,6 +371,11 @@ impl Lab {
     #[request]
     fn generation(&self) -> Result<Value> {
         Ok(json!({ "generation": self.generation }))
+    }
+
+    #[request]
+    fn instance(&self) -> Result<Value> {
+        Ok(json!({ "instance": self.instance, "calls": self.calls }))
     }
 
     /// Adds two non-negative numbers, in protobuf.

@@ -388,3 +388,21 @@ fn proto_add_leaves_the_json_handlers_alone() {
         json!({"overlaps": 0, "timerFires": 0, "calls": 3})
     );
 }
+
+#[test]
+fn an_instance_keeps_its_id_and_a_new_one_picks_another() {
+    // The test host holds one instance per thread; a reload starts a new one.
+    let mut host = TestHost::<Lab>::new().unwrap();
+    let ana = host.connect();
+    let first = call(&mut host, ana, "instance", json!({}));
+    let again = call(&mut host, ana, "instance", json!({}));
+    assert_eq!(first["instance"], again["instance"]);
+    assert_eq!(
+        (first["calls"].as_u64(), again["calls"].as_u64()),
+        (Some(1), Some(2))
+    );
+    host.reload("").unwrap();
+    let fresh = call(&mut host, ana, "instance", json!({}));
+    assert_ne!(first["instance"], fresh["instance"]);
+    assert_eq!(fresh["calls"].as_u64(), Some(1));
+}

@@ -14,7 +14,7 @@ impl HostState {
     fn start_timer(&mut self, ms: u32, repeat: bool) -> u64 {
         let id = self.shared.next_timer.fetch_add(1, Ordering::Relaxed);
         let period = Duration::from_millis(u64::from(ms.max(1)));
-        let jobs = self.shared.jobs.clone();
+        let jobs = self.jobs.clone();
         let task = self.context.runtime.spawn(async move {
             if repeat {
                 // `interval` schedules each tick from the intended time of the last, so a

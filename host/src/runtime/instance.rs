@@ -24,6 +24,9 @@ pub(crate) struct HostState {
     limits: Limiter,
     pub(crate) context: Arc<HostContext>,
     pub(crate) shared: Arc<ComponentShared>,
+    /// This instance's own queue, where its timers fire: a timer belongs to the shard that
+    /// set it, whose memory knows what it is for.
+    pub(crate) jobs: mpsc::Sender<Job>,
     /// This instance's timers; dropping the store cancels them.
     pub(crate) timers: Timers,
     /// When the current call must end. Checked on every epoch tick, so the deadline is kept in
@@ -126,6 +129,8 @@ pub(crate) struct Instance {
     context: Arc<HostContext>,
     spec: ComponentSpec,
     shared: Arc<ComponentShared>,
+    /// Which of the component's queues this instance serves.
+    shard: usize,
     store: Store<HostState>,
     game: Game,
 }
@@ -136,29 +141,46 @@ impl Instance {
         context: Arc<HostContext>,
         spec: ComponentSpec,
         shared: Arc<ComponentShared>,
+        shard: usize,
     ) -> Result<Self, String> {
-        let (store, game) = instantiate(&pre, &context, &spec, &shared)?;
+        let (store, game) = instantiate(&pre, &context, &spec, &shared, shard)?;
         Ok(Self {
             pre,
             context,
             spec,
             shared,
+            shard,
             store,
             game,
         })
     }
 
-    /// A fresh instance of the same compiled component, with other options.
+    /// A fresh instance of the same compiled component, with other options, for shard 0.
     pub(crate) fn restarted(
         self,
         spec: ComponentSpec,
         shared: Arc<ComponentShared>,
     ) -> Result<Self, String> {
-        Self::start(self.pre, self.context, spec, shared)
+        Self::start(self.pre, self.context, spec, shared, 0)
+    }
+
+    /// A fresh instance of the same compiled component and options, for another shard.
+    pub(crate) fn sibling(&self, shard: usize) -> Result<Self, String> {
+        Self::start(
+            self.pre.clone(),
+            self.context.clone(),
+            self.spec.clone(),
+            self.shared.clone(),
+            shard,
+        )
     }
 
     pub(crate) fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    pub(crate) fn shard(&self) -> usize {
+        self.shard
     }
 
     fn arm(&mut self) {
@@ -215,7 +237,7 @@ impl Instance {
         {
             Ok(state) => state,
             Err(error) => {
-                tracing::error!(component = %self.shared.name, error = %format_args!("{error:#}"), "export-state failed; the new build starts without state");
+                tracing::error!(component = %self.shared.name, instance = self.shard, error = %format_args!("{error:#}"), "export-state failed; the new build starts without state");
                 None
             }
         }
@@ -322,7 +344,7 @@ impl Instance {
                         // The successor refused the state: keep serving.
                         Ok(returned) => queue = returned,
                         Err(_) => {
-                            tracing::info!(component = %self.shared.name, "old build retired");
+                            tracing::info!(component = %self.shared.name, instance = self.shard, "old build retired");
                             return;
                         }
                     }
@@ -331,7 +353,7 @@ impl Instance {
         }
     }
 
-    fn handle(&mut self, session: u64, handler: &str, payload: &[u8]) -> CallResult {
+    pub(crate) fn handle(&mut self, session: u64, handler: &str, payload: &[u8]) -> CallResult {
         self.arm();
         let outcome =
             self.game
@@ -347,7 +369,7 @@ impl Instance {
             Err(error) => {
                 let failure = classify(&error);
                 tracing::error!(
-                    component = %self.shared.name,
+                    component = %self.shared.name, instance = self.shard,
                     route = %format_args!("{}.{}", self.shared.name, handler),
                     session,
                     %failure,
@@ -365,7 +387,7 @@ impl Instance {
             Ok(_) => true,
             Err(error) => {
                 tracing::error!(
-                    component = %self.shared.name,
+                    component = %self.shared.name, instance = self.shard,
                     hook,
                     session,
                     error = %format_args!("{error:#}"),
@@ -378,7 +400,13 @@ impl Instance {
 
     /// Replaces a broken instance with a fresh one whose `init` runs again.
     fn restart(&mut self) -> bool {
-        match instantiate(&self.pre, &self.context, &self.spec, &self.shared) {
+        match instantiate(
+            &self.pre,
+            &self.context,
+            &self.spec,
+            &self.shared,
+            self.shard,
+        ) {
             Ok((store, game)) => {
                 self.context
                     .metrics
@@ -392,17 +420,17 @@ impl Instance {
                 self.game = game;
                 match self.init() {
                     Ok(()) => {
-                        tracing::info!(component = %self.shared.name, "instance restarted");
+                        tracing::info!(component = %self.shared.name, instance = self.shard, "instance restarted");
                         true
                     }
                     Err(reason) => {
-                        tracing::error!(component = %self.shared.name, %reason, "restarted instance failed to init");
+                        tracing::error!(component = %self.shared.name, instance = self.shard, %reason, "restarted instance failed to init");
                         false
                     }
                 }
             }
             Err(reason) => {
-                tracing::error!(component = %self.shared.name, %reason, "cannot restart instance");
+                tracing::error!(component = %self.shared.name, instance = self.shard, %reason, "cannot restart instance");
                 false
             }
         }
@@ -414,7 +442,13 @@ fn instantiate(
     context: &Arc<HostContext>,
     spec: &ComponentSpec,
     shared: &Arc<ComponentShared>,
+    shard: usize,
 ) -> Result<(Store<HostState>, Game), String> {
+    let jobs = shared
+        .shards
+        .get(shard)
+        .ok_or_else(|| format!("no queue for instance {shard}"))?
+        .clone();
     let mut wasi = WasiCtx::builder();
     // Nothing inherited unless granted: no files, no network, no environment, no clock.
     if !spec.options.grants.clock {
@@ -445,6 +479,7 @@ fn instantiate(
         },
         context: context.clone(),
         shared: shared.clone(),
+        jobs,
         timers: Timers::default(),
         call_deadline: Instant::now(),
     };
@@ -470,8 +505,10 @@ fn arm(store: &mut Store<HostState>, spec: &ComponentSpec) {
     // The callback above checks the clock at every tick and extends tick by tick until then.
     store.set_epoch_deadline(1);
     // When another component turned fuel metering on, one without a budget gets all the fuel
-    // there is. Only fails when metering is off, and then there is nothing to arm.
-    let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+    // there is. Only fails when metering is off, which `metered` rules out.
+    if spec.metered {
+        let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+    }
 }
 
 fn classify(error: &wasmtime::Error) -> CallFailure {

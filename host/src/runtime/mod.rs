@@ -1,12 +1,15 @@
-//! The wasmtime side: compiles components, keeps one long-lived instance per component on its
-//! own thread (an actor), runs calls into it one at a time, and swaps in new builds.
+//! The wasmtime side: compiles components, keeps one or more long-lived instances per component,
+//! each on its own thread (an actor), runs calls into each one at a time, and swaps in new builds.
 //!
-//! Calls arrive as [`Job`]s on a channel and answer on a oneshot, so the async runtime never
-//! runs guest code: a component that spins costs its own thread until the epoch deadline
-//! stops it, never a tokio worker.
+//! Calls arrive as [`Job`]s on an instance's channel and answer on a oneshot, so the async
+//! runtime never runs guest code: a component that spins costs its own thread until the epoch
+//! deadline stops it, never a tokio worker. A component with several instances (shards) sends
+//! each session's calls to one of them, chosen by session id, so that session's calls stay in
+//! order and meet the same memory.
 
 mod bindings;
 mod host_cluster;
+mod cache;
 mod host_groups;
 mod host_log;
 mod host_session;
@@ -30,6 +33,8 @@ use crate::group::Groups;
 use crate::session::{Registry, SessionId};
 use bindings::Game;
 pub use bindings::HandlerKind;
+use cache::CompileCache;
+pub use cache::default_dir as default_cache_dir;
 use instance::{HostState, Instance};
 
 /// How often running guest code checks its call deadline.
@@ -75,8 +80,12 @@ pub struct Grants {
     pub env: Vec<(String, String)>,
 }
 
-/// How one component is served: its configuration, limits and grants.
-#[derive(Debug, Clone, Default)]
+/// Most instances one component may ask for: each is a thread and a store with its own memory,
+/// so a typo such as `instances = 2000` must not exhaust the machine.
+pub const MAX_INSTANCES: usize = 256;
+
+/// How one component is served: its configuration, limits, grants and number of instances.
+#[derive(Debug, Clone)]
 pub struct ComponentOptions {
     /// Bytes passed to the component's `init`.
     pub config: Vec<u8>,
@@ -84,6 +93,20 @@ pub struct ComponentOptions {
     pub limits: Limits,
     /// Its capabilities.
     pub grants: Grants,
+    /// How many instances serve it, each on its own thread, sessions shared out by id
+    /// (1 to [`MAX_INSTANCES`]; out-of-range values are clamped).
+    pub instances: usize,
+}
+
+impl Default for ComponentOptions {
+    fn default() -> Self {
+        Self {
+            config: Vec::new(),
+            limits: Limits::default(),
+            grants: Grants::default(),
+            instances: 1,
+        }
+    }
 }
 
 /// One change to a component's options, given on the command line for its name; it applies
@@ -104,6 +127,8 @@ pub enum Tweak {
     Env(String, String),
     /// `--init NAME=VALUE`.
     Init(Vec<u8>),
+    /// `--limit NAME=instances:N`.
+    Instances(usize),
 }
 
 impl ComponentOptions {
@@ -117,7 +142,13 @@ impl ComponentOptions {
             Tweak::Stdio => self.grants.stdio = true,
             Tweak::Env(key, value) => self.grants.env.push((key.clone(), value.clone())),
             Tweak::Init(config) => self.config = config.clone(),
+            Tweak::Instances(count) => self.instances = *count,
         }
+    }
+
+    /// The number of instances to start, within 1 ..= [`MAX_INSTANCES`].
+    pub(crate) fn instance_count(&self) -> usize {
+        self.instances.clamp(1, MAX_INSTANCES)
     }
 }
 
@@ -126,6 +157,10 @@ impl ComponentOptions {
 pub(crate) struct ComponentSpec {
     pub(crate) path: PathBuf,
     pub(crate) options: ComponentOptions,
+    /// Whether the engine meters fuel, so calls must be given some. Asking a store without
+    /// metering to set fuel builds an error value, an allocation (and with `RUST_BACKTRACE`
+    /// set, a backtrace) on every call.
+    pub(crate) metered: bool,
 }
 
 /// Why a component could not be loaded.
@@ -311,10 +346,22 @@ impl Drop for Timers {
 #[derive(Debug)]
 pub(crate) struct ComponentShared {
     pub(crate) name: Arc<str>,
-    pub(crate) jobs: mpsc::Sender<Job>,
+    /// One job queue per instance (shard). A queue outlives the instances that serve it: a
+    /// restart or a reload hands it to the next one.
+    pub(crate) shards: Vec<mpsc::Sender<Job>>,
     /// Timer ids stay unique across instances, so a late fire of an old timer is recognisably
-    /// not one of the new instance's.
+    /// not one of the new instance's, and no two shards hand out the same id.
     pub(crate) next_timer: AtomicU64,
+}
+
+impl ComponentShared {
+    /// The queue of the instance that serves `session`. Ids are handed out in sequence, so
+    /// the remainder spreads sessions evenly, and it never changes while the session lives.
+    fn shard(&self, session: SessionId) -> &mpsc::Sender<Job> {
+        let count = self.shards.len() as u64;
+        // `shards` is never empty and its length fits in usize, so the index does too.
+        &self.shards[(session % count.max(1)) as usize]
+    }
 }
 
 /// What host functions reach: sessions, groups, how to encode pushes and kicks.
@@ -419,7 +466,7 @@ impl ComponentHandle {
             payload,
             reply,
         };
-        if self.shared.jobs.send(job).await.is_err() {
+        if self.shared.shard(session).send(job).await.is_err() {
             return Err(CallFailure::Unavailable);
         }
         answer.await.unwrap_or(Err(CallFailure::Unavailable))
@@ -433,7 +480,7 @@ impl ComponentHandle {
             handshake,
             reply,
         };
-        if self.shared.jobs.send(job).await.is_err() {
+        if self.shared.shard(session).send(job).await.is_err() {
             return Err("component unavailable".into());
         }
         answer
@@ -441,16 +488,33 @@ impl ComponentHandle {
             .unwrap_or_else(|_| Err("component unavailable".into()))
     }
 
-    /// Tells the component that a session it has seen has closed.
+    /// Tells the component that a session it has seen has closed: the one instance that
+    /// served the session hears of it.
     pub async fn session_closed(&self, session: SessionId) {
         // If the thread has gone there is nobody left to tell.
-        let _ = self.shared.jobs.send(Job::SessionClosed(session)).await;
+        let _ = self
+            .shared
+            .shard(session)
+            .send(Job::SessionClosed(session))
+            .await;
     }
 
-    /// Cancels the component's timers and runs its shutdown hook after the calls already queued.
+    /// How many instances serve the component.
+    pub fn instances(&self) -> usize {
+        self.shared.shards.len()
+    }
+
+    /// Cancels the component's timers and runs its shutdown hook after the calls already
+    /// queued, in every instance at once.
     pub async fn shutdown(&self) {
-        let (done, finished) = oneshot::channel();
-        if self.shared.jobs.send(Job::Shutdown(done)).await.is_ok() {
+        let mut finishing = Vec::with_capacity(self.shared.shards.len());
+        for jobs in &self.shared.shards {
+            let (done, finished) = oneshot::channel();
+            if jobs.send(Job::Shutdown(done)).await.is_ok() {
+                finishing.push(finished);
+            }
+        }
+        for finished in finishing {
             let _ = finished.await;
         }
     }
@@ -461,6 +525,10 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     context: Arc<HostContext>,
+    /// Where compiled components are kept across starts, if anywhere.
+    cache: Option<CompileCache>,
+    /// Whether the engine meters fuel.
+    metered: bool,
 }
 
 impl Runtime {
@@ -491,10 +559,20 @@ impl Runtime {
             engine,
             linker,
             context,
+            cache: None,
+            metered: fuel,
         })
     }
 
-    /// Compiles a component and starts an instance of it, up to (not including) `init`.
+    /// Keeps compiled components in `dir` (created when first written), so that a later start
+    /// or a reload of an unchanged file loads machine code instead of compiling.
+    pub fn with_cache(mut self, dir: PathBuf) -> Self {
+        self.cache = Some(CompileCache::new(dir, &self.engine));
+        self
+    }
+
+    /// Compiles a component and starts its first instance (shard 0), up to (not including)
+    /// `init`.
     fn prepare(
         &self,
         spec: &ComponentSpec,
@@ -509,13 +587,17 @@ impl Runtime {
             path: path.to_owned(),
             reason: format!("{e:#}"),
         };
-        let component = Component::new(&self.engine, &bytes).map_err(invalid)?;
+        let component = match &self.cache {
+            Some(cache) => cache.component(&self.engine, &bytes, path),
+            None => Component::new(&self.engine, &bytes),
+        }
+        .map_err(invalid)?;
         let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
         let start_error = |reason| LoadError::Start {
             path: path.to_owned(),
             reason,
         };
-        let mut instance = Instance::start(pre, self.context.clone(), spec.clone(), shared)
+        let mut instance = Instance::start(pre, self.context.clone(), spec.clone(), shared, 0)
             .map_err(start_error)?;
         let declared = instance.info().map_err(start_error)?;
         if let Some(name) = std::iter::once(&declared.name)
@@ -530,46 +612,74 @@ impl Runtime {
         Ok((instance, declared))
     }
 
-    /// Compiles `path`, starts its instance on a thread of its own, runs `init`, and returns
-    /// the handle through which it is called. `options` gives the configuration, limits and
-    /// grants for the component's file and declared name.
+    /// Starts the other shards' instances next to `first` and runs `init` in every one.
+    fn start_all(
+        first: Instance,
+        count: usize,
+        path: &std::path::Path,
+    ) -> Result<Vec<Instance>, LoadError> {
+        let start_error = |reason| LoadError::Start {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut instances = Vec::with_capacity(count);
+        for shard in 1..count {
+            instances.push(first.sibling(shard).map_err(start_error)?);
+        }
+        instances.insert(0, first);
+        for instance in &mut instances {
+            instance.init().map_err(start_error)?;
+        }
+        Ok(instances)
+    }
+
+    /// Compiles `path`, starts its instances, each on a thread of its own, runs `init` in each,
+    /// and returns the handle through which it is called. `options` gives the configuration,
+    /// limits, grants and instance count for the component's file and declared name.
     pub fn load(
         &self,
         path: PathBuf,
         index: usize,
         options: &dyn Fn(&std::path::Path, &str) -> ComponentOptions,
     ) -> Result<ComponentHandle, LoadError> {
-        let (jobs, queue) = mpsc::channel(JOB_QUEUE);
         let provisional = ComponentSpec {
             path: path.clone(),
             options: ComponentOptions::default(),
+            metered: self.metered,
         };
-        // The name is known only after `info`, so a first instance asks it; the instance that
-        // serves is then started with the options for that name.
+        // The name is known only after `info`, so a first instance asks it; the instances
+        // that serve are then started with the options for that name. It never serves, so its
+        // queue has no reader.
         let placeholder = Arc::new(ComponentShared {
             name: Arc::from(PROVISIONAL_NAME),
-            jobs: jobs.clone(),
+            shards: vec![mpsc::channel(1).0],
             next_timer: AtomicU64::new(1),
         });
         let (instance, declared) = self.prepare(&provisional, placeholder)?;
-        let shared = Arc::new(ComponentShared {
-            name: Arc::from(declared.name.as_str()),
-            jobs,
-            next_timer: AtomicU64::new(1),
-        });
         let spec = ComponentSpec {
             path: path.clone(),
             options: options(&path, &declared.name),
+            metered: self.metered,
         };
+        let (shards, queues): (Vec<_>, Vec<_>) = (0..spec.options.instance_count())
+            .map(|_| mpsc::channel(JOB_QUEUE))
+            .unzip();
+        let shared = Arc::new(ComponentShared {
+            name: Arc::from(declared.name.as_str()),
+            shards,
+            next_timer: AtomicU64::new(1),
+        });
         let start_error = |reason| LoadError::Start {
             path: path.clone(),
             reason,
         };
-        let mut instance = instance
+        let first = instance
             .restarted(spec.clone(), shared.clone())
             .map_err(start_error)?;
-        instance.init().map_err(start_error)?;
-        spawn_actor(instance, queue).map_err(start_error)?;
+        let instances = Self::start_all(first, queues.len(), &path)?;
+        for (instance, queue) in instances.into_iter().zip(queues) {
+            spawn_actor(instance, queue).map_err(start_error)?;
+        }
         Ok(ComponentHandle {
             shared,
             declared: RwLock::new(declared),
@@ -579,14 +689,15 @@ impl Runtime {
         })
     }
 
-    /// Replaces a component's instance with a fresh build of its file. Calls already queued
-    /// finish on the old build, later ones go to the new one, and the old build's exported
-    /// state is handed to the new one. On any failure the old build keeps serving.
+    /// Replaces every instance of a component with a fresh build of its file. Calls already
+    /// queued finish on the old build, later ones go to the new one, and each old instance's
+    /// exported state is handed to the new instance of the same shard. On any failure the old
+    /// build keeps serving, in every shard.
     ///
     /// Blocks while compiling: call it off the async runtime's threads.
     pub fn reload(&self, handle: &ComponentHandle) -> Result<(), LoadError> {
         let path = handle.spec.path.clone();
-        let (instance, declared) = self.prepare(&handle.spec, handle.shared.clone())?;
+        let (first, declared) = self.prepare(&handle.spec, handle.shared.clone())?;
         if declared.name != handle.name() {
             return Err(LoadError::Renamed {
                 path,
@@ -594,45 +705,130 @@ impl Runtime {
                 new: declared.name,
             });
         }
-        let mut instance = instance;
-        instance.init().map_err(|reason| LoadError::Start {
+        let instances = Self::start_all(first, handle.shared.shards.len(), &path)?;
+        let stopped = |reason: &str| LoadError::Start {
             path: path.clone(),
-            reason,
-        })?;
-        let (handover_tx, handover_rx) = oneshot::channel();
-        handle
-            .shared
-            .jobs
-            .blocking_send(Job::Retire(handover_tx))
-            .map_err(|_| LoadError::Start {
-                path: path.clone(),
-                reason: "the running build has stopped".into(),
-            })?;
-        let handover = handover_rx.blocking_recv().map_err(|_| LoadError::Start {
-            path: path.clone(),
-            reason: "the running build did not hand over".into(),
-        })?;
-        let Handover {
-            state,
-            queue,
-            give_back,
-        } = handover;
-        if let Some(state) = state
-            && let Err(reason) = instance.import_state(state)
-        {
-            let _ = give_back.send(queue);
+            reason: reason.into(),
+        };
+        // Every shard is asked at once, so they drain their queues in parallel; each old
+        // instance then waits, holding its state, until all have answered.
+        let mut asked = Vec::with_capacity(instances.len());
+        for jobs in &handle.shared.shards {
+            let (handover_tx, handover_rx) = oneshot::channel();
+            jobs.blocking_send(Job::Retire(handover_tx))
+                .map_err(|_| stopped("the running build has stopped"))?;
+            asked.push(handover_rx);
+        }
+        // Dropping a handover gives nothing back and ends its old instance; on failure every
+        // queue must go back, so they are collected before anything is decided.
+        let mut handovers = Vec::with_capacity(asked.len());
+        let mut missing = false;
+        for answer in asked {
+            match answer.blocking_recv() {
+                Ok(handover) => handovers.push(handover),
+                Err(_) => missing = true,
+            }
+        }
+        let give_all_back = |handovers: Vec<Handover>| {
+            for Handover {
+                queue, give_back, ..
+            } in handovers
+            {
+                let _ = give_back.send(queue);
+            }
+        };
+        if missing {
+            give_all_back(handovers);
+            return Err(stopped("the running build did not hand over"));
+        }
+        let mut instances = instances;
+        let mut refusal = None;
+        for (instance, handover) in instances.iter_mut().zip(&mut handovers) {
+            if let Some(state) = handover.state.take()
+                && let Err(reason) = instance.import_state(state)
+            {
+                refusal = Some(reason);
+                break;
+            }
+        }
+        if let Some(reason) = refusal {
+            give_all_back(handovers);
             return Err(LoadError::Handover { path, reason });
         }
-        // Dropping `give_back` tells the old thread to end (its timers end with its instance).
-        drop(give_back);
         *write(&handle.declared) = declared;
-        spawn_actor(instance, queue).map_err(|reason| LoadError::Start { path, reason })
+        for (instance, handover) in instances.into_iter().zip(handovers) {
+            let Handover {
+                queue, give_back, ..
+            } = handover;
+            // Dropping `give_back` tells the old thread to end (its timers end with its
+            // instance).
+            drop(give_back);
+            spawn_actor(instance, queue).map_err(|reason| LoadError::Start {
+                path: path.clone(),
+                reason,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// An instance served on the caller's own thread, with no job queue and no actor: what one call
+/// costs inside an actor, without the hand-offs between threads. For benchmarks
+/// (`host/benches/dispatch.rs`); the host never serves clients this way.
+#[doc(hidden)]
+pub struct DirectInstance(Instance);
+
+impl DirectInstance {
+    /// Calls `handler` as the actor would for a `Handle` job.
+    pub fn call(&mut self, session: SessionId, handler: &str, payload: &[u8]) -> CallResult {
+        self.0.handle(session, handler, payload)
+    }
+}
+
+impl Runtime {
+    /// Compiles `path` and starts one instance of it, `init` included, for the caller's thread.
+    /// Timers it sets fire nowhere.
+    #[doc(hidden)]
+    pub fn direct(
+        &self,
+        path: PathBuf,
+        options: ComponentOptions,
+    ) -> Result<DirectInstance, LoadError> {
+        let spec = ComponentSpec {
+            path,
+            options,
+            metered: self.metered,
+        };
+        let start_error = |reason| LoadError::Start {
+            path: spec.path.clone(),
+            reason,
+        };
+        let placeholder = Arc::new(ComponentShared {
+            name: Arc::from(PROVISIONAL_NAME),
+            shards: vec![mpsc::channel(1).0],
+            next_timer: AtomicU64::new(1),
+        });
+        let (instance, declared) = self.prepare(&spec, placeholder)?;
+        let shared = Arc::new(ComponentShared {
+            name: Arc::from(declared.name.as_str()),
+            shards: vec![mpsc::channel(1).0],
+            next_timer: AtomicU64::new(1),
+        });
+        let mut instance = instance
+            .restarted(spec.clone(), shared)
+            .map_err(start_error)?;
+        instance.init().map_err(start_error)?;
+        Ok(DirectInstance(instance))
     }
 }
 
 fn spawn_actor(instance: Instance, queue: mpsc::Receiver<Job>) -> Result<(), String> {
+    let name = match instance.shard() {
+        0 => format!("component-{}", instance.name()),
+        shard => format!("component-{}#{shard}", instance.name()),
+    };
     std::thread::Builder::new()
-        .name(format!("component-{}", instance.name()))
+        .name(name)
         .spawn(move || instance.serve(queue))
         .map(|_| ())
         .map_err(|e| e.to_string())

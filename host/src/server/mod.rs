@@ -74,6 +74,9 @@ pub struct ServerConfig {
     pub file_options: HashMap<PathBuf, ComponentOptions>,
     /// How this host takes part in a cluster; none for a standalone host.
     pub cluster: Option<ClusterConfig>,
+    /// Where compiled components are kept across starts; none compiles every time. The
+    /// command line's default is [`crate::runtime::default_cache_dir`].
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +108,7 @@ impl Default for ServerConfig {
             component_tweaks: Vec::new(),
             file_options: HashMap::new(),
             cluster: None,
+            cache_dir: None,
         }
     }
 }
@@ -197,6 +201,7 @@ impl Server {
         let defaults = config.default_options.clone();
         let tweaks = config.component_tweaks.clone();
         let by_file = config.file_options.clone();
+        let cache_dir = config.cache_dir.clone();
         let loader_context = context.clone();
         // Compiling is CPU work that must not stall the async runtime's threads.
         let (runtime, loaded) = tokio::task::spawn_blocking(move || {
@@ -206,7 +211,10 @@ impl Server {
                 || tweaks
                     .iter()
                     .any(|(_, tweak)| matches!(tweak, Tweak::Fuel(_)));
-            let runtime = Runtime::new(loader_context, fuel)?;
+            let mut runtime = Runtime::new(loader_context, fuel)?;
+            if let Some(dir) = cache_dir {
+                runtime = runtime.with_cache(dir);
+            }
             let options = |path: &std::path::Path, name: &str| {
                 let mut options = by_file.get(path).unwrap_or(&defaults).clone();
                 for (_, tweak) in tweaks.iter().filter(|(target, _)| target == name) {
@@ -232,6 +240,7 @@ impl Server {
             tracing::info!(
                 component = component.name(),
                 path = %component.path.display(),
+                instances = component.instances(),
                 routes = %routes.join(" "),
                 "component loaded"
             );

@@ -1,0 +1,145 @@
+//! Criterion benches of one warm call into the `echo` component, per call: `echo.echo` (no host
+//! call) and `echo.notify` (one host call: a push to the caller, encoded and queued), each
+//! measured two ways. `direct` calls the instance on the bench's own thread, as the component's
+//! actor does for each job; `dispatch` goes through `ComponentHandle::call` from a tokio
+//! runtime, as a connection does: the job queue, the actor thread and the reply, so the thread
+//! hand-offs are included. Needs `target/wasm32-wasip2/release/echo.wasm` (`cargo xtask build`;
+//! or `PITAYA_COMPONENTS_DIR`). Run with `cargo bench -p pitaya-host --bench dispatch`.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use pitaya_host::ComponentOptions;
+use pitaya_host::group::Groups;
+use pitaya_host::metrics::Metrics;
+use pitaya_host::protocol::{ClientHandshake, EncodeOptions, RouteDict};
+use pitaya_host::runtime::{HostContext, Runtime};
+use pitaya_host::session::{Outbound, Registry, SendQueue, Session};
+use tokio::sync::mpsc;
+
+/// The request payload: a small JSON body, as in docs/performance.md's load runs.
+const BODY: &[u8] = br#"{"a":1}"#;
+
+fn echo_wasm() -> PathBuf {
+    std::env::var_os("PITAYA_COMPONENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
+        })
+        .join("echo.wasm")
+}
+
+/// A connected session whose pushes land in `outbox`, drained by the bench.
+struct Client {
+    session: Arc<Session>,
+    outbox: mpsc::Receiver<Outbound>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Client {
+    /// Empties the send queue, as the connection's writer would.
+    fn drain(&mut self) {
+        while self.outbox.try_recv().is_ok() {}
+        self.queued.store(0, Ordering::Release);
+    }
+}
+
+fn context(runtime: &tokio::runtime::Runtime) -> (Arc<HostContext>, Client) {
+    let registry = Arc::new(Registry::default());
+    let context = Arc::new(HostContext {
+        registry: registry.clone(),
+        groups: Groups::default(),
+        encode: EncodeOptions {
+            compress: false,
+            push_route_codes: false,
+        },
+        dict: Default::default(),
+        kick_reasons: false,
+        refuse_duplicate_login: false,
+        max_payload: 1 << 20,
+        runtime: runtime.handle().clone(),
+        metrics: Arc::new(Metrics::default()),
+    });
+    let _ = context.dict.set(Arc::new(RouteDict::default()));
+    let (sender, outbox) = mpsc::channel(1024);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let queue = SendQueue {
+        sender,
+        queued: queued.clone(),
+        max_queued: 4 << 20,
+    };
+    let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+    let session = registry.create(peer, ClientHandshake::default(), queue);
+    (
+        context,
+        Client {
+            session,
+            outbox,
+            queued,
+        },
+    )
+}
+
+fn warm_calls(c: &mut Criterion) {
+    let wasm = echo_wasm();
+    if !wasm.is_file() {
+        eprintln!(
+            "{} does not exist: run `cargo xtask build` (or set PITAYA_COMPONENTS_DIR); nothing measured",
+            wasm.display()
+        );
+        return;
+    }
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let (context, mut client) = context(&tokio);
+    let runtime = Runtime::new(context, false).expect("the engine");
+    let id = client.session.id();
+
+    let mut direct = runtime
+        .direct(wasm.clone(), ComponentOptions::default())
+        .expect("echo starts");
+    let mut group = c.benchmark_group("direct");
+    group.bench_function("echo.echo", |b| {
+        b.iter(|| black_box(direct.call(id, "echo", black_box(BODY))))
+    });
+    group.bench_function("echo.notify", |b| {
+        b.iter(|| {
+            let result = direct.call(id, "notify", black_box(BODY));
+            client.drain();
+            black_box(result)
+        })
+    });
+    group.finish();
+    assert!(
+        matches!(direct.call(id, "notify", BODY), Ok(Ok(_))) && client.outbox.try_recv().is_ok(),
+        "echo.notify did not push"
+    );
+    client.drain();
+
+    let handle = runtime
+        .load(wasm, 0, &|_, _| ComponentOptions::default())
+        .expect("echo loads");
+    let payload = Bytes::from_static(BODY);
+    let mut group = c.benchmark_group("dispatch");
+    group.bench_function("echo.echo", |b| {
+        b.iter(|| black_box(tokio.block_on(handle.call(id, "echo".to_owned(), payload.clone()))))
+    });
+    group.bench_function("echo.notify", |b| {
+        b.iter(|| {
+            let result = tokio.block_on(handle.call(id, "notify".to_owned(), payload.clone()));
+            client.drain();
+            black_box(result)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, warm_calls);
+criterion_main!(benches);
