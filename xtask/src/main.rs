@@ -235,11 +235,15 @@ fn test() -> anyhow::Result<()> {
     let components = build_components()?;
     // `cargo test` builds the host binary itself (the host's CLI tests need it) with the
     // test build's feature set; building it separately first would compile wasmtime twice.
+    // The hosts the tests start keep their compiled-component cache in the target directory,
+    // not in the user's home.
+    let cache = target_dir().join("test-cache");
     run_command(
         cargo()
             .args(["test", "--release", "--workspace"])
             .env("PITAYA_HOST_BIN", host_binary())
-            .env("PITAYA_COMPONENTS_DIR", &components),
+            .env("PITAYA_COMPONENTS_DIR", &components)
+            .env("XDG_CACHE_HOME", &cache),
     )?;
     // The browser test: Debian's chromium driven by playwright-core, both installed by setup.sh.
     let browser = root().join("tests").join("browser");
@@ -249,7 +253,8 @@ fn test() -> anyhow::Result<()> {
         Command::new("node")
             .arg(browser.join("run.mjs"))
             .env("PITAYA_HOST_BIN", host_binary())
-            .env("PITAYA_COMPONENTS_DIR", &components),
+            .env("PITAYA_COMPONENTS_DIR", &components)
+            .env("XDG_CACHE_HOME", &cache),
     )
     .context("the browser test")
 }
