@@ -527,7 +527,13 @@ async fn host_frontend_forwards_to_a_go_backend() -> Result<()> {
         // The forwarded request, field by field.
         let id = c.next_id();
         c.send_request(id, "room.room.join", br#"{"a":1}"#).await?;
-        let r = be.take_request("room.room.join", WAIT).await?;
+        let r = match be.take_request("room.room.join", WAIT).await {
+            Ok(r) => r,
+            Err(e) => {
+                let got = c.unclaimed_messages();
+                anyhow::bail!("{e:#}\nthe client got meanwhile: {got:#?}");
+            }
+        };
         ensure!(
             r.request.r#type == RpcType::Sys as i32,
             "a forward is a Sys request: {:?}",
