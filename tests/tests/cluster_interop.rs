@@ -960,3 +960,59 @@ async fn a_bind_that_cannot_reach_the_frontend_is_not_a_success() -> Result<()> 
     .await
     .context("the test took too long")?
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_right_after_startup_reaches_the_frontend() -> Result<()> {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let services = Services::start().await?;
+        // The frontend is registered before the backend starts, so the backend's first read of discovery
+        // must find it; the backend is used the moment it says it is ready.
+        let fe = FakeFrontend::start(&services, "connector", DEFAULT_PREFIX).await?;
+        let host = Server::start(
+            ServerOptions::default()
+                .components(&["lab.wasm"])
+                .label("room")
+                .cluster(services.host("room", false)),
+        )
+        .await?;
+        let target = ServerEntry {
+            key: format!("pitaya/servers/room/{}", host.id()?),
+            id: host.id()?.to_owned(),
+            server_type: "room".into(),
+            frontend: false,
+            hostname: String::new(),
+            json: Value::Null,
+            lease: 0,
+        };
+        fe.add_session(5, json!({"ipversion": "ipv4"}));
+        let r = fe
+            .forward(
+                &target,
+                5,
+                1,
+                MsgType::Request,
+                "room.lab.bind",
+                br#"{"uid":"early"}"#,
+            )
+            .await?;
+        ensure!(success_json(&r.response, "room.lab.bind")? == json!({"ok": true}));
+        let r = fe
+            .forward(
+                &target,
+                5,
+                2,
+                MsgType::Request,
+                "room.lab.pushUids",
+                br#"{"uids":["early"],"route":"onEarly","body":{}}"#,
+            )
+            .await?;
+        let answer = success_json(&r.response, "room.lab.pushUids")?;
+        let (_, p) = fe.wait_push("early", WAIT).await.with_context(|| {
+            format!("a push by uid right after the backend said cluster:// (it answered {answer})")
+        })?;
+        ensure!(p.route == "onEarly", "{p:?}");
+        Ok(())
+    })
+    .await
+    .context("the test took too long")?
+}
