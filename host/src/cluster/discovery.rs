@@ -264,13 +264,34 @@ async fn keep_alive(
     }
 }
 
-/// Fills `servers` from etcd and keeps it current: a watch on the prefix, plus a full read
-/// every two minutes. Errors are retried with backoff for as long as the host runs.
-pub async fn watch(mut client: Client, prefix: String, servers: Arc<Servers>, metrics: Arc<Metrics>) {
+/// Reads every server into `servers` once; returns the revision the read saw, for [`watch`].
+pub async fn load(
+    client: &mut Client,
+    prefix: &str,
+    servers: &Servers,
+) -> Result<i64, etcd_client::Error> {
+    resync(client, prefix, &format!("{prefix}servers/"), servers).await
+}
+
+/// Keeps `servers` current from etcd: a watch on the prefix from the revision after `loaded`
+/// (the revision of a [`load`]), plus a full read every two minutes. Errors are retried with
+/// backoff for as long as the host runs.
+pub async fn watch(
+    mut client: Client,
+    prefix: String,
+    servers: Arc<Servers>,
+    metrics: Arc<Metrics>,
+    loaded: i64,
+) {
     let root = format!("{prefix}servers/");
     let mut backoff = Duration::from_millis(100);
+    let mut first = Some(loaded);
     loop {
-        let revision = match resync(&mut client, &prefix, &root, &servers).await {
+        let read = match first.take() {
+            Some(revision) => Ok(revision),
+            None => resync(&mut client, &prefix, &root, &servers).await,
+        };
+        let revision = match read {
             Ok(revision) => revision,
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?backoff, "reading servers from etcd failed");

@@ -271,6 +271,12 @@ impl Cluster {
         } else {
             None
         };
+        // The server has the subscriptions once it answers a PING: only then may the key go
+        // into etcd.
+        nats.flush().await.map_err(|cause| ClusterError::Nats {
+            url: config.nats.clone(),
+            cause: cause.to_string(),
+        })?;
         let cluster = Arc::new(Self {
             me,
             config,
@@ -285,21 +291,28 @@ impl Cluster {
         Ok((cluster, Subscriptions { requests, bindings }))
     }
 
-    /// Starts watching the other servers and puts this one's key in etcd.
+    /// Reads the other servers, starts watching them, and puts this one's key in etcd. Once
+    /// it returns, the host knows the cluster as it was and others can call it.
     pub async fn register(&self) -> Result<(), ClusterError> {
+        let etcd_error = |cause: etcd_client::Error| ClusterError::Etcd {
+            url: self.config.etcd.clone(),
+            cause: cause.to_string(),
+        };
+        let mut etcd = self.etcd.clone();
+        let loaded = discovery::load(&mut etcd, &self.config.prefix, &self.servers)
+            .await
+            .map_err(etcd_error)?;
         tokio::spawn(discovery::watch(
             self.etcd.clone(),
             self.config.prefix.clone(),
             self.servers.clone(),
             self.metrics.clone(),
+            loaded,
         ));
         let registration =
             discovery::Registration::start(self.etcd.clone(), &self.config.prefix, &self.me, self.metrics.clone())
                 .await
-                .map_err(|cause| ClusterError::Etcd {
-                    url: self.config.etcd.clone(),
-                    cause: cause.to_string(),
-                })?;
+                .map_err(etcd_error)?;
         *self.registration.lock().await = Some(registration);
         tracing::info!(
             id = self.me.id,
