@@ -123,8 +123,31 @@ pub struct Nats {
 
 impl Nats {
     async fn start() -> Result<Self> {
+        Self::start_on(free_port()?).await
+    }
+
+    /// Stops the server and starts a new one on the same port (clients see an outage and
+    /// must reconnect).
+    pub async fn restart(&mut self) -> Result<()> {
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .context("the NATS URL has no port")?;
+        self.stop();
+        *self = Self::start_on(port).await?;
+        Ok(())
+    }
+
+    /// Kills the server (until [`Nats::restart`]).
+    pub fn stop(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+
+    async fn start_on(port: u16) -> Result<Self> {
         let bin = find_binary("nats-server")?;
-        let port = free_port()?;
         let dir = TempDir::new("nats")?;
         let args = vec![
             "-a".into(),
