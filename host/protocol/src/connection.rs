@@ -261,6 +261,21 @@ impl Connection {
         self.latest_now = self.latest_now.max(now);
     }
 
+    /// Frees the buffers that hold nothing now (partial packets, events and packets to send),
+    /// so that a connection that went quiet holds no memory for them. They are allocated again
+    /// when next needed.
+    pub fn shrink_buffers(&mut self) {
+        if self.recv_buf.is_empty() && self.recv_buf.capacity() > 0 {
+            self.recv_buf = BytesMut::new();
+        }
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        if self.transmits.is_empty() && self.transmits.capacity() > 0 {
+            self.transmits = VecDeque::new();
+        }
+    }
+
     /// The next event for the host, in the order the packets arrived.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()

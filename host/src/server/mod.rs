@@ -2,6 +2,7 @@
 //! reloads components when asked, and shuts down gracefully.
 
 mod connection;
+pub mod files;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -147,6 +148,8 @@ struct Shared {
     config: ServerConfig,
     connection: Arc<ConnectionConfig>,
     connections: Option<Arc<Semaphore>>,
+    /// The cap behind `connections`: `--max-connections` or the open-file limit, the lower.
+    max_connections: Option<usize>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     runtime: Arc<Runtime>,
 }
@@ -252,15 +255,15 @@ impl Server {
             ),
             None => None,
         };
-        let connections = config
-            .max_connections
-            .map(|max| Arc::new(Semaphore::new(max)));
+        let max_connections = connection_cap(config.max_connections);
+        let connections = max_connections.map(|max| Arc::new(Semaphore::new(max)));
         let shared = Arc::new(Shared {
             router,
             registry,
             context,
             connection: Arc::new(config.connection.clone()),
             connections,
+            max_connections,
             tls,
             runtime: Arc::new(runtime),
             config,
@@ -430,6 +433,40 @@ async fn watch(shared: Arc<Shared>) {
             seen[index] = now;
         }
     }
+}
+
+/// The connection cap, from `--max-connections` and the open-file limit, logged.
+fn connection_cap(configured: Option<usize>) -> Option<usize> {
+    let soft = match files::file_limit() {
+        Ok((soft, _)) => soft,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit");
+            None
+        }
+    };
+    let cap = files::connection_cap(configured, soft);
+    match (soft, cap) {
+        (Some(limit), Some(cap)) if configured.is_none_or(|configured| configured > cap) => {
+            if configured.is_some() {
+                tracing::warn!(
+                    max_connections = configured,
+                    open_files = limit,
+                    "--max-connections is more than the open-file limit allows; lowered"
+                );
+            }
+            tracing::info!(
+                open_files = limit,
+                headroom = files::headroom(limit),
+                max_connections = cap,
+                "open-file limit {limit}: at most {cap} connections"
+            );
+        }
+        (_, Some(cap)) => {
+            tracing::info!(max_connections = cap, "at most {cap} connections")
+        }
+        (_, None) => tracing::info!("no open-file limit and no connection cap"),
+    }
+    cap
 }
 
 async fn listen(transport: TransportKind, addr: SocketAddr) -> Result<TcpListener, ServerError> {
