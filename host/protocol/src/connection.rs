@@ -141,7 +141,6 @@ pub struct Connection {
     recv_buf: BytesMut,
     events: VecDeque<Event>,
     transmits: VecDeque<Bytes>,
-    handshake: Option<ClientHandshake>,
     /// The handshake deadline counts from here.
     started: Instant,
     /// The last time a complete packet arrived: the liveness deadline counts from here.
@@ -163,7 +162,6 @@ impl Connection {
             recv_buf: BytesMut::new(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
-            handshake: None,
             started: now,
             last_received: now,
             latest_now: now,
@@ -214,8 +212,9 @@ impl Connection {
         match (packet.kind, self.state) {
             (PacketType::Handshake, State::AwaitingHandshake) => {
                 match parse_client_handshake(&packet.body) {
+                    // Handed over, not kept: parsed JSON costs hundreds of bytes per
+                    // connection, and the host keeps its own copy with the session.
                     Ok(handshake) => {
-                        self.handshake = Some(handshake.clone());
                         self.events.push_back(Event::Handshake(handshake));
                         self.state = State::AwaitingValidation;
                         Ok(())
@@ -448,11 +447,6 @@ impl Connection {
     /// Where the connection is in its life.
     pub fn state(&self) -> State {
         self.state
-    }
-
-    /// The client's handshake, once received.
-    pub fn handshake(&self) -> Option<&ClientHandshake> {
-        self.handshake.as_ref()
     }
 
     /// The settings this connection runs with.

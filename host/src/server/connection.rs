@@ -127,6 +127,9 @@ pub(super) async fn accept_loop(listener: TcpListener, kind: TransportKind, shar
     }
 }
 
+// The handshakes before `drive` (HTTP sniffing, TLS, the WebSocket upgrade) run in boxed futures
+// of their own: their state is large, and as part of this function's future it would stay in
+// the task's allocation for the connection's whole life.
 async fn serve_stream(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -140,10 +143,10 @@ async fn serve_stream(
         && shared.tls.is_none()
         && let Some(root) = &shared.config.web
     {
-        match sniff(&stream, timeout).await {
+        match Box::pin(sniff(&stream, timeout)).await {
             Ok(Sniffed::WebSocket) => {}
             Ok(request) => {
-                if let Err(error) = serve_file(stream, root, request).await {
+                if let Err(error) = Box::pin(serve_file(stream, root, request)).await {
                     tracing::debug!(%peer, %error, "http request failed");
                 }
                 return;
@@ -155,7 +158,7 @@ async fn serve_stream(
         }
     }
     let accepted = match &shared.tls {
-        Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Some(acceptor) => match Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await {
             Ok(Ok(tls)) => Accepted::Tls(Box::new(tls)),
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %kind, %error, "tls handshake failed");
@@ -184,7 +187,7 @@ async fn serve_stream(
                 .max_packet_body
                 .saturating_mul(4)
                 .max(64 * 1024);
-            match tokio::time::timeout(timeout, accept_websocket(io, max_message)).await {
+            match Box::pin(tokio::time::timeout(timeout, accept_websocket(io, max_message))).await {
                 Ok(Ok(ws)) => Link::ws(ws),
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "websocket upgrade failed");
@@ -197,9 +200,7 @@ async fn serve_stream(
             }
         }
     };
-    // The connection's own future is boxed: the TLS and WebSocket handshakes above need large
-    // futures, which must not stay part of the task for the connection's whole life.
-    Box::pin(drive(shared, link, peer, kind)).await;
+    drive(shared, link, peer, kind).await;
 }
 
 /// An accepted socket, after the TLS handshake when TLS is on.
@@ -431,7 +432,7 @@ async fn drive(shared: Arc<Shared>, mut link: Link, peer: std::net::SocketAddr, 
                 Event::Handshake(handshake) => {
                     let created = shared.registry.create(peer, handshake, queue.clone());
                     tracing::debug!(%peer, %kind, session = created.id(), "handshake");
-                    let verdict = validate(&shared, &created).await;
+                    let verdict = Box::pin(validate(&shared, &created)).await;
                     session = Some(created);
                     metrics.sessions.inc();
                     let outcome = if verdict.is_ok() { "ok" } else { "refused" };
@@ -501,7 +502,7 @@ async fn drive(shared: Arc<Shared>, mut link: Link, peer: std::net::SocketAddr, 
             .await;
         }
     };
-    tokio::join!(cleanup, flush);
+    Box::pin(async { tokio::join!(cleanup, flush) }).await;
     queue.close();
     drop(session);
     drop((reader, writer));
