@@ -82,22 +82,28 @@ pub(super) async fn accept_loop(listener: TcpListener, kind: TransportKind, shar
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) if out_of_files(&error) => {
-                metrics.refused("out_of_files");
-                if let Some(unlogged) = refusals.note(std::time::Instant::now()) {
-                    tracing::warn!(%kind, %error, unlogged, "out of file descriptors, refusing a connection (more refused since the last such line: unlogged)");
-                }
-                // Closing the spare frees one descriptor for the waiting connection, which is
-                // closed at once; then the spare is taken back.
-                if spare.0.take().is_some()
-                    && let Some(Ok((stream, _))) = listener.accept().now_or_never()
-                {
-                    drop(stream);
+                // accept checks for a free descriptor before it looks for a connection, so
+                // this may be a readiness left over from an earlier connection; it is only
+                // cleared by an accept that finds nothing. Closing the spare frees one
+                // descriptor: the accept then either takes the waiting connection, which is
+                // closed at once, or finds none and clears the readiness. Either way the loop
+                // does not spin.
+                let had_spare = spare.0.take().is_some();
+                match listener.accept().now_or_never() {
+                    Some(Ok((stream, peer))) => {
+                        drop(stream);
+                        metrics.refused("out_of_files");
+                        if let Some(unlogged) = refusals.note(std::time::Instant::now()) {
+                            tracing::warn!(%peer, %kind, %error, unlogged, "out of file descriptors, refusing a connection");
+                        }
+                    }
+                    Some(Err(_)) | None if !had_spare => {
+                        // Not even the spare: wait for descriptors to free up.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Some(Err(_)) | None => {}
                 }
                 spare = Spare::open();
-                if spare.0.is_none() {
-                    // Not even the spare: wait for descriptors to free up rather than spin.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
                 continue;
             }
             Err(error) => {
