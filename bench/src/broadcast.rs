@@ -117,7 +117,10 @@ pub async fn run(config: BroadcastConfig) -> Result<BroadcastReport> {
         closed: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
-    let join = RequestEncoder::new("lab.join", format!(r#"{{"group":"{}"}}"#, config.group).as_bytes())?;
+    let join = RequestEncoder::new(
+        "lab.join",
+        format!(r#"{{"group":"{}"}}"#, config.group).as_bytes(),
+    )?;
     let (ready_tx, mut ready_rx) = mpsc::channel::<Result<()>>(config.batch.max(1));
     let mut members = JoinSet::new();
     let mut joined = 0usize;
@@ -298,7 +301,12 @@ pub async fn run(config: BroadcastConfig) -> Result<BroadcastReport> {
     })
 }
 
-fn server_figures(pid: u32, start: &ProcSample, end: &ProcSample, pushes: u64) -> BroadcastServerFigures {
+fn server_figures(
+    pid: u32,
+    start: &ProcSample,
+    end: &ProcSample,
+    pushes: u64,
+) -> BroadcastServerFigures {
     let ticks = procfs::clock_ticks_per_sec() as f64;
     let cpu_secs = end.cpu_ticks.saturating_sub(start.cpu_ticks) as f64 / ticks;
     BroadcastServerFigures {
@@ -399,7 +407,6 @@ fn push_seq(body: &[u8]) -> Option<u64> {
     let end = digits.iter().position(|b| !b.is_ascii_digit())?;
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
-
 
 #[cfg(test)]
 mod tests {

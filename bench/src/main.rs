@@ -343,19 +343,33 @@ fn idle_config(args: IdleArgs, nofile: u64) -> Result<idle::IdleConfig> {
 fn broadcast_config(args: BroadcastArgs, nofile: u64) -> Result<broadcast::BroadcastConfig> {
     let target = parse_url(&args.url)?;
     if args.members == 0 || args.members > MAX_CONNECTIONS {
-        bail!("--members must be between 1 and {MAX_CONNECTIONS}, not {}", args.members);
+        bail!(
+            "--members must be between 1 and {MAX_CONNECTIONS}, not {}",
+            args.members
+        );
     }
     let needed = args.members as u64 + 64;
     if needed > nofile {
-        bail!("--members {} needs about {needed} open files but this process may open {nofile}", args.members);
+        bail!(
+            "--members {} needs about {needed} open files but this process may open {nofile}",
+            args.members
+        );
     }
     if args.duration == 0 || args.duration > MAX_SECS {
-        bail!("--duration must be between 1 and {MAX_SECS} seconds, not {}", args.duration);
+        bail!(
+            "--duration must be between 1 and {MAX_SECS} seconds, not {}",
+            args.duration
+        );
     }
     if args.lag == 0 || args.lag > 1000 {
         bail!("--lag must be between 1 and 1000, not {}", args.lag);
     }
-    if args.group.is_empty() || !args.group.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if args.group.is_empty()
+        || !args
+            .group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         bail!("--group must be letters, digits, '_' or '-'");
     }
     if args.filler > 60_000 {
@@ -365,7 +379,10 @@ fn broadcast_config(args: BroadcastArgs, nofile: u64) -> Result<broadcast::Broad
         bail!("--batch must be between 1 and 10000, not {}", args.batch);
     }
     if args.connect_timeout == 0 || args.connect_timeout > 60 {
-        bail!("--connect-timeout must be between 1 and 60 seconds, not {}", args.connect_timeout);
+        bail!(
+            "--connect-timeout must be between 1 and 60 seconds, not {}",
+            args.connect_timeout
+        );
     }
     Ok(broadcast::BroadcastConfig {
         target,
@@ -383,7 +400,11 @@ fn broadcast_config(args: BroadcastArgs, nofile: u64) -> Result<broadcast::Broad
 fn format_broadcast(r: &broadcast::BroadcastReport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let _ = writeln!(out, "target        {}  members {} of {} joined", r.url, r.joined, r.members);
+    let _ = writeln!(
+        out,
+        "target        {}  members {} of {} joined",
+        r.url, r.joined, r.members
+    );
     let _ = writeln!(
         out,
         "broadcasts    {} sent, {} answered ok, {:.0}/s  (push payload {} B)",
@@ -404,7 +425,10 @@ fn format_broadcast(r: &broadcast::BroadcastReport) -> String {
         let _ = writeln!(
             out,
             "server pid {}  cpu {:.2} s  {:.2} µs/push  RSS {:.1} MiB",
-            s.pid, s.cpu_secs, s.cpu_us_per_push, mib(s.rss_bytes)
+            s.pid,
+            s.cpu_secs,
+            s.cpu_us_per_push,
+            mib(s.rss_bytes)
         );
     }
     out

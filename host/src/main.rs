@@ -223,7 +223,11 @@ fn serve(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<()> {
     // below what the hard limit allows.
     match pitaya_host::server::files::raise_file_limit() {
         Ok((before, after)) if before != after => {
-            tracing::info!(?before, ?after, "open-file soft limit raised to the hard limit")
+            tracing::info!(
+                ?before,
+                ?after,
+                "open-file soft limit raised to the hard limit"
+            )
         }
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),

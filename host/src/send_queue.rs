@@ -249,7 +249,9 @@ mod tests {
     #[test]
     fn nothing_after_the_last_packet_or_the_close() {
         let queue = SendQueue::new(100, 100);
-        queue.try_push(Outbound::Last(Bytes::from_static(b"kick"))).unwrap();
+        queue
+            .try_push(Outbound::Last(Bytes::from_static(b"kick")))
+            .unwrap();
         assert_eq!(queue.try_push(packet(1)), Err(SendError::Closed));
         let waker = Waker::from(Arc::new(CountingWaker(AtomicUsize::new(0))));
         let mut local = VecDeque::new();

@@ -320,7 +320,9 @@ impl Server {
     /// The text of `/metrics` (the server must have been started [`ServerOptions::with_metrics`]).
     pub async fn metrics_text(&self) -> Result<String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.metrics.context("the server was started without metrics")?;
+        let addr = self
+            .metrics
+            .context("the server was started without metrics")?;
         let fetch = async {
             let mut stream = tokio::net::TcpStream::connect(addr).await?;
             stream

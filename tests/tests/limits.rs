@@ -135,11 +135,15 @@ async fn running_out_of_descriptors_refuses_cleanly() -> Result<()> {
         extra.send_handshake(PITAYA_HANDSHAKE).await.ok();
         // The first of the two to arrive: a handshake reply (served) or the close (refused).
         let (served, _) = extra
-            .wait_for("a handshake reply or the close", Duration::from_secs(5), |e| match e {
-                Incoming::Handshake(_) => Some(true),
-                Incoming::Closed(_) => Some(false),
-                _ => None,
-            })
+            .wait_for(
+                "a handshake reply or the close",
+                Duration::from_secs(5),
+                |e| match e {
+                    Incoming::Handshake(_) => Some(true),
+                    Incoming::Closed(_) => Some(false),
+                    _ => None,
+                },
+            )
             .await?;
         if !served {
             break;

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use pitaya_protocol::{Connection, Event, Message, MessageType, ProtocolError, State, encode_response};
+use pitaya_protocol::{
+    Connection, Event, Message, MessageType, ProtocolError, State, encode_response,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -164,17 +166,19 @@ async fn serve_stream(
         }
     }
     let accepted = match &shared.tls {
-        Some(acceptor) => match Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await {
-            Ok(Ok(tls)) => Accepted::Tls(Box::new(tls)),
-            Ok(Err(error)) => {
-                tracing::debug!(%peer, %kind, %error, "tls handshake failed");
-                return;
+        Some(acceptor) => {
+            match Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await {
+                Ok(Ok(tls)) => Accepted::Tls(Box::new(tls)),
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %kind, %error, "tls handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, %kind, "tls handshake timed out");
+                    return;
+                }
             }
-            Err(_) => {
-                tracing::debug!(%peer, %kind, "tls handshake timed out");
-                return;
-            }
-        },
+        }
         None => Accepted::Plain(stream),
     };
     let link = match kind {
@@ -193,7 +197,12 @@ async fn serve_stream(
                 .max_packet_body
                 .saturating_mul(4)
                 .max(64 * 1024);
-            match Box::pin(tokio::time::timeout(timeout, accept_websocket(io, max_message))).await {
+            match Box::pin(tokio::time::timeout(
+                timeout,
+                accept_websocket(io, max_message),
+            ))
+            .await
+            {
                 Ok(Ok(ws)) => Link::ws(ws),
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "websocket upgrade failed");
@@ -314,7 +323,12 @@ impl WriteSide {
 }
 
 /// Runs one connection from accept to close.
-async fn drive(shared: Arc<Shared>, mut link: Link, peer: std::net::SocketAddr, kind: TransportKind) {
+async fn drive(
+    shared: Arc<Shared>,
+    mut link: Link,
+    peer: std::net::SocketAddr,
+    kind: TransportKind,
+) {
     let metrics = shared.context.metrics.clone();
     let queue = SendQueue::new(shared.config.send_queue, shared.config.send_queue_bytes);
     let start = std::time::Instant::now();
@@ -511,7 +525,6 @@ async fn drive(shared: Arc<Shared>, mut link: Link, peer: std::net::SocketAddr, 
     Box::pin(async { tokio::join!(cleanup, flush) }).await;
     queue.close();
     drop(session);
-    drop((reader, writer));
     let _ = tokio::time::timeout(FINAL_FLUSH, link.shutdown()).await;
 }
 

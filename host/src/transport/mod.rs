@@ -271,7 +271,11 @@ pub enum Writer<'a> {
 impl Writer<'_> {
     /// Writes some of `out` (at least one byte, or Pending). Returns how many bytes of packets
     /// left `out`.
-    pub fn poll_write(&mut self, cx: &mut Context<'_>, out: &mut Outgoing) -> Poll<io::Result<usize>> {
+    pub fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Outgoing,
+    ) -> Poll<io::Result<usize>> {
         if out.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -294,7 +298,11 @@ impl Writer<'_> {
             Writer::Ws { sink, unflushed } => {
                 let mut sent = 0;
                 while let Some(packet) = out.packets.front() {
-                    if sink.poll_ready_unpin(cx).map_err(io::Error::other)?.is_pending() {
+                    if sink
+                        .poll_ready_unpin(cx)
+                        .map_err(io::Error::other)?
+                        .is_pending()
+                    {
                         break;
                     }
                     let len = packet.len();
