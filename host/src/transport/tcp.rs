@@ -6,6 +6,7 @@
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll, ready};
 
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::{Outgoing, with_scratch};
@@ -24,7 +25,18 @@ pub(super) fn poll_read<R>(
         // try_read clears the readiness on WouldBlock, so the next poll waits for new bytes.
         let outcome = with_scratch(|buf| match stream.try_read(buf) {
             Ok(0) => Some(Ok(None)),
-            Ok(n) => Some(Ok(f.take().map(|f| f(&buf[..n])))),
+            Ok(n) => {
+                if n < buf.len() {
+                    // A short read emptied the socket's queue: clear the readiness now rather
+                    // than learn it from one more read that fails with WouldBlock (a system call
+                    // per request). Bytes arriving later raise a new readiness, which this does
+                    // not clear.
+                    let _ = stream.try_io(Interest::READABLE, || {
+                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                    });
+                }
+                Some(Ok(f.take().map(|f| f(&buf[..n]))))
+            }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => None,
             Err(error) => Some(Err(error)),
         });

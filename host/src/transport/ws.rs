@@ -9,8 +9,9 @@ use super::BoxedIo;
 
 pub(super) type Stream = WebSocketStream<BoxedIo>;
 
-/// Bytes tungstenite reads at a time.
-const READ_BUFFER: usize = 4096;
+/// Bytes tungstenite reads at a time (its buffer grows for a larger frame). Small, because it
+/// stays allocated, zero-filled, for every connection; game messages are small.
+const READ_BUFFER: usize = 1024;
 
 /// Completes the WebSocket upgrade on an accepted TCP stream. Frames and messages larger than
 /// `max_message` are refused by tungstenite before they are buffered whole.
