@@ -557,7 +557,11 @@ fn format_idle(r: &idle::IdleReport) -> String {
             s.bytes_per_connection,
             s.bytes_per_connection / 1024.0
         );
-        let _ = writeln!(out, "server CPU    {:.2} s during the hold", s.hold_cpu_secs);
+        let _ = writeln!(
+            out,
+            "server CPU    {:.2} s during the hold",
+            s.hold_cpu_secs
+        );
     }
     let p = &r.probe;
     let _ = writeln!(
