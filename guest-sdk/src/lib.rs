@@ -192,6 +192,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cluster;
 mod component;
 mod error;
 pub mod groups;

@@ -131,6 +131,9 @@ pub enum BindError {
     /// Another session holds the uid, and the host is configured to refuse duplicate logins.
     /// (By default the host kicks the older session instead, and binding succeeds.)
     UidTaken,
+    /// In a cluster, the frontend holding the session could not be reached or did not take
+    /// the binding; the reason is given.
+    Unreachable(String),
 }
 
 impl fmt::Display for BindError {
@@ -142,6 +145,7 @@ impl fmt::Display for BindError {
             }
             BindError::InvalidUid => write!(f, "the uid is empty"),
             BindError::UidTaken => write!(f, "another session holds the uid"),
+            BindError::Unreachable(why) => write!(f, "the session's frontend did not take it: {why}"),
         }
     }
 }

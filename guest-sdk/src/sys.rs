@@ -8,7 +8,7 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use crate::testing::fake::{
-    bind, close, get, group_add, group_broadcast, group_contains, group_count, group_create,
+    bind, cluster_rpc, cluster_server, close, get, group_add, group_broadcast, group_contains, group_count, group_create,
     group_delete, group_members, group_remove, handshake, is_connected, kick, log, push,
     remote_address, remove, set, timer_after, timer_cancel, timer_every, uid, user_kick, user_push,
     user_session,
@@ -16,7 +16,7 @@ pub(crate) use crate::testing::fake::{
 
 #[cfg(target_arch = "wasm32")]
 pub(crate) use self::wasm::{
-    bind, close, get, group_add, group_broadcast, group_contains, group_count, group_create,
+    bind, cluster_rpc, cluster_server, close, get, group_add, group_broadcast, group_contains, group_count, group_create,
     group_delete, group_members, group_remove, handshake, is_connected, kick, log, push,
     remote_address, remove, set, timer_after, timer_cancel, timer_every, uid, user_kick, user_push,
     user_session,
@@ -25,7 +25,7 @@ pub(crate) use self::wasm::{
 #[cfg(target_arch = "wasm32")]
 mod wasm {
     use crate::__private::bindings::pitaya::host::{
-        groups, log as wit_log, session, timers, users,
+        cluster, groups, log as wit_log, session, timers, users,
     };
     use crate::BindError;
     use crate::log::Level;
@@ -40,6 +40,7 @@ mod wasm {
             session::BindError::AlreadyBound(uid) => BindError::AlreadyBound(uid),
             session::BindError::InvalidUid => BindError::InvalidUid,
             session::BindError::UidTaken => BindError::UidTaken,
+            session::BindError::Unreachable(why) => BindError::Unreachable(why),
         })
     }
 
@@ -126,6 +127,18 @@ mod wasm {
 
     pub(crate) fn user_kick(uid: &str, reason: Option<&str>) -> bool {
         users::kick(uid, reason)
+    }
+
+    pub(crate) fn cluster_server() -> Option<(String, String)> {
+        cluster::server().map(|server| (server.server_type, server.id))
+    }
+
+    pub(crate) fn cluster_rpc(route: &str, payload: &[u8]) -> Result<Vec<u8>, crate::HandlerError> {
+        cluster::rpc(route, payload).map_err(|error| crate::HandlerError {
+            code: error.code,
+            message: error.message,
+            metadata: error.metadata,
+        })
     }
 
     pub(crate) fn timer_after(ms: u32) -> u64 {

@@ -685,6 +685,40 @@ impl<C: Component> TestHost<C> {
         runtime::reload::<C>(config.into())
     }
 
+    /// Makes the fake host a server of `server_type` in a cluster, so
+    /// [`cluster::server`](crate::cluster::server) answers and RPCs get scripted answers.
+    pub fn join_cluster(&mut self, server_type: &str, id: &str) {
+        fake::join_cluster(server_type, id);
+    }
+
+    /// Scripts the answer of every later RPC to `route` (in a joined cluster; other routes
+    /// answer `PIT-404`).
+    ///
+    /// ```
+    /// use pitaya_guest::testing::TestHost;
+    /// # use pitaya_guest::prelude::*;
+    /// # #[derive(Default)] struct Shop;
+    /// # #[component(name = "shop")] impl Shop {
+    /// #     #[request] fn price() -> Result<u32> {
+    /// #         pitaya_guest::cluster::rpc("bank.account.price", &())
+    /// #     }
+    /// # }
+    /// let mut host = TestHost::<Shop>::new().unwrap();
+    /// host.join_cluster("shop", "shop-1");
+    /// host.answer_rpc("bank.account.price", Ok(b"42".to_vec()));
+    /// let player = host.connect();
+    /// assert_eq!(host.request(player, "price", b"null").unwrap(), b"42");
+    /// assert_eq!(host.take_rpc_calls(), [("bank.account.price".to_string(), b"null".to_vec())]);
+    /// ```
+    pub fn answer_rpc(&mut self, route: &str, answer: Result<Vec<u8>, HandlerError>) {
+        fake::answer_rpc(route, answer);
+    }
+
+    /// The RPCs made since the last call of this, as (route, payload).
+    pub fn take_rpc_calls(&mut self) -> Vec<(String, Vec<u8>)> {
+        fake::take_rpc_calls()
+    }
+
     /// The lines logged since the last call, oldest first.
     ///
     /// ```
@@ -733,6 +767,12 @@ pub(crate) mod fake {
         /// Sessions kicked or closed during the current call: the test host tells the
         /// component after it, as the real host does (it never re-enters a component mid-call).
         ended: Vec<u64>,
+        /// This server in its fake cluster, if the test joined one.
+        cluster: Option<(String, String)>,
+        /// Scripted RPC answers by route.
+        rpc_answers: BTreeMap<String, Result<Vec<u8>, crate::HandlerError>>,
+        /// RPCs made, in order.
+        rpc_calls: Vec<(String, Vec<u8>)>,
     }
 
     struct Session {
@@ -1019,6 +1059,43 @@ pub(crate) mod fake {
             }
             None => false,
         }
+    }
+
+    // The `cluster` interface.
+
+    pub(crate) fn cluster_server() -> Option<(String, String)> {
+        with_host(|host| host.cluster.clone())
+    }
+
+    pub(crate) fn cluster_rpc(route: &str, payload: &[u8]) -> Result<Vec<u8>, crate::HandlerError> {
+        with_host(|host| {
+            host.rpc_calls.push((route.to_owned(), payload.to_vec()));
+            match (&host.cluster, host.rpc_answers.get(route)) {
+                (Some(_), Some(answer)) => answer.clone(),
+                (Some(_), None) => Err(crate::HandlerError::new(
+                    "PIT-404",
+                    format!("pitaya/handler: {route} not found"),
+                )),
+                (None, _) => Err(crate::HandlerError::new(
+                    "PIT-500",
+                    "pitaya/remote: this host is not in a cluster",
+                )),
+            }
+        })
+    }
+
+    pub(crate) fn join_cluster(server_type: &str, id: &str) {
+        with_host(|host| host.cluster = Some((server_type.to_owned(), id.to_owned())));
+    }
+
+    pub(crate) fn answer_rpc(route: &str, answer: Result<Vec<u8>, crate::HandlerError>) {
+        with_host(|host| {
+            host.rpc_answers.insert(route.to_owned(), answer);
+        });
+    }
+
+    pub(crate) fn take_rpc_calls() -> Vec<(String, Vec<u8>)> {
+        with_host(|host| std::mem::take(&mut host.rpc_calls))
     }
 
     // The `timers` interface.

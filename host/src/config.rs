@@ -91,6 +91,20 @@ pub struct FileConfig {
     pub watch: Option<bool>,
     /// `--shutdown-timeout`.
     pub shutdown_timeout: Option<u64>,
+    /// `--cluster`.
+    pub cluster: Option<bool>,
+    /// `--frontend`.
+    pub frontend: Option<bool>,
+    /// `--nats`.
+    pub nats: Option<String>,
+    /// `--etcd`.
+    pub etcd: Option<String>,
+    /// `--etcd-prefix`.
+    pub etcd_prefix: Option<String>,
+    /// `--request-timeout-ms`.
+    pub request_timeout_ms: Option<u64>,
+    /// `--forward-by`: `random` or `uid`.
+    pub forward_by: Option<String>,
     /// The components to serve, in order (before any given on the command line).
     #[serde(default)]
     pub component: Vec<FileComponent>,

@@ -12,8 +12,38 @@
 //! - [`config`]: the TOML configuration file.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - [`server`]: listeners and the per-connection driver that joins the pieces.
+//! - [`cluster`]: pitaya's cluster contract: etcd discovery, NATS requests, protobuf messages.
 //!
 //! ARCHITECTURE.md at the repository root gives the invariants.
+//!
+//! # In a cluster
+//!
+//! A host joins a pitaya cluster (with other hosts or Go pitaya servers) through
+//! [`ServerConfig::cluster`]; a backend binds no listener:
+//!
+//! ```no_run
+//! use pitaya_host::cluster::ClusterConfig;
+//! use pitaya_host::{Server, ServerConfig};
+//!
+//! # async fn run() -> Result<(), pitaya_host::ServerError> {
+//! let config = ServerConfig {
+//!     tcp: None,
+//!     ws: None,
+//!     server_type: "room".into(),
+//!     components: vec!["target/wasm32-wasip2/release/chat.wasm".into()],
+//!     cluster: Some(ClusterConfig {
+//!         nats: "nats://127.0.0.1:4222".into(),
+//!         etcd: "http://127.0.0.1:2379".into(),
+//!         ..ClusterConfig::default()
+//!     }),
+//!     ..ServerConfig::default()
+//! };
+//! let server = Server::bind(config).await?;
+//! println!("joined as {:?}", server.cluster_id());
+//! server.run(std::future::pending()).await;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Embedding
 //!
@@ -38,6 +68,7 @@
 //! # }
 //! ```
 
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod metrics;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use pitaya_host::cluster::{ClusterConfig, ForwardBy};
 use pitaya_host::config::{DuplicateLogin, FileConfig, Grant};
 
 use pitaya_host::{ComponentOptions, Grants, Limits, Reloader, Server, ServerConfig, Tweak};
@@ -179,6 +180,38 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
+    /// Join a cluster (pitaya's: servers find each other in etcd and talk over NATS), with
+    /// the --server-type given. Go pitaya servers of the same cluster are peers too.
+    #[arg(long)]
+    cluster: bool,
+
+    /// In a cluster: hold client connections (bind the listeners) and forward routes of other
+    /// server types. Without it a cluster host is a backend and binds no listener.
+    #[arg(long)]
+    frontend: bool,
+
+    /// In a cluster: the NATS server.
+    #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+
+    /// In a cluster: the etcd endpoint.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:2379")]
+    etcd: String,
+
+    /// In a cluster: the etcd key prefix (servers are under PREFIXservers/).
+    #[arg(long, value_name = "PREFIX", default_value = "pitaya/")]
+    etcd_prefix: String,
+
+    /// In a cluster: how long a call to another server may take, in milliseconds; past it a
+    /// forwarded request is answered with PIT-408.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    request_timeout_ms: u64,
+
+    /// In a cluster: how a frontend picks the server of a type for a client's message:
+    /// `random`, or `uid` (the same server for a uid while the servers stay the same).
+    #[arg(long, value_name = "HOW", default_value = "random", value_parser = ["random", "uid"])]
+    forward_by: String,
+
     /// A TOML configuration file with any of these settings (keys are the flag names, e.g.
     /// `call-timeout-ms = 500`) and `[[component]]` tables; flags given here win over it. See
     /// examples/host.toml.
@@ -246,6 +279,9 @@ fn serve(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<()> {
         if let Some(addr) = server.ws_addr() {
             println!("ws://{addr}");
         }
+        if let Some((server_type, id)) = server.cluster_id() {
+            println!("cluster://{server_type}/{id}");
+        }
         if let Some(addr) = server.metrics_addr() {
             println!("metrics http://{addr}/metrics");
         }
@@ -282,6 +318,28 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
         given => given,
     };
     let server_type = pick!(server_type);
+    let cluster = if pick!(cluster) {
+        let forward_by = pick!(forward_by);
+        Some(ClusterConfig {
+            frontend: pick!(frontend),
+            nats: pick!(nats),
+            etcd: pick!(etcd),
+            prefix: pick!(etcd_prefix),
+            request_timeout: Duration::from_millis(pick!(request_timeout_ms).max(1)),
+            forward_by: match forward_by.as_str() {
+                "random" => ForwardBy::Random,
+                "uid" => ForwardBy::Uid,
+                other => bail!("forward-by must be `random` or `uid`, got {other:?}"),
+            },
+        })
+    } else {
+        None
+    };
+    // A backend holds no connections.
+    let (tcp, ws) = match &cluster {
+        Some(cluster) if !cluster.frontend => (None, None),
+        _ => (tcp, ws),
+    };
     if server_type.is_empty() || server_type.contains('.') {
         bail!("--server-type must be non-empty and contain no '.': {server_type:?}");
     }
@@ -368,6 +426,7 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
         default_options: defaults,
         file_options,
         components,
+        cluster,
     })
 }
 

@@ -72,6 +72,20 @@ struct RouteSeries {
     error: OnceLock<Counter>,
 }
 
+/// A service the cluster depends on.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Service {
+    /// `nats` or `etcd`.
+    pub service: &'static str,
+}
+
+/// How a call to another server of the cluster ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardOutcome {
+    /// `ok`, `error`, `timeout`, `no_server`, `unavailable`.
+    pub outcome: &'static str,
+}
+
 type LatencyFamily = Family<RouteLabel, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -104,6 +118,10 @@ pub struct Metrics {
     pub connections_refused: Family<Reason, Counter>,
     /// Connections closed because the client went silent.
     pub heartbeat_timeouts: Counter,
+    /// Whether the cluster's services (NATS, etcd) are reachable: 1 or 0.
+    pub cluster_up: Family<Service, Gauge>,
+    /// Calls to other servers of the cluster by outcome.
+    pub forwards: Family<ForwardOutcome, Counter>,
     /// Whether the host is serving (components loaded, listeners bound, not shutting down).
     pub ready: AtomicBool,
     bytes_in: OnceLock<Counter>,
@@ -175,6 +193,18 @@ impl Default for Metrics {
             "Connections closed for silence",
             heartbeat_timeouts.clone(),
         );
+        let cluster_up = Family::<Service, Gauge>::default();
+        registry.register(
+            "cluster_up",
+            "Whether NATS and etcd are reachable (cluster mode)",
+            cluster_up.clone(),
+        );
+        let forwards = Family::<ForwardOutcome, Counter>::default();
+        registry.register(
+            "cluster_calls",
+            "Calls to other servers of the cluster, by outcome",
+            forwards.clone(),
+        );
         Self {
             registry,
             sessions,
@@ -188,6 +218,8 @@ impl Default for Metrics {
             dropped,
             connections_refused,
             heartbeat_timeouts,
+            cluster_up,
+            forwards,
             ready: AtomicBool::new(false),
             bytes_in: OnceLock::new(),
             bytes_out: OnceLock::new(),
@@ -286,6 +318,20 @@ impl Metrics {
                 })
             })
             .clone()
+    }
+
+    /// Records whether a cluster service is reachable.
+    pub fn cluster_up(&self, service: &'static str, up: bool) {
+        self.cluster_up
+            .get_or_create(&Service { service })
+            .set(i64::from(up));
+    }
+
+    /// Counts a call to another server of the cluster.
+    pub fn forward(&self, outcome: &'static str) {
+        self.forwards
+            .get_or_create(&ForwardOutcome { outcome })
+            .inc();
     }
 
     /// Counts something dropped.

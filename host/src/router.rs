@@ -37,6 +37,12 @@ pub enum Resolved<'a> {
     },
     /// The route is well formed but nothing serves it here (PIT-404).
     NotFound,
+    /// The route names another server type (`type.component.handler`): a cluster forwards it
+    /// to a server of that type; a standalone host answers PIT-404.
+    Elsewhere {
+        /// The server type the route names.
+        server_type: &'a str,
+    },
     /// The route is not `[servertype.]component.handler` (PIT-400).
     Malformed,
 }
@@ -115,7 +121,7 @@ impl Router {
                     return Resolved::Malformed;
                 }
                 if server_type != self.server_type && !component.is_empty() && !handler.is_empty() {
-                    return Resolved::NotFound;
+                    return Resolved::Elsewhere { server_type };
                 }
                 (component, handler)
             }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use pitaya_protocol::ClientHandshake;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// The host's number for a connection. Never reused while the process runs.
 pub type SessionId = u64;
@@ -27,6 +27,49 @@ pub enum SendError {
     /// The client does not read fast enough: its send queue is full, so it is being disconnected.
     #[error("send queue full")]
     QueueFull,
+    /// The session is held by a frontend elsewhere in the cluster: its packets go through
+    /// [`RemoteLink`], not through a send queue here.
+    #[error("session held by another server")]
+    Remote,
+}
+
+/// What a backend asks of the frontend holding a remote session, in the order asked.
+#[derive(Debug)]
+pub enum RemoteOp {
+    /// The session's data changed; the JSON object is its whole data now (`sys.pushsession`).
+    Data {
+        /// The bound uid, if any.
+        uid: String,
+        /// The data as a JSON object.
+        json: Vec<u8>,
+    },
+    /// A push to the session's user.
+    Push {
+        /// The bound uid.
+        uid: String,
+        /// The push route.
+        route: String,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// A kick of the session's user.
+    Kick(String),
+    /// Answered once every op queued before it has been carried out.
+    Flush(oneshot::Sender<()>),
+}
+
+/// How a backend reaches a session that a frontend elsewhere in the cluster holds.
+#[derive(Debug)]
+pub struct RemoteLink {
+    /// The id of the frontend server holding the connection.
+    pub frontend_id: String,
+    /// Its server type, as it said in its request's metadata (`peer.service`); otherwise
+    /// looked up in discovery.
+    pub frontend_type: Option<String>,
+    /// The frontend's id for the session.
+    pub frontend_session: i64,
+    /// Ops for the frontend, carried out in order by a task of the cluster module.
+    pub ops: mpsc::UnboundedSender<RemoteOp>,
 }
 
 /// Why a uid could not be bound.
@@ -55,8 +98,11 @@ pub struct Session {
     uid: Mutex<Option<String>>,
     /// Values are JSON text by SDK convention; the host does not look inside.
     data: Mutex<HashMap<String, String>>,
-    /// Bounded in bytes too: that is the real bound on what a slow reader costs.
-    outbound: SendQueue,
+    /// Bounded in bytes too: that is the real bound on what a slow reader costs. None for a
+    /// remote session.
+    outbound: Option<SendQueue>,
+    /// Set for a session a frontend elsewhere in the cluster holds.
+    remote_link: Option<RemoteLink>,
     closing: AtomicBool,
     /// Set when the session was closed for not reading (its queue filled up).
     overflowed: AtomicBool,
@@ -82,6 +128,26 @@ impl Session {
     /// What the client sent in its handshake.
     pub fn handshake(&self) -> &ClientHandshake {
         &self.handshake
+    }
+
+    /// How to reach the frontend holding this session, if another server holds it.
+    pub fn remote_link(&self) -> Option<&RemoteLink> {
+        self.remote_link.as_ref()
+    }
+
+    /// Whether another server of the cluster holds the connection.
+    pub fn is_remote(&self) -> bool {
+        self.remote_link.is_some()
+    }
+
+    /// Every session data value.
+    pub fn data(&self) -> HashMap<String, String> {
+        lock(&self.data).clone()
+    }
+
+    /// Replaces the whole session data (a frontend told us the session's data).
+    pub fn replace_data(&self, data: HashMap<String, String>) {
+        *lock(&self.data) = data;
     }
 
     /// The bound uid, if any.
@@ -126,7 +192,10 @@ impl Session {
         if self.is_closing() {
             return Err(SendError::Closed);
         }
-        let result = self.outbound.try_push(item);
+        let Some(outbound) = &self.outbound else {
+            return Err(SendError::Remote);
+        };
+        let result = outbound.try_push(item);
         if result == Err(SendError::QueueFull) {
             self.overflowed.store(true, Ordering::Release);
             tracing::warn!(
@@ -195,6 +264,8 @@ pub struct Registry {
 struct RegistryInner {
     sessions: HashMap<SessionId, Arc<Session>>,
     uids: HashMap<String, SessionId>,
+    /// Remote sessions by (frontend id, the frontend's session id).
+    remotes: HashMap<(String, i64), SessionId>,
 }
 
 impl Registry {
@@ -205,6 +276,47 @@ impl Registry {
         handshake: ClientHandshake,
         queue: SendQueue,
     ) -> Arc<Session> {
+        self.insert(remote, handshake, Some(queue), None)
+    }
+
+    /// Creates the local stand-in of a session a frontend elsewhere in the cluster holds.
+    pub fn create_remote(&self, link: RemoteLink) -> Arc<Session> {
+        let key = (link.frontend_id.clone(), link.frontend_session);
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        let session = self.insert(unknown, ClientHandshake::default(), None, Some(link));
+        write(&self.inner).remotes.insert(key, session.id());
+        session
+    }
+
+    /// The stand-in of a remote session, if there is one.
+    pub fn remote(&self, frontend_id: &str, frontend_session: i64) -> Option<Arc<Session>> {
+        let inner = read(&self.inner);
+        inner
+            .remotes
+            .get(&(frontend_id.to_owned(), frontend_session))
+            .and_then(|id| inner.sessions.get(id))
+            .cloned()
+    }
+
+    /// Every remote session stand-in (of one frontend, when given).
+    pub fn remotes(&self, frontend_id: Option<&str>) -> Vec<Arc<Session>> {
+        let inner = read(&self.inner);
+        inner
+            .remotes
+            .iter()
+            .filter(|((frontend, _), _)| frontend_id.is_none_or(|id| id == frontend))
+            .filter_map(|(_, id)| inner.sessions.get(id))
+            .cloned()
+            .collect()
+    }
+
+    fn insert(
+        &self,
+        remote: SocketAddr,
+        handshake: ClientHandshake,
+        queue: Option<SendQueue>,
+        remote_link: Option<RemoteLink>,
+    ) -> Arc<Session> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let session = Arc::new(Session {
             id,
@@ -213,6 +325,7 @@ impl Registry {
             uid: Mutex::new(None),
             data: Mutex::new(HashMap::new()),
             outbound: queue,
+            remote_link,
             closing: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
             close_signal: Notify::new(),
@@ -294,10 +407,29 @@ impl Registry {
         Ok(older)
     }
 
+    /// Undoes a binding of `uid` to session `id` (a cluster frontend refused it).
+    pub fn unbind(&self, id: SessionId, uid: &str) {
+        let mut inner = write(&self.inner);
+        if let Some(session) = inner.sessions.get(&id) {
+            let mut bound = lock(&session.uid);
+            if bound.as_deref() == Some(uid) {
+                *bound = None;
+            }
+        }
+        if inner.uids.get(uid) == Some(&id) {
+            inner.uids.remove(uid);
+        }
+    }
+
     /// Removes a closed session (and its uid binding, if the uid still points at it).
     pub fn remove(&self, id: SessionId) -> Option<Arc<Session>> {
         let mut inner = write(&self.inner);
         let session = inner.sessions.remove(&id)?;
+        if let Some(link) = &session.remote_link {
+            inner
+                .remotes
+                .remove(&(link.frontend_id.clone(), link.frontend_session));
+        }
         if let Some(uid) = lock(&session.uid).as_deref()
             && inner.uids.get(uid) == Some(&id)
         {

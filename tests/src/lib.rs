@@ -7,9 +7,11 @@
 //! - [`checks`]: assertions shared by the tests.
 //! - [`procfs`]: the server's resident memory and TCP socket states, from `/proc`.
 //! - [`server`]: starts `pitaya-host serve` on ephemeral ports and runs scenarios over each transport.
+//! - [`cluster`]: NATS and etcd for a test, and a fake Go pitaya peer written from `shared/cluster.md`.
 
 pub mod checks;
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod procfs;
 pub mod server;
@@ -20,5 +22,5 @@ mod codec_tests;
 
 pub use client::{Client, DEFAULT_WAIT, Event, HandshakeReply, Incoming, Transport};
 pub use codec::{Message, MessageType, Route};
-pub use server::{Server, ServerOptions};
+pub use server::{ClusterOptions, Server, ServerOptions};
 pub use tempdir::TempDir;

@@ -1,5 +1,6 @@
 //! Harness that starts the real `pitaya-host` binary on ephemeral 127.0.0.1 ports, learns its addresses from
-//! its stdout, forwards its log (stderr) to the test's output, and kills it when dropped.
+//! its stdout, forwards its log (stderr) to the test's output, and kills it when dropped. A cluster host
+//! ([`ClusterOptions`]) is ready once it printed `cluster://TYPE/ID`; a backend prints no addresses.
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -36,6 +37,57 @@ pub struct ServerOptions {
     pub metrics: bool,
     /// The open-file limits (soft, hard) the server starts with.
     pub nofile: Option<(u64, u64)>,
+    /// Joins a cluster (`--cluster ...`); `None` for a standalone host.
+    pub cluster: Option<ClusterOptions>,
+    /// A name for this server in the test output (several run at once in the cluster tests).
+    pub label: Option<String>,
+}
+
+/// How a host joins a cluster: `serve --cluster --server-type TYPE [--frontend] --nats URL --etcd URL ...`.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub server_type: String,
+    /// A frontend listens for clients (and prints its addresses); a backend binds no listener.
+    pub frontend: bool,
+    /// `nats://127.0.0.1:PORT`
+    pub nats: String,
+    /// `http://127.0.0.1:PORT`
+    pub etcd: String,
+    /// `--etcd-prefix`; `None` leaves the default `pitaya/`.
+    pub prefix: Option<String>,
+    /// `--request-timeout-ms`; `None` leaves the default 5000.
+    pub request_timeout_ms: Option<u64>,
+    /// `--forward-by random|uid`; `None` leaves the default.
+    pub forward_by: Option<String>,
+}
+
+impl ClusterOptions {
+    pub fn new(server_type: &str, frontend: bool, nats: &str, etcd: &str) -> Self {
+        Self {
+            server_type: server_type.to_owned(),
+            frontend,
+            nats: nats.to_owned(),
+            etcd: etcd.to_owned(),
+            prefix: None,
+            request_timeout_ms: None,
+            forward_by: None,
+        }
+    }
+
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Some(prefix.to_owned());
+        self
+    }
+
+    pub fn request_timeout_ms(mut self, ms: u64) -> Self {
+        self.request_timeout_ms = Some(ms);
+        self
+    }
+
+    pub fn forward_by(mut self, how: &str) -> Self {
+        self.forward_by = Some(how.to_owned());
+        self
+    }
 }
 
 impl Default for ServerOptions {
@@ -50,6 +102,8 @@ impl Default for ServerOptions {
             ws: true,
             metrics: false,
             nofile: None,
+            cluster: None,
+            label: None,
         }
     }
 }
@@ -110,6 +164,18 @@ impl ServerOptions {
         self.nofile = Some((soft, hard));
         self
     }
+
+    /// Joins a cluster.
+    pub fn cluster(mut self, cluster: ClusterOptions) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Names this server in the test output.
+    pub fn label(mut self, label: &str) -> Self {
+        self.label = Some(label.to_owned());
+        self
+    }
 }
 
 /// The workspace root (this crate lives in `<workspace>/tests`).
@@ -144,6 +210,9 @@ pub struct Server {
     pub ws: SocketAddr,
     /// The metrics endpoint, when started [`ServerOptions::with_metrics`].
     pub metrics: Option<SocketAddr>,
+    /// A cluster host's server id and type, from its `cluster://TYPE/ID` line.
+    pub cluster_id: Option<String>,
+    pub cluster_type: Option<String>,
     log: Arc<Mutex<Vec<String>>>,
     /// Counts the stderr lines read so far; `true` in the second field once stderr reached EOF.
     log_lines: watch::Receiver<(usize, bool)>,
@@ -187,9 +256,34 @@ impl Server {
         }
 
         let mut cmd = Command::new(&bin);
-        cmd.arg("serve").args(["--tcp", "127.0.0.1:0"]);
-        if opts.ws {
-            cmd.args(["--ws", "127.0.0.1:0"]);
+        cmd.arg("serve");
+        // A cluster backend binds no listener and prints no address.
+        let listens = opts.cluster.as_ref().is_none_or(|c| c.frontend);
+        if let Some(c) = &opts.cluster {
+            ensure!(
+                opts.server_type.is_none(),
+                "give a cluster host its type in ClusterOptions, not ServerOptions::server_type"
+            );
+            cmd.args(["--cluster", "--server-type", &c.server_type]);
+            if c.frontend {
+                cmd.arg("--frontend");
+            }
+            cmd.args(["--nats", &c.nats, "--etcd", &c.etcd]);
+            if let Some(p) = &c.prefix {
+                cmd.args(["--etcd-prefix", p]);
+            }
+            if let Some(ms) = c.request_timeout_ms {
+                cmd.args(["--request-timeout-ms", &ms.to_string()]);
+            }
+            if let Some(f) = &c.forward_by {
+                cmd.args(["--forward-by", f]);
+            }
+        }
+        if listens {
+            cmd.args(["--tcp", "127.0.0.1:0"]);
+            if opts.ws {
+                cmd.args(["--ws", "127.0.0.1:0"]);
+            }
         }
         if let Some(h) = opts.heartbeat {
             cmd.args(["--heartbeat", &h.to_string()]);
@@ -239,10 +333,15 @@ impl Server {
         // stderr: forwarded line by line to the test's stderr (shown when a test fails) and kept.
         let stderr = child.stderr.take().context("child stderr")?;
         let log2 = Arc::clone(&log);
+        let name = match &opts.label {
+            Some(l) => format!("pitaya-host {l}"),
+            None => "pitaya-host".to_owned(),
+        };
+        let name2 = name.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                eprintln!("[pitaya-host] {line}");
+                eprintln!("[{name2}] {line}");
                 log2.lock().unwrap_or_else(|p| p.into_inner()).push(line);
                 lines_tx.send_modify(|(n, _)| *n += 1);
             }
@@ -254,7 +353,7 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                eprintln!("[pitaya-host stdout] {line}");
+                eprintln!("[{name} stdout] {line}");
                 let _ = tx.send(line);
             }
         });
@@ -266,29 +365,59 @@ impl Server {
             tcp: SocketAddr::from(([0, 0, 0, 0], 0)),
             ws: SocketAddr::from(([0, 0, 0, 0], 0)),
             metrics: None,
+            cluster_id: None,
+            cluster_type: None,
             log,
             log_lines,
         };
         let unused = SocketAddr::from(([0, 0, 0, 0], 0));
-        let (mut tcp, mut ws) = (None, if opts.ws { None } else { Some(unused) });
+        let (mut tcp, mut ws) = match (listens, opts.ws) {
+            (false, _) => (Some(unused), Some(unused)),
+            (true, true) => (None, None),
+            (true, false) => (None, Some(unused)),
+        };
+        let mut cluster = if opts.cluster.is_some() {
+            None
+        } else {
+            Some((String::new(), String::new()))
+        };
+        let awaited = match (&opts.cluster, listens) {
+            (None, _) => "both listener addresses",
+            (Some(_), true) => "its listener addresses and its cluster:// line",
+            (Some(_), false) => "its cluster:// line",
+        };
         let mut metrics = if opts.metrics { None } else { Some(unused) };
         let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
-        while tcp.is_none() || ws.is_none() || metrics.is_none() {
+        while tcp.is_none() || ws.is_none() || cluster.is_none() || metrics.is_none() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Err(_) => bail!(
-                    "{shown} did not print both listener addresses within {STARTUP_TIMEOUT:?}\n{}",
+                    "{shown} did not print {awaited} within {STARTUP_TIMEOUT:?}\n{}",
                     server.log_tail(40)
                 ),
                 Ok(None) => {
                     let status = server.exit_status();
                     bail!(
-                        "{shown} closed its stdout ({status}) before printing both addresses\n{}",
+                        "{shown} closed its stdout ({status}) before printing {awaited}\n{}",
                         server.log_tail(40)
                     )
                 }
                 Ok(Some(line)) => {
                     let line = line.trim();
-                    if let Some(a) = line.strip_prefix("tcp://") {
+                    if let Some(rest) = line.strip_prefix("cluster://") {
+                        let (ty, id) = rest
+                            .split_once('/')
+                            .with_context(|| format!("bad cluster line {line:?}: no TYPE/ID"))?;
+                        let want = opts.cluster.as_ref().map(|c| c.server_type.as_str());
+                        ensure!(
+                            Some(ty) == want,
+                            "cluster line {line:?} names type {ty:?}, the host was started as {want:?}"
+                        );
+                        ensure!(
+                            !id.is_empty() && !id.contains('/'),
+                            "bad server id in {line:?}"
+                        );
+                        cluster = Some((ty.to_owned(), id.to_owned()));
+                    } else if let Some(a) = line.strip_prefix("tcp://") {
                         tcp = Some(
                             a.parse::<SocketAddr>()
                                 .with_context(|| format!("bad address line {line:?}"))?,
@@ -314,7 +443,19 @@ impl Server {
         server.tcp = tcp.expect("loop ends when set");
         server.ws = ws.expect("loop ends when set");
         server.metrics = metrics.filter(|_| opts.metrics);
+        if opts.cluster.is_some() {
+            let (ty, id) = cluster.expect("loop ends when set");
+            server.cluster_type = Some(ty);
+            server.cluster_id = Some(id);
+        }
         Ok(server)
+    }
+
+    /// A cluster host's server id (from its `cluster://TYPE/ID` line).
+    pub fn id(&self) -> Result<&str> {
+        self.cluster_id
+            .as_deref()
+            .context("this host was not started in a cluster")
     }
 
     /// The text of `/metrics` (the server must have been started [`ServerOptions::with_metrics`]).

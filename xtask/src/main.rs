@@ -1,6 +1,7 @@
 //! Project tasks, run as `cargo xtask <task>`: build the components and the host, start the
 //! chat demo, run every test. Each task installs the `wasm32-wasip2` target if it is missing,
-//! so a machine with only rustup and cargo can run them.
+//! and the system tools the cluster needs (`nats-server`, `etcd`, `protoc`, from Debian
+//! packages), so a machine with only rustup, cargo and apt can run them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,6 +9,15 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// The programs the cluster build and tests need: `protoc` builds etcd-client, `nats-server`
+/// and `etcd` run in the cluster tests.
+const SYSTEM_TOOLS: &[&str] = &["nats-server", "etcd", "protoc"];
+/// The Debian packages that provide [`SYSTEM_TOOLS`].
+const SYSTEM_PACKAGES: &[&str] = &["nats-server", "etcd-server", "protobuf-compiler"];
+/// Where those may be besides `PATH`: Debian installs `nats-server` in `/usr/sbin`, which is
+/// not on a normal user's `PATH`.
+const SYSTEM_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"];
 
 /// Component crates and the file each produces.
 const COMPONENTS: &[(&str, &str)] = &[
@@ -75,6 +85,82 @@ fn run_command(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `name` is an executable on `PATH` or in [`SYSTEM_DIRS`].
+fn tool_exists(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .any(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// `apt-get ARGS`, through `sudo` unless we are root, without questions.
+fn apt_get(args: &[&str]) -> Command {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { geteuid() } == 0;
+    let mut command = if root {
+        Command::new("apt-get")
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.arg("apt-get");
+        sudo
+    };
+    command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    command
+}
+
+unsafe extern "C" {
+    fn geteuid() -> u32;
+}
+
+/// Installs the Debian packages of [`SYSTEM_TOOLS`] when one of the tools is missing. The
+/// package lists are refreshed only when a first install fails (a fresh image often has none).
+fn ensure_system_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = SYSTEM_TOOLS
+        .iter()
+        .copied()
+        .filter(|tool| !tool_exists(tool))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: {} missing; installing the Debian packages {}",
+        missing.join(", "),
+        SYSTEM_PACKAGES.join(" ")
+    );
+    let mut install = vec!["install", "-y"];
+    install.extend_from_slice(SYSTEM_PACKAGES);
+    if run_command(&mut apt_get(&install)).is_err() {
+        run_command(&mut apt_get(&["update"])).context("apt-get update")?;
+        run_command(&mut apt_get(&install)).with_context(|| {
+            format!(
+                "installing {} with apt-get (the cluster needs {}; install them by hand on a \
+                 system without apt)",
+                SYSTEM_PACKAGES.join(" "),
+                SYSTEM_TOOLS.join(", ")
+            )
+        })?;
+    }
+    let still: Vec<&str> = SYSTEM_TOOLS
+        .iter()
+        .copied()
+        .filter(|tool| !tool_exists(tool))
+        .collect();
+    if !still.is_empty() {
+        bail!(
+            "{} still missing after installing {}",
+            still.join(", "),
+            SYSTEM_PACKAGES.join(" ")
+        );
+    }
+    Ok(())
+}
+
 fn ensure_wasm_target() -> anyhow::Result<()> {
     let output = Command::new("rustup")
         .args(["target", "list", "--installed"])
@@ -115,6 +201,7 @@ fn host_binary() -> PathBuf {
 }
 
 fn build() -> anyhow::Result<PathBuf> {
+    ensure_system_tools()?;
     let components = build_components()?;
     run_command(cargo().args(["build", "--release", "-p", "pitaya-host"]))
         .context("building the host")?;
@@ -144,6 +231,7 @@ fn demo() -> anyhow::Result<()> {
 }
 
 fn test() -> anyhow::Result<()> {
+    ensure_system_tools()?;
     let components = build_components()?;
     // `cargo test` builds the host binary itself (the host's CLI tests need it) with the
     // test build's feature set; building it separately first would compile wasmtime twice.

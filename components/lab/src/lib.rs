@@ -28,13 +28,16 @@
 //!   numbers are not added" with metadata {"field": "a" or "b"} (`a` when both are); a sum
 //!   that does not fit in an int32 answers `LAB-OVERFLOW`; bytes that do not decode answer
 //!   `PIT-400`. (Error answers are encoded by the host, in its serializer's form.)
+//! - Cluster: `lab.rpc` {"route","body"} calls `route` on another server with `body` as JSON
+//!   and answers {"reply"} (the remote answer), or the remote error as it came;
+//!   `lab.server` → {"server": {"type","id"}} or {"server": null} when standalone.
 
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 
 use pitaya_guest::prelude::*;
-use pitaya_guest::{log, timers, users};
+use pitaya_guest::{cluster, log, timers, users};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -104,6 +107,13 @@ struct Broadcast {
 struct PushUids {
     uids: Vec<String>,
     route: String,
+    body: Value,
+}
+
+#[derive(Deserialize)]
+struct Rpc {
+    route: String,
+    #[serde(default)]
     body: Value,
 }
 
@@ -258,6 +268,18 @@ impl Lab {
             None => users::kick(&uid),
         };
         Ok(json!({ "kicked": kicked }))
+    }
+
+    #[request]
+    fn rpc(Rpc { route, body }: Rpc) -> Result<Value> {
+        let reply: Value = cluster::rpc(&route, &body)?;
+        Ok(json!({ "reply": reply }))
+    }
+
+    #[request]
+    fn server() -> Result<Value> {
+        let server = cluster::server().map(|s| json!({ "type": s.server_type, "id": s.id }));
+        Ok(json!({ "server": server }))
     }
 
     /// Kicks the caller; the answer may or may not reach the client before the kick does.

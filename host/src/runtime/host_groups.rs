@@ -1,7 +1,6 @@
 //! The `pitaya:host/groups` interface: rooms of sessions, broadcast encoded once.
 
-use bytes::{Bytes, BytesMut};
-use pitaya_protocol::{RouteDict, encode_push};
+use bytes::Bytes;
 
 use super::bindings::pitaya::host::groups;
 use super::instance::HostState;
@@ -10,21 +9,8 @@ use crate::session::SessionId;
 impl HostState {
     /// Encodes a push once, or says why not (logged), for any number of recipients.
     pub(crate) fn encode_push(&self, route: &str, payload: &[u8]) -> Option<Bytes> {
-        if payload.len() > self.context.max_payload {
-            tracing::warn!(
-                component = self.component(),
-                route,
-                len = payload.len(),
-                max = self.context.max_payload,
-                "push refused: payload too large"
-            );
-            return None;
-        }
-        let empty = RouteDict::default();
-        let dict = self.context.dict.get().map_or(&empty, |dict| dict);
-        let mut packet = BytesMut::new();
-        match encode_push(route, payload, dict, &self.context.encode, &mut packet) {
-            Ok(()) => Some(packet.freeze()),
+        match self.context.encode_push(route, payload) {
+            Ok(packet) => Some(packet),
             Err(error) => {
                 tracing::warn!(component = self.component(), route, %error, "push refused");
                 None
@@ -87,9 +73,15 @@ impl groups::Host for HostState {
             if Some(member) == except {
                 continue;
             }
-            if let Some(session) = self.context.registry.get(member)
-                && session.send(packet.clone()).is_ok()
-            {
+            let Some(session) = self.context.registry.get(member) else {
+                continue;
+            };
+            // A member held by another frontend gets one push on its user subject.
+            let sent = match session.remote_link() {
+                Some(_) => super::host_session::push_remote(&session, &route, &payload),
+                None => session.send(packet.clone()).is_ok(),
+            };
+            if sent {
                 queued += 1;
             }
         }

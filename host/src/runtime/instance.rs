@@ -36,6 +36,12 @@ impl HostState {
     pub(crate) fn component(&self) -> &str {
         &self.shared.name
     }
+
+    /// Moves the current call's deadline back by time spent waiting on another server (an
+    /// RPC): the call's budget is for its own work.
+    pub(crate) fn extend_deadline(&mut self, by: std::time::Duration) {
+        self.call_deadline += by;
+    }
 }
 
 impl WasiView for HostState {

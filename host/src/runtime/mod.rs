@@ -6,6 +6,7 @@
 //! stops it, never a tokio worker.
 
 mod bindings;
+mod host_cluster;
 mod host_groups;
 mod host_log;
 mod host_session;
@@ -337,9 +338,34 @@ pub struct HostContext {
     pub runtime: tokio::runtime::Handle,
     /// Counters and gauges.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// This host's seat in a cluster, set once it has joined one.
+    pub cluster: OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl HostContext {
+    /// Encodes a push packet (with a coded route when configured and known), refusing a
+    /// payload over the size limit.
+    pub fn encode_push(&self, route: &str, payload: &[u8]) -> Result<Bytes, String> {
+        if payload.len() > self.max_payload {
+            return Err(format!(
+                "payload of {} bytes is over the limit of {}",
+                payload.len(),
+                self.max_payload
+            ));
+        }
+        let empty = RouteDict::default();
+        let dict = self.dict.get().map_or(&empty, |dict| dict);
+        let mut packet = bytes::BytesMut::new();
+        pitaya_protocol::encode_push(route, payload, dict, &self.encode, &mut packet)
+            .map_err(|error| error.to_string())?;
+        Ok(packet.freeze())
+    }
+
+    /// The cluster, when this host is in one.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
     /// The Kick packet for `reason`, with a body only when kick reasons are on.
     pub fn kick_packet(&self, reason: Option<&str>) -> Bytes {
         pitaya_protocol::kick_packet(reason.filter(|_| self.kick_reasons))

@@ -451,6 +451,15 @@ async fn drive(
             match event {
                 Event::Handshake(handshake) => {
                     let created = shared.registry.create(peer, handshake, queue.clone());
+                    if shared.context.cluster().is_some() {
+                        // Go frontends tell backends the client's IP version this way.
+                        let version = if peer.is_ipv4() {
+                            "\"ipv4\""
+                        } else {
+                            "\"ipv6\""
+                        };
+                        created.set("ipversion".into(), version.into());
+                    }
                     tracing::debug!(%peer, %kind, session = created.id(), "handshake");
                     let verdict = Box::pin(validate(&shared, &created)).await;
                     session = Some(created);
@@ -497,16 +506,10 @@ async fn drive(
             if session.overflowed() {
                 metrics.dropped("queue_full");
             }
-            shared.registry.remove(session.id());
-            shared
-                .context
-                .groups
-                .leave_all(session.id(), &session.groups());
-            for index in session.components_seen() {
-                if let Some(component) = shared.router.component_by_index(index) {
-                    component.session_closed(session.id()).await;
-                }
+            if let (Some(cluster), Some(uid)) = (shared.context.cluster(), session.uid()) {
+                cluster.forget_user(&uid, session.id());
             }
+            release(&shared, session).await;
         } else {
             tracing::debug!(%peer, %kind, reason, "connection closed before a session began");
         }
@@ -548,7 +551,7 @@ async fn validate(shared: &Shared, session: &Session) -> Result<(), String> {
 }
 
 /// An error a handler call ended with: code, message, metadata.
-type Failure = (String, String, Vec<(String, String)>);
+pub(super) type Failure = (String, String, Vec<(String, String)>);
 
 fn failure(code: &str, message: String) -> Failure {
     (code.to_owned(), message, Vec::new())
@@ -599,12 +602,36 @@ async fn run_handler(
     message: Message,
 ) -> Option<Bytes> {
     let is_request = message.kind == MessageType::Request;
-    let route = message.route;
+    let outcome = call_route(
+        &shared,
+        &session,
+        &message.route,
+        message.id,
+        message.payload,
+        is_request,
+        true,
+    )
+    .await;
+    is_request.then(|| response(&shared, message.id, outcome))
+}
+
+/// Runs one message for `session` through the handler its route names (or, in a cluster, a
+/// server of the type it names, when `may_forward`), counting it and tracing its outcome.
+pub(super) async fn call_route(
+    shared: &Arc<Shared>,
+    session: &Arc<Session>,
+    route: &str,
+    id: u64,
+    payload: Bytes,
+    is_request: bool,
+    may_forward: bool,
+) -> Result<Vec<u8>, Failure> {
     // Series are labelled with served routes only, so clients cannot mint new ones.
     let mut served: Option<(Arc<crate::runtime::ComponentHandle>, &str)> = None;
+    let mut metric_route: Option<String> = None;
     let mut elapsed = None;
     let (outcome, label): (Result<Vec<u8>, Failure>, &'static str) =
-        match shared.router.resolve(&route) {
+        match shared.router.resolve(route) {
             Resolved::Malformed => (
                 Err(failure(
                     "PIT-400",
@@ -612,7 +639,32 @@ async fn run_handler(
                 )),
                 "bad_request",
             ),
-            Resolved::NotFound => (
+            Resolved::Elsewhere { server_type }
+                if may_forward && shared.context.cluster().is_some() =>
+            {
+                let cluster = shared.context.cluster().expect("checked").clone();
+                let started = std::time::Instant::now();
+                let result = cluster
+                    .forward(server_type, session, id, route, &payload, !is_request)
+                    .await;
+                elapsed = Some(started.elapsed());
+                if result.is_ok() || !cluster.servers.of_type(server_type).is_empty() {
+                    // Only types some server has: clients cannot mint series.
+                    metric_route = Some(format!("{server_type}.*"));
+                }
+                match result {
+                    Ok(data) => (Ok(data), "ok"),
+                    Err(error) => {
+                        let label = if error.code == "PIT-408" {
+                            "timeout"
+                        } else {
+                            "error"
+                        };
+                        (Err((error.code, error.message, error.metadata)), label)
+                    }
+                }
+            }
+            Resolved::NotFound | Resolved::Elsewhere { .. } => (
                 Err(failure(
                     "PIT-404",
                     format!("pitaya/handler: {route} not found"),
@@ -637,55 +689,115 @@ async fn run_handler(
                 session.note_component(component.index);
                 let started = std::time::Instant::now();
                 let result = component
-                    .call(session.id(), handler.to_owned(), message.payload)
+                    .call(session.id(), handler.to_owned(), payload)
                     .await;
                 elapsed = Some(started.elapsed());
-                match result {
-                    Ok(Ok(payload)) if payload.len() > shared.config.max_response => (
-                        Err(failure(
-                            "PIT-500",
-                            format!(
-                                "pitaya/handler: {route} answered {} bytes, over the limit of {}",
-                                payload.len(),
-                                shared.config.max_response
-                            ),
-                        )),
-                        "error",
-                    ),
-                    Ok(Ok(payload)) => (Ok(payload), "ok"),
-                    Ok(Err(error)) => (Err((error.code, error.message, error.metadata)), "error"),
-                    Err(failure_kind) => {
-                        let (why, label) = match failure_kind {
-                            CallFailure::Trap => ("trapped", "trap"),
-                            CallFailure::Timeout => ("ran out of time", "timeout"),
-                            CallFailure::Unavailable => ("is unavailable", "unavailable"),
-                        };
-                        (
-                            Err(failure(
-                                "PIT-503",
-                                format!("pitaya/handler: {route} unavailable: the component {why}"),
-                            )),
-                            label,
-                        )
-                    }
-                }
+                handler_outcome(shared, route, result)
             }
         };
-    match &served {
-        Some((component, handler)) => {
-            shared
-                .context
-                .metrics
-                .served(component.name(), handler, label, elapsed)
+    let metrics = &shared.context.metrics;
+    match (&served, &metric_route) {
+        (Some((component, handler)), _) => {
+            metrics.served(component.name(), handler, label, elapsed)
         }
-        None => shared.context.metrics.request("unknown", label, None),
+        (None, Some(route)) => metrics.request(route, label, elapsed),
+        (None, None) => metrics.request("unknown", label, elapsed),
     }
     tracing::Span::current().record("outcome", label);
     match &outcome {
         Ok(_) => tracing::debug!("handled"),
         Err((code, msg, _)) => tracing::debug!(code, msg, "failed"),
     }
-    is_request.then(|| response(&shared, message.id, outcome))
+    outcome
+}
+
+/// Forgets a session that closed (or a stand-in whose frontend left): the registry, its
+/// groups, and the components it called hear of it.
+pub(super) async fn release(shared: &Arc<Shared>, session: &Arc<Session>) {
+    shared.registry.remove(session.id());
+    shared
+        .context
+        .groups
+        .leave_all(session.id(), &session.groups());
+    for index in session.components_seen() {
+        if let Some(component) = shared.router.component_by_index(index) {
+            component.session_closed(session.id()).await;
+        }
+    }
+}
+
+/// Runs a handler for no session (an RPC from another server of the cluster): session id 0.
+pub(super) async fn call_sessionless(
+    shared: &Arc<Shared>,
+    route: &str,
+    payload: Bytes,
+) -> Result<Vec<u8>, Failure> {
+    let (outcome, label) = match shared.router.resolve(route) {
+        Resolved::Handler {
+            component, handler, ..
+        } => {
+            let component = component.clone();
+            let started = std::time::Instant::now();
+            let result = component.call(0, handler.to_owned(), payload).await;
+            let outcome = handler_outcome(shared, route, result);
+            shared.context.metrics.request(
+                &format!("{}.{handler}", component.name()),
+                outcome.1,
+                Some(started.elapsed()),
+            );
+            return outcome.0;
+        }
+        Resolved::Malformed => (
+            failure(
+                "PIT-400",
+                format!("pitaya/handler: malformed route {route:?}"),
+            ),
+            "bad_request",
+        ),
+        Resolved::NotFound | Resolved::Elsewhere { .. } => (
+            failure("PIT-404", format!("pitaya/handler: {route} not found")),
+            "not_found",
+        ),
+    };
+    shared.context.metrics.request("unknown", label, None);
+    Err(outcome)
+}
+
+/// What a handler call's result means for the caller, and its metric label.
+fn handler_outcome(
+    shared: &Shared,
+    route: &str,
+    result: crate::runtime::CallResult,
+) -> (Result<Vec<u8>, Failure>, &'static str) {
+    match result {
+        Ok(Ok(payload)) if payload.len() > shared.config.max_response => (
+            Err(failure(
+                "PIT-500",
+                format!(
+                    "pitaya/handler: {route} answered {} bytes, over the limit of {}",
+                    payload.len(),
+                    shared.config.max_response
+                ),
+            )),
+            "error",
+        ),
+        Ok(Ok(payload)) => (Ok(payload), "ok"),
+        Ok(Err(error)) => (Err((error.code, error.message, error.metadata)), "error"),
+        Err(failure_kind) => {
+            let (why, label) = match failure_kind {
+                CallFailure::Trap => ("trapped", "trap"),
+                CallFailure::Timeout => ("ran out of time", "timeout"),
+                CallFailure::Unavailable => ("is unavailable", "unavailable"),
+            };
+            (
+                Err(failure(
+                    "PIT-503",
+                    format!("pitaya/handler: {route} unavailable: the component {why}"),
+                )),
+                label,
+            )
+        }
+    }
 }
 
 /// Encodes a response packet, falling back to a PIT-500 error if it cannot be encoded.

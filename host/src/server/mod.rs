@@ -3,6 +3,7 @@
 
 mod connection;
 pub mod files;
+mod remote;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,6 +17,7 @@ use pitaya_protocol::{ConnectionConfig, EncodeOptions, Serializer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::group::Groups;
 use crate::metrics::Metrics;
 use crate::router::{Router, RouterError};
@@ -71,6 +73,8 @@ pub struct ServerConfig {
     pub component_tweaks: Vec<(String, Tweak)>,
     /// Options by component file.
     pub file_options: HashMap<PathBuf, ComponentOptions>,
+    /// How this host takes part in a cluster; none for a standalone host.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +105,7 @@ impl Default for ServerConfig {
             default_options: ComponentOptions::default(),
             component_tweaks: Vec::new(),
             file_options: HashMap::new(),
+            cluster: None,
         }
     }
 }
@@ -138,6 +143,9 @@ pub enum ServerError {
     /// Neither TCP nor WebSocket is enabled.
     #[error("no listener: enable TCP, WebSocket or both")]
     NoListener,
+    /// The host could not join its cluster.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// What every connection task shares.
@@ -160,12 +168,14 @@ pub struct Server {
     tcp: Option<TcpListener>,
     ws: Option<TcpListener>,
     metrics: Option<TcpListener>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Server {
     /// Loads every component (compiling them, running their `init`) and binds the listeners.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
-        if config.tcp.is_none() && config.ws.is_none() {
+        let backend = config.cluster.as_ref().is_some_and(|c| !c.frontend);
+        if config.tcp.is_none() && config.ws.is_none() && !backend {
             return Err(ServerError::NoListener);
         }
         let tls = match &config.tls {
@@ -183,6 +193,7 @@ impl Server {
             max_payload: config.max_response,
             runtime: tokio::runtime::Handle::current(),
             metrics: Arc::new(Metrics::default()),
+            cluster: Default::default(),
         });
         let paths = config.components.clone();
         tracing::info!(count = paths.len(), "loading components");
@@ -268,12 +279,24 @@ impl Server {
             runtime: Arc::new(runtime),
             config,
         });
+        let cluster = match shared.config.cluster.clone() {
+            Some(cluster_config) => Some(join_cluster(&shared, cluster_config).await?),
+            None => None,
+        };
         Ok(Self {
             shared,
             tcp,
             ws,
             metrics,
+            cluster,
         })
+    }
+
+    /// This server's type and id in its cluster, if it is in one.
+    pub fn cluster_id(&self) -> Option<(&str, &str)> {
+        self.cluster
+            .as_ref()
+            .map(|cluster| (cluster.me.server_type.as_str(), cluster.me.id.as_str()))
     }
 
     /// The bound metrics address, if metrics are enabled.
@@ -334,6 +357,10 @@ impl Server {
             .metrics
             .ready
             .store(false, Ordering::Release);
+        if let Some(cluster) = &self.cluster {
+            // Peers stop sending work here before the components stop.
+            cluster.leave().await;
+        }
         for task in background {
             task.abort();
         }
@@ -352,6 +379,10 @@ impl Server {
         let kick = shared.context.kick_packet(Some("server shutting down"));
         for session in sessions {
             let _ = session.send_last(kick.clone());
+        }
+        // Stand-ins of other frontends' sessions have no connection to wait for.
+        for stand_in in shared.registry.remotes(None) {
+            shared.registry.remove(stand_in.id());
         }
         let drained = async {
             while !shared.registry.is_empty() {
@@ -467,6 +498,32 @@ fn connection_cap(configured: Option<usize>) -> Option<usize> {
         (_, None) => tracing::info!("no open-file limit and no connection cap"),
     }
     cap
+}
+
+/// Connects to NATS and etcd, starts answering this server's subjects, then registers (so
+/// nobody calls before the answers are ready).
+async fn join_cluster(
+    shared: &Arc<Shared>,
+    config: ClusterConfig,
+) -> Result<Arc<Cluster>, ServerError> {
+    let (cluster, subscriptions) =
+        Cluster::connect(&shared.config.server_type, config, shared.context.clone()).await?;
+    let _ = shared.context.cluster.set(cluster.clone());
+    tokio::spawn(remote::serve_requests(
+        shared.clone(),
+        cluster.clone(),
+        subscriptions.requests,
+    ));
+    if let Some(bindings) = subscriptions.bindings {
+        tokio::spawn(remote::serve_bindings(
+            shared.clone(),
+            cluster.clone(),
+            bindings,
+        ));
+    }
+    tokio::spawn(remote::sweep_stand_ins(shared.clone(), cluster.clone()));
+    cluster.register().await?;
+    Ok(cluster)
 }
 
 async fn listen(transport: TransportKind, addr: SocketAddr) -> Result<TcpListener, ServerError> {
