@@ -8,7 +8,8 @@
 # target/wasm32-wasip2/release/echo.wasm (cargo xtask build; cargo build --release -p pitaya-bench).
 # The three are copied to OUT_DIR/bin first, so a rebuild during the run cannot change what is
 # measured. Everything listens on 127.0.0.1 with port 0; every run is bounded (10 s loads, 20 s
-# holds), and the servers it started are stopped by pid when it ends.
+# holds, one 120 s hold of 19,000 connections, 10 s broadcasts), and the servers it started are
+# stopped by pid when it ends. About 14 minutes in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,16 +17,20 @@ OUT=${1:-target/bench-results}
 LOAD_SECS=${LOAD_SECS:-10}
 HOLD_SECS=${HOLD_SECS:-20}
 IDLE_CONNS=${IDLE_CONNS:-5000}
+BIG_CONNS=${BIG_CONNS:-19000}
+BIG_HOLD_SECS=${BIG_HOLD_SECS:-120}
+BROADCAST_SECS=${BROADCAST_SECS:-10}
 BENCH=target/release/pitaya-bench
 HOST=target/release/pitaya-host
 ECHO=target/wasm32-wasip2/release/echo.wasm
+LAB=target/wasm32-wasip2/release/lab.wasm
 mkdir -p "$OUT"
-for f in "$BENCH" "$HOST" "$ECHO"; do
+for f in "$BENCH" "$HOST" "$ECHO" "$LAB"; do
     [[ -e $f ]] || { echo "missing $f: run cargo xtask build and cargo build --release -p pitaya-bench" >&2; exit 1; }
 done
 mkdir -p "$OUT/bin"
-cp "$BENCH" "$HOST" "$ECHO" "$OUT/bin/"
-BENCH=$OUT/bin/pitaya-bench HOST=$OUT/bin/pitaya-host ECHO=$OUT/bin/echo.wasm
+cp "$BENCH" "$HOST" "$ECHO" "$LAB" "$OUT/bin/"
+BENCH=$OUT/bin/pitaya-bench HOST=$OUT/bin/pitaya-host ECHO=$OUT/bin/echo.wasm LAB=$OUT/bin/lab.wasm
 
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -51,7 +56,7 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 # run NAME ARGS...: runs pitaya-bench with --json into $OUT/NAME.json, echoing the command.
 run() {
     local name=$1; shift
-    echo "+ $BENCH $* --json" | tee -a "$OUT/commands.txt"
+    echo "+ [$(date -u +%T)] $BENCH $* --json" | tee -a "$OUT/commands.txt"
     "$BENCH" "$@" --json >"$OUT/$name.json"
 }
 
@@ -95,6 +100,31 @@ for transport in tcp ws; do
             --heartbeat --server-pid "$PID"
         stop "$PID"
     done
+done
+
+# 19,000 idle connections: the floor held 20 s; the host held BIG_HOLD_SECS with heartbeats every
+# 10 s (both ways) while the probe session sends a request every 100 ms.
+for transport in tcp ws; do
+    start "big-floor-$transport" "$BENCH" floor --listen 127.0.0.1:0 $([[ $transport == ws ]] && echo --ws) --lifetime 900
+    sleep 1
+    run "idle19k-$transport-floor" idle --url "$URL" --connections "$BIG_CONNS" --hold "$HOLD_SECS" \
+        --heartbeat --server-pid "$PID" --batch 500 --connect-timeout 30
+    stop "$PID"
+    start "big-host-$transport" "$HOST" serve "--$transport" 127.0.0.1:0 --heartbeat 10 "$ECHO"
+    sleep 1
+    hold=$HOLD_SECS
+    [[ $transport == tcp ]] && hold=$BIG_HOLD_SECS
+    run "idle19k-$transport-host" idle --url "$URL" --connections "$BIG_CONNS" --hold "$hold" \
+        --heartbeat --server-pid "$PID" --batch 500 --connect-timeout 30
+    stop "$PID"
+done
+
+# Broadcast: 1,000 members of one group, the lab component pushing to all of them.
+for transport in tcp ws; do
+    start "broadcast-host-$transport" "$HOST" serve "--$transport" 127.0.0.1:0 "$LAB"
+    sleep 1
+    run "broadcast-$transport" broadcast --url "$URL" --members 1000 --duration "$BROADCAST_SECS" --server-pid "$PID"
+    stop "$PID"
 done
 
 { echo; uptime; } >>"$OUT/machine.txt"

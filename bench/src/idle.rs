@@ -95,6 +95,8 @@ pub struct IdleServerFigures {
     pub hwm_bytes: u64,
     /// (rss_connected - rss_before) / connected, in bytes.
     pub bytes_per_connection: f64,
+    /// CPU seconds the server used during the hold (heartbeats, the probe, timers).
+    pub hold_cpu_secs: f64,
 }
 
 /// Counters shared by the idle connections.
@@ -234,6 +236,8 @@ pub fn idle_figures(
         } else {
             0.0
         },
+        hold_cpu_secs: end.cpu_ticks.saturating_sub(connected_sample.cpu_ticks) as f64
+            / procfs::clock_ticks_per_sec() as f64,
     }
 }
 

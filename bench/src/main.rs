@@ -4,11 +4,14 @@
 //!   errors, and the server's CPU time per request and memory (from `/proc`).
 //! - `idle`: C idle connections held for a while; the server's memory per connection and a probe
 //!   session's latency meanwhile.
+//! - `broadcast`: M sessions in one group and one session broadcasting to it; pushes delivered
+//!   per second, push latency, and the server's CPU time per push.
 //! - `floor`: a bare echo server speaking the same protocol, the baseline every figure is
 //!   compared with.
 //!
 //! Every address must be loopback, and every run is bounded in time and count.
 
+mod broadcast;
 mod conn;
 mod floor;
 mod idle;
@@ -51,6 +54,10 @@ enum Command {
     /// Open C connections, hold them idle, and report the server's memory per connection and a
     /// probe session's latency.
     Idle(IdleArgs),
+    /// Join M sessions to one group (the `lab` component's `lab.join`) and have one more
+    /// session broadcast to it (`lab.broadcast`) as fast as the members take the pushes;
+    /// report pushes delivered per second, push latency and the server's CPU per push.
+    Broadcast(BroadcastArgs),
     /// Serve the floor: a bare echo server (handshake, then each Request's payload back as
     /// its Response). Prints tcp://IP:PORT or ws://IP:PORT once listening.
     Floor(FloorArgs),
@@ -117,6 +124,42 @@ struct IdleArgs {
 }
 
 #[derive(Debug, Args)]
+struct BroadcastArgs {
+    /// Server URL: tcp://127.0.0.1:PORT or ws://127.0.0.1:PORT[/PATH] (loopback only); the
+    /// server must serve the lab component.
+    #[arg(long)]
+    url: String,
+    /// Members of the group (at most 19,900).
+    #[arg(long, default_value_t = 1000)]
+    members: usize,
+    /// Seconds to broadcast for (at most 3600).
+    #[arg(long, value_name = "SECS")]
+    duration: u64,
+    /// Most broadcasts the sender may be ahead of the slowest member (the host queues at most
+    /// 1024 packets per client).
+    #[arg(long, default_value_t = 64)]
+    lag: u64,
+    /// Group name.
+    #[arg(long, default_value = "bench")]
+    group: String,
+    /// Filler bytes in each push's payload.
+    #[arg(long, value_name = "BYTES", default_value_t = 16)]
+    filler: usize,
+    /// The server's pid: read its CPU time and memory from /proc.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Seconds allowed for one member's connect, handshake and join.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    connect_timeout: u64,
+    /// Members opened at once.
+    #[arg(long, default_value_t = 200)]
+    batch: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct FloorArgs {
     /// Loopback address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -170,6 +213,16 @@ fn real_main(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", format_idle(&report));
+            }
+        }
+        Command::Broadcast(args) => {
+            let json = args.json;
+            let config = broadcast_config(args, nofile)?;
+            let report = runtime.block_on(broadcast::run(config))?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", format_broadcast(&report));
             }
         }
         Command::Floor(args) => {
@@ -285,6 +338,100 @@ fn idle_config(args: IdleArgs, nofile: u64) -> Result<idle::IdleConfig> {
         connect_timeout: Duration::from_secs(args.client.connect_timeout),
         batch: args.client.batch,
     })
+}
+
+fn broadcast_config(args: BroadcastArgs, nofile: u64) -> Result<broadcast::BroadcastConfig> {
+    let target = parse_url(&args.url)?;
+    if args.members == 0 || args.members > MAX_CONNECTIONS {
+        bail!(
+            "--members must be between 1 and {MAX_CONNECTIONS}, not {}",
+            args.members
+        );
+    }
+    let needed = args.members as u64 + 64;
+    if needed > nofile {
+        bail!(
+            "--members {} needs about {needed} open files but this process may open {nofile}",
+            args.members
+        );
+    }
+    if args.duration == 0 || args.duration > MAX_SECS {
+        bail!(
+            "--duration must be between 1 and {MAX_SECS} seconds, not {}",
+            args.duration
+        );
+    }
+    if args.lag == 0 || args.lag > 1000 {
+        bail!("--lag must be between 1 and 1000, not {}", args.lag);
+    }
+    if args.group.is_empty()
+        || !args
+            .group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        bail!("--group must be letters, digits, '_' or '-'");
+    }
+    if args.filler > 60_000 {
+        bail!("--filler must be at most 60000 bytes");
+    }
+    if args.batch == 0 || args.batch > 10_000 {
+        bail!("--batch must be between 1 and 10000, not {}", args.batch);
+    }
+    if args.connect_timeout == 0 || args.connect_timeout > 60 {
+        bail!(
+            "--connect-timeout must be between 1 and 60 seconds, not {}",
+            args.connect_timeout
+        );
+    }
+    Ok(broadcast::BroadcastConfig {
+        target,
+        members: args.members,
+        duration: Duration::from_secs(args.duration),
+        lag: args.lag,
+        group: args.group,
+        filler: args.filler,
+        server_pid: args.server_pid,
+        connect_timeout: Duration::from_secs(args.connect_timeout),
+        batch: args.batch,
+    })
+}
+
+fn format_broadcast(r: &broadcast::BroadcastReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "target        {}  members {} of {} joined",
+        r.url, r.joined, r.members
+    );
+    let _ = writeln!(
+        out,
+        "broadcasts    {} sent, {} answered ok, {:.0}/s  (push payload {} B)",
+        r.broadcasts, r.broadcasts_ok, r.broadcasts_per_sec, r.push_payload_bytes
+    );
+    let _ = writeln!(
+        out,
+        "pushes        {} delivered of {} expected in {:.2} s: {:.0} pushes/s  (members closed {})",
+        r.pushes_delivered, r.pushes_expected, r.elapsed_secs, r.pushes_per_sec, r.members_closed
+    );
+    let l = &r.latency;
+    let _ = writeln!(
+        out,
+        "push latency µs  p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}",
+        l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
+    );
+    if let Some(s) = &r.server {
+        let _ = writeln!(
+            out,
+            "server pid {}  cpu {:.2} s  {:.2} µs/push  RSS {:.1} MiB",
+            s.pid,
+            s.cpu_secs,
+            s.cpu_us_per_push,
+            mib(s.rss_bytes)
+        );
+    }
+    out
 }
 
 fn floor_config(args: FloorArgs) -> Result<floor::FloorConfig> {
@@ -409,6 +556,11 @@ fn format_idle(r: &idle::IdleReport) -> String {
             "per conn      {:.0} bytes ({:.1} KiB)",
             s.bytes_per_connection,
             s.bytes_per_connection / 1024.0
+        );
+        let _ = writeln!(
+            out,
+            "server CPU    {:.2} s during the hold",
+            s.hold_cpu_secs
         );
     }
     let p = &r.probe;

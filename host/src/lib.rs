@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`pitaya_protocol`] (its own crate): the sans-IO codec and connection state machine.
 //! - [`transport`]: TCP and WebSocket byte pipes; nothing about wasm or sessions.
-//! - [`session`]: connected clients, their uid, data and bounded send queues.
+//! - [`session`]: connected clients, their uid and data.
+//! - [`send_queue`]: a session's bounded queue of packets for its connection to write.
 //! - [`group`]: groups (rooms) of sessions.
 //! - [`runtime`]: wasmtime; one actor thread per component instance; host functions.
 //! - [`router`]: client routes to component handlers, and the route dictionary.
@@ -73,6 +74,7 @@ pub mod group;
 pub mod metrics;
 pub mod router;
 pub mod runtime;
+pub mod send_queue;
 pub mod server;
 pub mod session;
 pub mod transport;

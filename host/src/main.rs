@@ -128,7 +128,9 @@ struct ServeArgs {
     #[arg(long, value_name = "N")]
     rate_limit: Option<u32>,
 
-    /// Most simultaneous connections; more are closed as soon as they are accepted.
+    /// Most simultaneous connections; more are closed as soon as they are accepted. The
+    /// open-file limit caps it too (the host raises its soft limit to the hard one and keeps
+    /// 32 + 1 % of it for other files); the lower cap applies and is logged at start.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
 
@@ -262,6 +264,19 @@ fn main() {
 
 fn serve(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<()> {
     let config = server_config(args, given)?;
+    // Every connection is a descriptor: the soft limit (often 1024) would cap connections far
+    // below what the hard limit allows.
+    match pitaya_host::server::files::raise_file_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::info!(
+                ?before,
+                ?after,
+                "open-file soft limit raised to the hard limit"
+            )
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

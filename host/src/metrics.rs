@@ -1,9 +1,10 @@
 //! Prometheus metrics (the `prometheus-client` crate writes the text format), and the small HTTP
 //! endpoint that serves them with `/healthz` and `/readyz`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -54,11 +55,21 @@ pub struct Direction {
     pub direction: &'static str,
 }
 
-/// Why a message was dropped or refused.
+/// Why a message was dropped or refused, or a connection refused.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
-    /// `rate_limited`, `queue_full`, `connection_limit`.
+    /// Messages: `rate_limited`, `queue_full`. Connections: `connection_limit` (at the cap),
+    /// `out_of_files` (the accept itself failed for lack of file descriptors).
     pub reason: &'static str,
+}
+
+/// The series of one served route, looked up once and kept, so that counting a request costs
+/// no allocation: the label values are built when the route is first served.
+struct RouteSeries {
+    route: String,
+    latency: Histogram,
+    ok: OnceLock<Counter>,
+    error: OnceLock<Counter>,
 }
 
 /// A service the cluster depends on.
@@ -101,8 +112,10 @@ pub struct Metrics {
     pub restarts: Family<ComponentLabel, Counter>,
     /// Linear memory of each component's current instance, in bytes.
     pub memory: Family<ComponentLabel, Gauge>,
-    /// Messages refused or dropped, and connections refused, by reason.
+    /// Messages refused or dropped, by reason.
     pub dropped: Family<Reason, Counter>,
+    /// Connections refused, by reason.
+    pub connections_refused: Family<Reason, Counter>,
     /// Connections closed because the client went silent.
     pub heartbeat_timeouts: Counter,
     /// Whether the cluster's services (NATS, etcd) are reachable: 1 or 0.
@@ -111,6 +124,10 @@ pub struct Metrics {
     pub forwards: Family<ForwardOutcome, Counter>,
     /// Whether the host is serving (components loaded, listeners bound, not shutting down).
     pub ready: AtomicBool,
+    bytes_in: OnceLock<Counter>,
+    bytes_out: OnceLock<Counter>,
+    /// Component name, then handler name.
+    routes: RwLock<HashMap<String, HashMap<String, Arc<RouteSeries>>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -161,8 +178,14 @@ impl Default for Metrics {
         let dropped = Family::<Reason, Counter>::default();
         registry.register(
             "dropped",
-            "Messages and connections refused or dropped, by reason",
+            "Messages refused or dropped, by reason",
             dropped.clone(),
+        );
+        let connections_refused = Family::<Reason, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused as they were accepted, by reason",
+            connections_refused.clone(),
         );
         let heartbeat_timeouts = Counter::default();
         registry.register(
@@ -193,10 +216,14 @@ impl Default for Metrics {
             restarts,
             memory,
             dropped,
+            connections_refused,
             heartbeat_timeouts,
             cluster_up,
             forwards,
             ready: AtomicBool::new(false),
+            bytes_in: OnceLock::new(),
+            bytes_out: OnceLock::new(),
+            routes: RwLock::default(),
         }
     }
 }
@@ -217,6 +244,82 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a call that reached `component.handler`, without allocating once the route has
+    /// been served before.
+    pub fn served(
+        &self,
+        component: &str,
+        handler: &str,
+        outcome: &'static str,
+        elapsed: Option<Duration>,
+    ) {
+        let series = self.route_series(component, handler);
+        if let Some(elapsed) = elapsed {
+            series.latency.observe(elapsed.as_secs_f64());
+        }
+        let cached = match outcome {
+            "ok" => Some(&series.ok),
+            "error" => Some(&series.error),
+            _ => None,
+        };
+        match cached {
+            Some(slot) => slot
+                .get_or_init(|| {
+                    self.requests
+                        .get_or_create(&RouteOutcome {
+                            route: series.route.clone(),
+                            outcome,
+                        })
+                        .clone()
+                })
+                .inc(),
+            None => self
+                .requests
+                .get_or_create(&RouteOutcome {
+                    route: series.route.clone(),
+                    outcome,
+                })
+                .inc(),
+        };
+    }
+
+    fn route_series(&self, component: &str, handler: &str) -> Arc<RouteSeries> {
+        let found = self
+            .routes
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(component)
+            .and_then(|handlers| handlers.get(handler))
+            .cloned();
+        if let Some(series) = found {
+            return series;
+        }
+        let route = format!("{component}.{handler}");
+        let latency = self
+            .latency
+            .get_or_create(&RouteLabel {
+                route: route.clone(),
+            })
+            .clone();
+        let mut routes = self
+            .routes
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        routes
+            .entry(component.to_owned())
+            .or_default()
+            .entry(handler.to_owned())
+            .or_insert_with(|| {
+                Arc::new(RouteSeries {
+                    route,
+                    latency,
+                    ok: OnceLock::new(),
+                    error: OnceLock::new(),
+                })
+            })
+            .clone()
+    }
+
     /// Records whether a cluster service is reachable.
     pub fn cluster_up(&self, service: &'static str, up: bool) {
         self.cluster_up
@@ -226,18 +329,36 @@ impl Metrics {
 
     /// Counts a call to another server of the cluster.
     pub fn forward(&self, outcome: &'static str) {
-        self.forwards.get_or_create(&ForwardOutcome { outcome }).inc();
+        self.forwards
+            .get_or_create(&ForwardOutcome { outcome })
+            .inc();
     }
 
-    /// Counts something dropped or refused.
+    /// Counts something dropped.
     pub fn dropped(&self, reason: &'static str) {
         self.dropped.get_or_create(&Reason { reason }).inc();
     }
 
+    /// Counts a refused connection.
+    pub fn refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&Reason { reason })
+            .inc();
+    }
+
     /// Counts traffic.
     pub fn bytes(&self, direction: &'static str, n: usize) {
-        self.bytes
-            .get_or_create(&Direction { direction })
+        let slot = match direction {
+            "in" => &self.bytes_in,
+            "out" => &self.bytes_out,
+            _ => {
+                self.bytes
+                    .get_or_create(&Direction { direction })
+                    .inc_by(n as u64);
+                return;
+            }
+        };
+        slot.get_or_init(|| self.bytes.get_or_create(&Direction { direction }).clone())
             .inc_by(n as u64);
     }
 

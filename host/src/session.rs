@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -16,60 +16,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 /// The host's number for a connection. Never reused while the process runs.
 pub type SessionId = u64;
 
-/// What the connection's writer task is asked to do.
-#[derive(Debug)]
-pub enum Outbound {
-    /// Write one encoded packet.
-    Packet(Bytes),
-    /// Write this (kick) packet, then close the connection.
-    Last(Bytes),
-}
-
-impl Outbound {
-    /// The packet's length in bytes.
-    pub fn len(&self) -> usize {
-        match self {
-            Outbound::Packet(packet) | Outbound::Last(packet) => packet.len(),
-        }
-    }
-
-    /// Whether the packet is empty (never, for a valid packet).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// The sending side of a connection: a channel to its writer task, bounded in packets and
-/// in bytes.
-#[derive(Debug, Clone)]
-pub struct SendQueue {
-    /// The channel to the writer task.
-    pub sender: mpsc::Sender<Outbound>,
-    /// Bytes waiting in the channel (the writer subtracts what it wrote).
-    pub queued: Arc<AtomicUsize>,
-    /// Most bytes that may wait.
-    pub max_queued: usize,
-}
-
-impl SendQueue {
-    /// Queues a packet unless that would pass either bound.
-    pub fn try_push(&self, item: Outbound) -> Result<(), SendError> {
-        let len = item.len();
-        let queued = self.queued.fetch_add(len, Ordering::AcqRel) + len;
-        let result = if queued > self.max_queued {
-            Err(SendError::QueueFull)
-        } else {
-            self.sender.try_send(item).map_err(|error| match error {
-                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-                mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
-            })
-        };
-        if result.is_err() {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
-        }
-        result
-    }
-}
+pub use crate::send_queue::{Outbound, SendQueue};
 
 /// Why a packet could not be queued for a session.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -513,35 +460,23 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn queue(sender: mpsc::Sender<Outbound>, max_queued: usize) -> SendQueue {
-        SendQueue {
-            sender,
-            queued: Arc::default(),
-            max_queued,
-        }
-    }
-
-    fn registry_with_session(
-        capacity: usize,
-    ) -> (Registry, Arc<Session>, mpsc::Receiver<Outbound>) {
+    fn registry_with_session(capacity: usize) -> (Registry, Arc<Session>) {
         let registry = Registry::default();
-        let (tx, rx) = mpsc::channel(capacity);
         let session = registry.create(
             "127.0.0.1:1".parse().unwrap(),
             ClientHandshake::default(),
-            queue(tx, usize::MAX),
+            SendQueue::new(capacity, usize::MAX),
         );
-        (registry, session, rx)
+        (registry, session)
     }
 
     #[test]
     fn binding_a_uid_twice_returns_the_older_session() {
-        let (registry, first, _rx1) = registry_with_session(4);
-        let (tx, _rx2) = mpsc::channel(4);
+        let (registry, first) = registry_with_session(4);
         let second = registry.create(
             "127.0.0.1:2".parse().unwrap(),
             ClientHandshake::default(),
-            queue(tx, usize::MAX),
+            SendQueue::new(4, usize::MAX),
         );
         assert_eq!(
             registry
@@ -564,7 +499,7 @@ mod tests {
 
     #[test]
     fn a_session_cannot_change_its_uid() {
-        let (registry, session, _rx) = registry_with_session(4);
+        let (registry, session) = registry_with_session(4);
         registry.bind(session.id(), "a", false).unwrap();
         assert!(matches!(registry.bind(session.id(), "a", false), Ok(None)));
         assert_eq!(
@@ -580,11 +515,10 @@ mod tests {
     #[test]
     fn a_queue_over_its_byte_bound_closes_the_session() {
         let registry = Registry::default();
-        let (tx, _rx) = mpsc::channel(100);
         let session = registry.create(
             "127.0.0.1:1".parse().unwrap(),
             ClientHandshake::default(),
-            queue(tx, 10),
+            SendQueue::new(100, 10),
         );
         session.send(Bytes::from_static(b"123456")).unwrap();
         assert_eq!(
@@ -596,7 +530,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_closes_the_session() {
-        let (_registry, session, _rx) = registry_with_session(2);
+        let (_registry, session) = registry_with_session(2);
         session.send(Bytes::from_static(b"1")).unwrap();
         session.send(Bytes::from_static(b"2")).unwrap();
         assert_eq!(

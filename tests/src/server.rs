@@ -33,6 +33,10 @@ pub struct ServerOptions {
     /// Whether to listen on WebSocket too (`--ws 127.0.0.1:0`); when false only `--tcp` is passed and only the
     /// `tcp://` line is awaited.
     pub ws: bool,
+    /// Serve metrics (`--metrics 127.0.0.1:0`) and learn their address.
+    pub metrics: bool,
+    /// The open-file limits (soft, hard) the server starts with.
+    pub nofile: Option<(u64, u64)>,
     /// Joins a cluster (`--cluster ...`); `None` for a standalone host.
     pub cluster: Option<ClusterOptions>,
     /// A name for this server in the test output (several run at once in the cluster tests).
@@ -96,6 +100,8 @@ impl Default for ServerOptions {
             components: vec!["echo.wasm".into(), "chat.wasm".into()],
             extra_args: Vec::new(),
             ws: true,
+            metrics: false,
+            nofile: None,
             cluster: None,
             label: None,
         }
@@ -147,6 +153,18 @@ impl ServerOptions {
         self
     }
 
+    /// Serves metrics on an ephemeral port ([`Server::metrics_text`]).
+    pub fn with_metrics(mut self) -> Self {
+        self.metrics = true;
+        self
+    }
+
+    /// Starts the server with these open-file limits (`setrlimit` in the child before exec).
+    pub fn open_files(mut self, soft: u64, hard: u64) -> Self {
+        self.nofile = Some((soft, hard));
+        self
+    }
+
     /// Joins a cluster.
     pub fn cluster(mut self, cluster: ClusterOptions) -> Self {
         self.cluster = Some(cluster);
@@ -190,6 +208,8 @@ pub struct Server {
     pub tcp: SocketAddr,
     /// The WebSocket listener (0.0.0.0:0 when started with [`ServerOptions::tcp_only`]).
     pub ws: SocketAddr,
+    /// The metrics endpoint, when started [`ServerOptions::with_metrics`].
+    pub metrics: Option<SocketAddr>,
     /// A cluster host's server id and type, from its `cluster://TYPE/ID` line.
     pub cluster_id: Option<String>,
     pub cluster_type: Option<String>,
@@ -277,6 +297,27 @@ impl Server {
         if let Some(s) = &opts.server_type {
             cmd.args(["--server-type", s]);
         }
+        if opts.metrics {
+            cmd.args(["--metrics", "127.0.0.1:0"]);
+        }
+        if let Some((soft, hard)) = opts.nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: the closure runs in the forked child before exec and only calls
+            // setrlimit, which is async-signal-safe, on a value copied into it.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         cmd.args(&opts.extra_args);
         // Plain log lines in the test output.
         cmd.env("NO_COLOR", "1");
@@ -323,6 +364,7 @@ impl Server {
             pid,
             tcp: SocketAddr::from(([0, 0, 0, 0], 0)),
             ws: SocketAddr::from(([0, 0, 0, 0], 0)),
+            metrics: None,
             cluster_id: None,
             cluster_type: None,
             log,
@@ -344,8 +386,9 @@ impl Server {
             (Some(_), true) => "its listener addresses and its cluster:// line",
             (Some(_), false) => "its cluster:// line",
         };
+        let mut metrics = if opts.metrics { None } else { Some(unused) };
         let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
-        while tcp.is_none() || ws.is_none() || cluster.is_none() {
+        while tcp.is_none() || ws.is_none() || cluster.is_none() || metrics.is_none() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Err(_) => bail!(
                     "{shown} did not print {awaited} within {STARTUP_TIMEOUT:?}\n{}",
@@ -379,6 +422,14 @@ impl Server {
                             a.parse::<SocketAddr>()
                                 .with_context(|| format!("bad address line {line:?}"))?,
                         );
+                    } else if let Some(a) = line
+                        .strip_prefix("metrics http://")
+                        .and_then(|a| a.strip_suffix("/metrics"))
+                    {
+                        metrics = Some(
+                            a.parse::<SocketAddr>()
+                                .with_context(|| format!("bad metrics line {line:?}"))?,
+                        );
                     } else if let Some(a) = line.strip_prefix("ws://") {
                         let a = a.trim_end_matches('/');
                         ws = Some(
@@ -391,6 +442,7 @@ impl Server {
         }
         server.tcp = tcp.expect("loop ends when set");
         server.ws = ws.expect("loop ends when set");
+        server.metrics = metrics.filter(|_| opts.metrics);
         if opts.cluster.is_some() {
             let (ty, id) = cluster.expect("loop ends when set");
             server.cluster_type = Some(ty);
@@ -404,6 +456,49 @@ impl Server {
         self.cluster_id
             .as_deref()
             .context("this host was not started in a cluster")
+    }
+
+    /// The text of `/metrics` (the server must have been started [`ServerOptions::with_metrics`]).
+    pub async fn metrics_text(&self) -> Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self
+            .metrics
+            .context("the server was started without metrics")?;
+        let fetch = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+                .await?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await?;
+            anyhow::Ok(String::from_utf8_lossy(&response).into_owned())
+        };
+        let response = tokio::time::timeout(Duration::from_secs(5), fetch)
+            .await
+            .context("fetching /metrics timed out")??;
+        ensure!(
+            response.starts_with("HTTP/1.1 200"),
+            "/metrics answered {:?}",
+            response.lines().next()
+        );
+        Ok(response)
+    }
+
+    /// The value of the metric line starting with `series` (name and labels), if present.
+    pub async fn metric(&self, series: &str) -> Result<Option<f64>> {
+        let text = self.metrics_text().await?;
+        Ok(text.lines().find_map(|line| {
+            let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
+            rest.trim().parse().ok()
+        }))
+    }
+
+    /// Descriptors the server process has open, from `/proc/PID/fd`.
+    pub fn open_files(&self) -> Result<usize> {
+        let dir = format!("/proc/{}/fd", self.pid);
+        Ok(std::fs::read_dir(&dir)
+            .with_context(|| format!("listing {dir}"))?
+            .count())
     }
 
     /// The listener of `transport`.

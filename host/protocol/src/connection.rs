@@ -141,7 +141,6 @@ pub struct Connection {
     recv_buf: BytesMut,
     events: VecDeque<Event>,
     transmits: VecDeque<Bytes>,
-    handshake: Option<ClientHandshake>,
     /// The handshake deadline counts from here.
     started: Instant,
     /// The last time a complete packet arrived: the liveness deadline counts from here.
@@ -163,7 +162,6 @@ impl Connection {
             recv_buf: BytesMut::new(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
-            handshake: None,
             started: now,
             last_received: now,
             latest_now: now,
@@ -214,8 +212,9 @@ impl Connection {
         match (packet.kind, self.state) {
             (PacketType::Handshake, State::AwaitingHandshake) => {
                 match parse_client_handshake(&packet.body) {
+                    // Handed over, not kept: parsed JSON costs hundreds of bytes per
+                    // connection, and the host keeps its own copy with the session.
                     Ok(handshake) => {
-                        self.handshake = Some(handshake.clone());
                         self.events.push_back(Event::Handshake(handshake));
                         self.state = State::AwaitingValidation;
                         Ok(())
@@ -259,6 +258,21 @@ impl Connection {
 
     fn observe(&mut self, now: Instant) {
         self.latest_now = self.latest_now.max(now);
+    }
+
+    /// Frees the buffers that hold nothing now (partial packets, events and packets to send),
+    /// so that a connection that went quiet holds no memory for them. They are allocated again
+    /// when next needed.
+    pub fn shrink_buffers(&mut self) {
+        if self.recv_buf.is_empty() && self.recv_buf.capacity() > 0 {
+            self.recv_buf = BytesMut::new();
+        }
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        if self.transmits.is_empty() && self.transmits.capacity() > 0 {
+            self.transmits = VecDeque::new();
+        }
     }
 
     /// The next event for the host, in the order the packets arrived.
@@ -433,11 +447,6 @@ impl Connection {
     /// Where the connection is in its life.
     pub fn state(&self) -> State {
         self.state
-    }
-
-    /// The client's handshake, once received.
-    pub fn handshake(&self) -> Option<&ClientHandshake> {
-        self.handshake.as_ref()
     }
 
     /// The settings this connection runs with.

@@ -1,41 +1,118 @@
-//! One connection from accept to close.
+//! One connection from accept to close, in one task.
 //!
-//! Each connection has two tasks. The driver reads bytes, feeds [`pitaya_protocol::Connection`],
-//! dispatches the session's messages one at a time in arrival order, and queues responses. The
-//! writer drains the session's bounded send queue into the socket, batching what is waiting.
+//! The task reads bytes, feeds [`pitaya_protocol::Connection`], dispatches the session's
+//! messages one at a time in arrival order, and writes what the session's send queue holds,
+//! everything queued going out in one write. One task rather than a reader and a writer: a
+//! response is written by the task that produced it, without waking another, and an idle
+//! connection costs one task, not two plus a channel.
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use pitaya_protocol::{Connection, Event, Message, MessageType, State, encode_response};
-use tokio::io::{AsyncRead, AsyncWrite};
+use futures_util::FutureExt;
+use pitaya_protocol::{
+    Connection, Event, Message, MessageType, ProtocolError, State, encode_response,
+};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Shared;
+use crate::metrics::Metrics;
 use crate::router::Resolved;
 use crate::runtime::{CallFailure, HandlerKind};
+use crate::send_queue::Taken;
 use crate::session::{Outbound, SendQueue, Session};
 use crate::transport::http::{Sniffed, serve_file, sniff};
-use crate::transport::{
-    BoxedIo, Conn, ConnReader, ConnWriter, TcpReader, TcpWriter, TransportKind, accept_websocket,
-};
+use crate::transport::{BoxedIo, Link, Outgoing, TransportKind, Writer, accept_websocket};
+
+/// Seconds between two log lines about refused connections; the ones between are counted.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Logs refused connections at most once per [`REFUSAL_LOG_INTERVAL`]: a flood of refusals
+/// must not become a flood of log lines.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    /// Whether to log now, and how many refusals went unlogged since the last line.
+    fn note(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < REFUSAL_LOG_INTERVAL => {
+                self.unlogged += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.unlogged))
+            }
+        }
+    }
+}
+
+/// A descriptor held in reserve: when accept fails for lack of descriptors, closing it lets
+/// the host take the waiting connection and close it at once. Otherwise the connection would
+/// wait in the backlog and keep the listener readable, and the accept loop would spin.
+struct Spare(Option<std::fs::File>);
+
+impl Spare {
+    fn open() -> Self {
+        Self(std::fs::File::open("/dev/null").ok())
+    }
+}
+
+fn out_of_files(error: &io::Error) -> bool {
+    // EMFILE: this process's limit; ENFILE: the system's.
+    matches!(error.raw_os_error(), Some(24 | 23))
+}
 
 pub(super) async fn accept_loop(listener: TcpListener, kind: TransportKind, shared: Arc<Shared>) {
+    let mut spare = Spare::open();
+    let mut refusals = RefusalLog::default();
+    let metrics = shared.context.metrics.clone();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
+            Err(error) if out_of_files(&error) => {
+                // accept checks for a free descriptor before it looks for a connection, so
+                // this may be a readiness left over from an earlier connection; it is only
+                // cleared by an accept that finds nothing. Closing the spare frees one
+                // descriptor: the accept then either takes the waiting connection, which is
+                // closed at once, or finds none and clears the readiness. Either way the loop
+                // does not spin.
+                let had_spare = spare.0.take().is_some();
+                match listener.accept().now_or_never() {
+                    Some(Ok((stream, peer))) => {
+                        drop(stream);
+                        metrics.refused("out_of_files");
+                        if let Some(unlogged) = refusals.note(std::time::Instant::now()) {
+                            tracing::warn!(%peer, %kind, %error, unlogged, "out of file descriptors, refusing a connection");
+                        }
+                    }
+                    Some(Err(_)) | None if !had_spare => {
+                        // Not even the spare: wait for descriptors to free up.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Some(Err(_)) | None => {}
+                }
+                spare = Spare::open();
+                continue;
+            }
             Err(error) => {
-                // Running out of file descriptors is the usual cause; back off instead of spinning.
-                tracing::warn!(%kind, %error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // A connection reset before it was accepted and the like: nothing to wait for,
+                // but a persistent error must not make this loop spin.
+                tracing::debug!(%kind, %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -43,8 +120,10 @@ pub(super) async fn accept_loop(listener: TcpListener, kind: TransportKind, shar
             Some(limit) => match limit.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
-                    shared.context.metrics.dropped("connection_limit");
-                    tracing::warn!(%peer, %kind, max = shared.config.max_connections, "connection limit reached, refusing a connection");
+                    metrics.refused("connection_limit");
+                    if let Some(unlogged) = refusals.note(std::time::Instant::now()) {
+                        tracing::warn!(%peer, %kind, max = shared.max_connections, unlogged, "connection limit reached, refusing a connection");
+                    }
                     drop(stream);
                     continue;
                 }
@@ -56,6 +135,9 @@ pub(super) async fn accept_loop(listener: TcpListener, kind: TransportKind, shar
     }
 }
 
+// The handshakes before `drive` (HTTP sniffing, TLS, the WebSocket upgrade) run in boxed futures
+// of their own: their state is large, and as part of this function's future it would stay in
+// the task's allocation for the connection's whole life.
 async fn serve_stream(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -69,10 +151,10 @@ async fn serve_stream(
         && shared.tls.is_none()
         && let Some(root) = &shared.config.web
     {
-        match sniff(&stream, timeout).await {
+        match Box::pin(sniff(&stream, timeout)).await {
             Ok(Sniffed::WebSocket) => {}
             Ok(request) => {
-                if let Err(error) = serve_file(stream, root, request).await {
+                if let Err(error) = Box::pin(serve_file(stream, root, request)).await {
                     tracing::debug!(%peer, %error, "http request failed");
                 }
                 return;
@@ -84,42 +166,26 @@ async fn serve_stream(
         }
     }
     let accepted = match &shared.tls {
-        Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => Accepted::Tls(Box::new(tls)),
-            Ok(Err(error)) => {
-                tracing::debug!(%peer, %kind, %error, "tls handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, %kind, "tls handshake timed out");
-                return;
-            }
-        },
-        None => Accepted::Plain(stream),
-    };
-    let conn = match kind {
-        TransportKind::Tcp => {
-            let (read, write): (
-                Box<dyn AsyncRead + Send + Unpin>,
-                Box<dyn AsyncWrite + Send + Unpin>,
-            ) = match accepted {
-                Accepted::Tls(io) => {
-                    let (read, write) = tokio::io::split(io);
-                    (Box::new(read), Box::new(write))
+        Some(acceptor) => {
+            match Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await {
+                Ok(Ok(tls)) => Accepted::Tls(Box::new(tls)),
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %kind, %error, "tls handshake failed");
+                    return;
                 }
-                // A plain socket splits without a lock between its halves.
-                Accepted::Plain(stream) => {
-                    let (read, write) = stream.into_split();
-                    (Box::new(read), Box::new(write))
+                Err(_) => {
+                    tracing::debug!(%peer, %kind, "tls handshake timed out");
+                    return;
                 }
-            };
-            Conn {
-                reader: ConnReader::Tcp(TcpReader(read)),
-                writer: ConnWriter::Tcp(TcpWriter::new(write)),
-                peer,
-                kind,
             }
         }
+        None => Accepted::Plain(stream),
+    };
+    let link = match kind {
+        TransportKind::Tcp => match accepted {
+            Accepted::Tls(io) => Link::stream(io),
+            Accepted::Plain(stream) => Link::Tcp(stream),
+        },
         TransportKind::WebSocket => {
             let io: BoxedIo = match accepted {
                 Accepted::Tls(io) => io,
@@ -131,13 +197,13 @@ async fn serve_stream(
                 .max_packet_body
                 .saturating_mul(4)
                 .max(64 * 1024);
-            match tokio::time::timeout(timeout, accept_websocket(io, max_message)).await {
-                Ok(Ok((reader, writer))) => Conn {
-                    reader: ConnReader::Ws(reader),
-                    writer: ConnWriter::Ws(writer),
-                    peer,
-                    kind,
-                },
+            match Box::pin(tokio::time::timeout(
+                timeout,
+                accept_websocket(io, max_message),
+            ))
+            .await
+            {
+                Ok(Ok(ws)) => Link::ws(ws),
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "websocket upgrade failed");
                     return;
@@ -149,7 +215,7 @@ async fn serve_stream(
             }
         }
     };
-    drive(shared, conn).await;
+    drive(shared, link, peer, kind).await;
 }
 
 /// An accepted socket, after the TLS handshake when TLS is on.
@@ -160,17 +226,22 @@ enum Accepted {
 
 type Dispatch = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
 
-/// What woke the driver.
+/// What woke the connection.
 enum Wake {
-    Read(std::io::Result<bool>),
+    Read(io::Result<Option<Result<(), ProtocolError>>>),
     Timer,
     Dispatched(Option<Bytes>),
     Closed,
-    WriterDone,
+    /// The last packet was written (`Ok`), or writing failed.
+    Written(io::Result<()>),
 }
 
 /// Messages one session may have waiting for their turn before the host stops reading from it.
 const MAX_PENDING: usize = 1024;
+
+/// How long a closing connection may take to write what is still queued (a client that does
+/// not read could hold it forever).
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
 /// A message waiting for its turn; the rate limit is judged on arrival.
 struct Pending {
@@ -207,29 +278,59 @@ impl RateLimiter {
     }
 }
 
+/// What the write side holds: packets taken from the queue and not yet written.
+#[derive(Default)]
+struct WriteSide {
+    out: Outgoing,
+    /// The connection's last packet (a kick) is among `out`: once written, the connection ends.
+    last: bool,
+}
+
+impl WriteSide {
+    /// Writes what is queued. Pending while there is nothing (more) to write; `Ready(Ok)` once
+    /// the last packet is written, or, with `finishing`, once the queue is empty.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: &mut Writer<'_>,
+        queue: &SendQueue,
+        metrics: &Metrics,
+        finishing: bool,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.out.is_empty() {
+                if self.last {
+                    ready!(writer.poll_flush(cx))?;
+                    return Poll::Ready(Ok(()));
+                }
+                match queue.take(&mut self.out.packets, cx) {
+                    Taken::Nothing => {
+                        ready!(writer.poll_flush(cx))?;
+                        return if finishing {
+                            Poll::Ready(Ok(()))
+                        } else {
+                            Poll::Pending
+                        };
+                    }
+                    Taken::Packets { last } => self.last = last,
+                }
+            }
+            let written = ready!(writer.poll_write(cx, &mut self.out))?;
+            queue.release(written);
+            metrics.bytes("out", written);
+        }
+    }
+}
+
 /// Runs one connection from accept to close.
-async fn drive(shared: Arc<Shared>, conn: Conn) {
-    let Conn {
-        mut reader,
-        writer,
-        peer,
-        kind,
-    } = conn;
-    let (sender, queue) = mpsc::channel(shared.config.send_queue.max(1));
-    let outbound = SendQueue {
-        sender,
-        queued: Arc::new(AtomicUsize::new(0)),
-        max_queued: shared.config.send_queue_bytes.max(1),
-    };
-    let (stop_writer, stop) = oneshot::channel();
-    let mut writer_task = tokio::spawn(write_loop(
-        writer,
-        queue,
-        outbound.queued.clone(),
-        shared.context.metrics.clone(),
-        stop,
-    ));
-    let mut writer_done = false;
+async fn drive(
+    shared: Arc<Shared>,
+    mut link: Link,
+    peer: std::net::SocketAddr,
+    kind: TransportKind,
+) {
+    let metrics = shared.context.metrics.clone();
+    let queue = SendQueue::new(shared.config.send_queue, shared.config.send_queue_bytes);
     let start = std::time::Instant::now();
     let mut protocol = Connection::new(
         shared.connection.clone(),
@@ -240,14 +341,20 @@ async fn drive(shared: Arc<Shared>, conn: Conn) {
         .config
         .rate_limit
         .map(|rate| RateLimiter::new(rate, start));
-    let mut buf = BytesMut::new();
     let mut session: Option<Arc<Session>> = None;
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut in_flight: Option<Dispatch> = None;
+    let mut write_side = WriteSide::default();
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<std::time::Instant> = None;
+    // Set when the connection may have gone quiet, to give back the buffers it used.
+    let mut trim = false;
+    let (mut reader, mut writer) = link.halves();
 
     let reason = 'conn: loop {
         while let Some(packet) = protocol.poll_transmit() {
-            if outbound.try_push(Outbound::Packet(packet)).is_err() {
+            if queue.try_push(Outbound::Packet(packet)).is_err() {
                 break 'conn "send queue full";
             }
         }
@@ -259,48 +366,66 @@ async fn drive(shared: Arc<Shared>, conn: Conn) {
             && let Some(next) = pending.pop_front()
         {
             in_flight = Some(if next.limited {
-                shared.context.metrics.dropped("rate_limited");
+                metrics.dropped("rate_limited");
                 Box::pin(std::future::ready(rate_limited(&shared, &next.message)))
             } else {
                 Box::pin(dispatch(shared.clone(), session.clone(), next.message))
             });
         }
-        let deadline = protocol.poll_timeout().map(Instant::from_std);
+        if trim && in_flight.is_none() && pending.is_empty() && write_side.out.is_empty() {
+            protocol.shrink_buffers();
+            write_side.out.shrink_if_empty();
+            queue.shrink_if_empty();
+            if pending.capacity() > 0 {
+                pending = VecDeque::new();
+            }
+            trim = false;
+        }
+        let deadline = protocol.poll_timeout();
+        if deadline != armed {
+            if let Some(deadline) = deadline {
+                timer.as_mut().reset(Instant::from_std(deadline));
+            }
+            armed = deadline;
+        }
         let wake = tokio::select! {
-            // A client that pipelines faster than its handlers answer waits in its socket
-            // buffer, not in the host's memory.
-            result = reader.read(&mut buf), if pending.len() < MAX_PENDING => Wake::Read(result),
-            _ = sleep_until(deadline) => Wake::Timer,
+            biased;
+            _ = async { session.as_ref().expect("guarded").closed().await }, if session.is_some() => Wake::Closed,
+            written = poll_fn(|cx| write_side.poll(cx, &mut writer, &queue, &metrics, false)) => Wake::Written(written),
             response = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
                 Wake::Dispatched(response)
             }
-            _ = async { session.as_ref().expect("guarded").closed().await }, if session.is_some() => Wake::Closed,
-            _ = &mut writer_task, if !writer_done => Wake::WriterDone,
+            () = &mut timer, if armed.is_some() => Wake::Timer,
+            // A client that pipelines faster than its handlers answer waits in its socket
+            // buffer, not in the host's memory.
+            read = poll_fn(|cx| reader.poll_read(cx, |bytes| {
+                metrics.bytes("in", bytes.len());
+                protocol.receive(bytes, std::time::Instant::now())
+            })), if pending.len() < MAX_PENDING => Wake::Read(read),
         };
         let now = std::time::Instant::now();
+        let was_read = matches!(wake, Wake::Read(_));
         match wake {
-            Wake::Read(Ok(true)) => {
-                shared.context.metrics.bytes("in", buf.len());
-                let received = protocol.receive(&buf, now);
-                buf.clear();
-                if let Err(error) = received {
-                    tracing::debug!(%peer, %kind, %error, "protocol error, closing");
-                    // Flush what the state machine queued (a 400 handshake reply) before closing.
-                    while let Some(packet) = protocol.poll_transmit() {
-                        let _ = outbound.try_push(Outbound::Packet(packet));
-                    }
-                    break 'conn "protocol error";
+            Wake::Read(Ok(Some(Ok(())))) => {}
+            Wake::Read(Ok(Some(Err(error)))) => {
+                tracing::debug!(%peer, %kind, %error, "protocol error, closing");
+                // Flush what the state machine queued (a 400 handshake reply) before closing.
+                while let Some(packet) = protocol.poll_transmit() {
+                    let _ = queue.try_push(Outbound::Packet(packet));
                 }
+                break 'conn "protocol error";
             }
-            Wake::Read(Ok(false)) => break 'conn "closed by client",
+            Wake::Read(Ok(None)) => break 'conn "closed by client",
             Wake::Read(Err(error)) => {
                 tracing::debug!(%peer, %kind, %error, "read failed");
                 break 'conn "read error";
             }
             Wake::Timer => {
+                armed = None;
+                trim = true;
                 if let Err(error) = protocol.handle_timeout(now) {
-                    if matches!(error, pitaya_protocol::ProtocolError::HeartbeatTimeout) {
-                        shared.context.metrics.heartbeat_timeouts.inc();
+                    if matches!(error, ProtocolError::HeartbeatTimeout) {
+                        metrics.heartbeat_timeouts.inc();
                     }
                     tracing::debug!(%peer, %kind, %error, "timed out, closing");
                     break 'conn "timeout";
@@ -315,28 +440,32 @@ async fn drive(shared: Arc<Shared>, conn: Conn) {
                 }
             }
             Wake::Closed => break 'conn "closed by the server",
-            Wake::WriterDone => {
-                writer_done = true;
-                break 'conn "writer finished";
+            Wake::Written(Ok(())) => break 'conn "last packet written",
+            Wake::Written(Err(error)) => {
+                tracing::debug!(%peer, %kind, %error, "write failed");
+                break 'conn "write error";
             }
         }
+        let mut messages = false;
         while let Some(event) = protocol.poll_event() {
             match event {
                 Event::Handshake(handshake) => {
-                    let created = shared.registry.create(peer, handshake, outbound.clone());
+                    let created = shared.registry.create(peer, handshake, queue.clone());
                     if shared.context.cluster().is_some() {
                         // Go frontends tell backends the client's IP version this way.
-                        let version = if peer.is_ipv4() { "\"ipv4\"" } else { "\"ipv6\"" };
+                        let version = if peer.is_ipv4() {
+                            "\"ipv4\""
+                        } else {
+                            "\"ipv6\""
+                        };
                         created.set("ipversion".into(), version.into());
                     }
                     tracing::debug!(%peer, %kind, session = created.id(), "handshake");
-                    let verdict = validate(&shared, &created).await;
+                    let verdict = Box::pin(validate(&shared, &created)).await;
                     session = Some(created);
-                    shared.context.metrics.sessions.inc();
+                    metrics.sessions.inc();
                     let outcome = if verdict.is_ok() { "ok" } else { "refused" };
-                    shared
-                        .context
-                        .metrics
+                    metrics
                         .handshakes
                         .get_or_create(&crate::metrics::HandshakeOutcome { outcome })
                         .inc();
@@ -354,42 +483,52 @@ async fn drive(shared: Arc<Shared>, conn: Conn) {
                         }
                     }
                 }
-                Event::Ready => {}
+                Event::Ready => trim = true,
                 Event::Message(message) => {
+                    messages = true;
                     let limited = limiter.as_mut().is_some_and(|limiter| !limiter.allow(now));
                     pending.push_back(Pending { message, limited });
                 }
             }
         }
+        // A read of heartbeats only: the connection is idle.
+        if was_read && !messages {
+            trim = true;
+        }
     };
 
     drop(in_flight);
-    if let Some(session) = &session {
-        tracing::debug!(session = session.id(), %peer, reason, "session closed");
-        session.close();
-        shared.context.metrics.sessions.dec();
-        if session.overflowed() {
-            shared.context.metrics.dropped("queue_full");
+    let cleanup = async {
+        if let Some(session) = &session {
+            tracing::debug!(session = session.id(), %peer, reason, "session closed");
+            session.close();
+            metrics.sessions.dec();
+            if session.overflowed() {
+                metrics.dropped("queue_full");
+            }
+            if let (Some(cluster), Some(uid)) = (shared.context.cluster(), session.uid()) {
+                cluster.forget_user(&uid, session.id());
+            }
+            release(&shared, session).await;
+        } else {
+            tracing::debug!(%peer, %kind, reason, "connection closed before a session began");
         }
-        if let (Some(cluster), Some(uid)) = (shared.context.cluster(), session.uid()) {
-            cluster.forget_user(&uid, session.id());
+    };
+    // What is queued (a kick, a refusal, the last responses) still goes out, while the session
+    // is cleaned up; a client that does not read cannot hold this up for long.
+    let flush = async {
+        if !matches!(reason, "write error" | "read error") {
+            let _ = tokio::time::timeout(
+                FINAL_FLUSH,
+                poll_fn(|cx| write_side.poll(cx, &mut writer, &queue, &metrics, true)),
+            )
+            .await;
         }
-        release(&shared, session).await;
-    } else {
-        tracing::debug!(%peer, %kind, reason, "connection closed before a session began");
-    }
+    };
+    Box::pin(async { tokio::join!(cleanup, flush) }).await;
+    queue.close();
     drop(session);
-    drop(outbound);
-    let _ = stop_writer.send(());
-    if !writer_done {
-        // A client that does not read can hold the writer in a write forever.
-        if tokio::time::timeout(Duration::from_secs(1), &mut writer_task)
-            .await
-            .is_err()
-        {
-            writer_task.abort();
-        }
-    }
+    let _ = tokio::time::timeout(FINAL_FLUSH, link.shutdown()).await;
 }
 
 /// Asks every component that validates handshakes; the first refusal wins.
@@ -409,69 +548,6 @@ async fn validate(shared: &Shared, session: &Session) -> Result<(), String> {
         component.validate(session.id(), json.clone()).await?;
     }
     Ok(())
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Most packets written in one go.
-const WRITE_BATCH: usize = 64;
-
-/// Drains the send queue into the socket until stopped, the queue ends, or a last packet goes.
-async fn write_loop(
-    mut writer: ConnWriter,
-    mut queue: mpsc::Receiver<Outbound>,
-    queued: Arc<AtomicUsize>,
-    metrics: Arc<crate::metrics::Metrics>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let mut batch: Vec<Bytes> = Vec::new();
-    let mut stopping = false;
-    loop {
-        let first = if stopping {
-            queue.try_recv().ok()
-        } else {
-            tokio::select! {
-                biased;
-                item = queue.recv() => item,
-                _ = &mut stop => {
-                    stopping = true;
-                    queue.try_recv().ok()
-                }
-            }
-        };
-        let Some(first) = first else { break };
-        let mut last = false;
-        let mut item = Some(first);
-        while let Some(next) = item.take() {
-            match next {
-                Outbound::Packet(packet) => batch.push(packet),
-                Outbound::Last(packet) => {
-                    batch.push(packet);
-                    last = true;
-                    break;
-                }
-            }
-            if batch.len() < WRITE_BATCH {
-                item = queue.try_recv().ok();
-            }
-        }
-        let written: usize = batch.iter().map(Bytes::len).sum();
-        if writer.write_packets(&batch).await.is_err() {
-            return;
-        }
-        queued.fetch_sub(written, Ordering::AcqRel);
-        metrics.bytes("out", written);
-        batch.clear();
-        if last {
-            break;
-        }
-    }
-    writer.shutdown().await;
 }
 
 /// An error a handler call ended with: code, message, metadata.
@@ -551,7 +627,8 @@ pub(super) async fn call_route(
     may_forward: bool,
 ) -> Result<Vec<u8>, Failure> {
     // Series are labelled with served routes only, so clients cannot mint new ones.
-    let mut metric_route = "unknown".to_owned();
+    let mut served: Option<(Arc<crate::runtime::ComponentHandle>, &str)> = None;
+    let mut metric_route: Option<String> = None;
     let mut elapsed = None;
     let (outcome, label): (Result<Vec<u8>, Failure>, &'static str) =
         match shared.router.resolve(route) {
@@ -573,12 +650,16 @@ pub(super) async fn call_route(
                 elapsed = Some(started.elapsed());
                 if result.is_ok() || !cluster.servers.of_type(server_type).is_empty() {
                     // Only types some server has: clients cannot mint series.
-                    metric_route = format!("{server_type}.*");
+                    metric_route = Some(format!("{server_type}.*"));
                 }
                 match result {
                     Ok(data) => (Ok(data), "ok"),
                     Err(error) => {
-                        let label = if error.code == "PIT-408" { "timeout" } else { "error" };
+                        let label = if error.code == "PIT-408" {
+                            "timeout"
+                        } else {
+                            "error"
+                        };
                         (Err((error.code, error.message, error.metadata)), label)
                     }
                 }
@@ -604,7 +685,7 @@ pub(super) async fn call_route(
                 component, handler, ..
             } => {
                 let component = component.clone();
-                metric_route = format!("{}.{handler}", component.name());
+                served = Some((component.clone(), handler));
                 session.note_component(component.index);
                 let started = std::time::Instant::now();
                 let result = component
@@ -614,10 +695,14 @@ pub(super) async fn call_route(
                 handler_outcome(shared, route, result)
             }
         };
-    shared
-        .context
-        .metrics
-        .request(&metric_route, label, elapsed);
+    let metrics = &shared.context.metrics;
+    match (&served, &metric_route) {
+        (Some((component, handler)), _) => {
+            metrics.served(component.name(), handler, label, elapsed)
+        }
+        (None, Some(route)) => metrics.request(route, label, elapsed),
+        (None, None) => metrics.request("unknown", label, elapsed),
+    }
     tracing::Span::current().record("outcome", label);
     match &outcome {
         Ok(_) => tracing::debug!("handled"),
@@ -663,7 +748,10 @@ pub(super) async fn call_sessionless(
             return outcome.0;
         }
         Resolved::Malformed => (
-            failure("PIT-400", format!("pitaya/handler: malformed route {route:?}")),
+            failure(
+                "PIT-400",
+                format!("pitaya/handler: malformed route {route:?}"),
+            ),
             "bad_request",
         ),
         Resolved::NotFound | Resolved::Elsewhere { .. } => (
@@ -681,35 +769,35 @@ fn handler_outcome(
     route: &str,
     result: crate::runtime::CallResult,
 ) -> (Result<Vec<u8>, Failure>, &'static str) {
-                match result {
-                    Ok(Ok(payload)) if payload.len() > shared.config.max_response => (
-                        Err(failure(
-                            "PIT-500",
-                            format!(
-                                "pitaya/handler: {route} answered {} bytes, over the limit of {}",
-                                payload.len(),
-                                shared.config.max_response
-                            ),
-                        )),
-                        "error",
-                    ),
-                    Ok(Ok(payload)) => (Ok(payload), "ok"),
-                    Ok(Err(error)) => (Err((error.code, error.message, error.metadata)), "error"),
-                    Err(failure_kind) => {
-                        let (why, label) = match failure_kind {
-                            CallFailure::Trap => ("trapped", "trap"),
-                            CallFailure::Timeout => ("ran out of time", "timeout"),
-                            CallFailure::Unavailable => ("is unavailable", "unavailable"),
-                        };
-                        (
-                            Err(failure(
-                                "PIT-503",
-                                format!("pitaya/handler: {route} unavailable: the component {why}"),
-                            )),
-                            label,
-                        )
-                    }
-                }
+    match result {
+        Ok(Ok(payload)) if payload.len() > shared.config.max_response => (
+            Err(failure(
+                "PIT-500",
+                format!(
+                    "pitaya/handler: {route} answered {} bytes, over the limit of {}",
+                    payload.len(),
+                    shared.config.max_response
+                ),
+            )),
+            "error",
+        ),
+        Ok(Ok(payload)) => (Ok(payload), "ok"),
+        Ok(Err(error)) => (Err((error.code, error.message, error.metadata)), "error"),
+        Err(failure_kind) => {
+            let (why, label) = match failure_kind {
+                CallFailure::Trap => ("trapped", "trap"),
+                CallFailure::Timeout => ("ran out of time", "timeout"),
+                CallFailure::Unavailable => ("is unavailable", "unavailable"),
+            };
+            (
+                Err(failure(
+                    "PIT-503",
+                    format!("pitaya/handler: {route} unavailable: the component {why}"),
+                )),
+                label,
+            )
+        }
+    }
 }
 
 /// Encodes a response packet, falling back to a PIT-500 error if it cannot be encoded.

@@ -2,6 +2,7 @@
 //! reloads components when asked, and shuts down gracefully.
 
 mod connection;
+pub mod files;
 mod remote;
 
 use std::collections::HashMap;
@@ -159,6 +160,8 @@ struct Shared {
     config: ServerConfig,
     connection: Arc<ConnectionConfig>,
     connections: Option<Arc<Semaphore>>,
+    /// The cap behind `connections`: `--max-connections` or the open-file limit, the lower.
+    max_connections: Option<usize>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     runtime: Arc<Runtime>,
 }
@@ -272,15 +275,15 @@ impl Server {
             ),
             None => None,
         };
-        let connections = config
-            .max_connections
-            .map(|max| Arc::new(Semaphore::new(max)));
+        let max_connections = connection_cap(config.max_connections);
+        let connections = max_connections.map(|max| Arc::new(Semaphore::new(max)));
         let shared = Arc::new(Shared {
             router,
             registry,
             context,
             connection: Arc::new(config.connection.clone()),
             connections,
+            max_connections,
             tls,
             runtime: Arc::new(runtime),
             config,
@@ -472,9 +475,46 @@ async fn watch(shared: Arc<Shared>) {
     }
 }
 
+/// The connection cap, from `--max-connections` and the open-file limit, logged.
+fn connection_cap(configured: Option<usize>) -> Option<usize> {
+    let soft = match files::file_limit() {
+        Ok((soft, _)) => soft,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit");
+            None
+        }
+    };
+    let cap = files::connection_cap(configured, soft);
+    match (soft, cap) {
+        (Some(limit), Some(cap)) if configured.is_none_or(|configured| configured > cap) => {
+            if configured.is_some() {
+                tracing::warn!(
+                    max_connections = configured,
+                    open_files = limit,
+                    "--max-connections is more than the open-file limit allows; lowered"
+                );
+            }
+            tracing::info!(
+                open_files = limit,
+                headroom = files::headroom(limit),
+                max_connections = cap,
+                "open-file limit {limit}: at most {cap} connections"
+            );
+        }
+        (_, Some(cap)) => {
+            tracing::info!(max_connections = cap, "at most {cap} connections")
+        }
+        (_, None) => tracing::info!("no open-file limit and no connection cap"),
+    }
+    cap
+}
+
 /// Connects to NATS and etcd, starts answering this server's subjects, then registers (so
 /// nobody calls before the answers are ready).
-async fn join_cluster(shared: &Arc<Shared>, config: ClusterConfig) -> Result<Arc<Cluster>, ServerError> {
+async fn join_cluster(
+    shared: &Arc<Shared>,
+    config: ClusterConfig,
+) -> Result<Arc<Cluster>, ServerError> {
     let (cluster, subscriptions) =
         Cluster::connect(&shared.config.server_type, config, shared.context.clone()).await?;
     let _ = shared.context.cluster.set(cluster.clone());
@@ -484,7 +524,11 @@ async fn join_cluster(shared: &Arc<Shared>, config: ClusterConfig) -> Result<Arc
         subscriptions.requests,
     ));
     if let Some(bindings) = subscriptions.bindings {
-        tokio::spawn(remote::serve_bindings(shared.clone(), cluster.clone(), bindings));
+        tokio::spawn(remote::serve_bindings(
+            shared.clone(),
+            cluster.clone(),
+            bindings,
+        ));
     }
     tokio::spawn(remote::sweep_stand_ins(shared.clone(), cluster.clone()));
     cluster.register().await?;

@@ -1,61 +1,76 @@
-//! TCP (or TLS over TCP): a byte stream, so reads may hold part of a packet or several packets.
+//! Plain TCP through readiness: a byte stream, so a read may hold part of a packet or several
+//! packets. The socket is read into the worker's scratch buffer only once it is readable, and
+//! written with one vectored write for everything queued, so a connection holds no buffer of its
+//! own and a burst of packets costs one system call.
 
-use std::io;
+use std::io::{self, IoSlice};
+use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
 
-/// How much a read asks for at a time; a small figure keeps idle connections cheap.
-const READ_CHUNK: usize = 4096;
+use super::{Outgoing, with_scratch};
 
-/// Receiving half of a TCP connection.
-pub struct TcpReader(pub Box<dyn AsyncRead + Send + Unpin>);
+/// Most packets handed to one `writev` (well under any system's IOV_MAX).
+const MAX_SLICES: usize = 64;
 
-impl TcpReader {
-    pub(super) async fn read(&mut self, buf: &mut BytesMut) -> io::Result<bool> {
-        buf.reserve(READ_CHUNK);
-        Ok(self.0.read_buf(buf).await? > 0)
-    }
-}
-
-/// Sending half of a TCP connection.
-pub struct TcpWriter {
-    stream: Box<dyn AsyncWrite + Send + Unpin>,
-    /// Several queued packets are copied here and written with one system call.
-    batch: Vec<u8>,
-}
-
-impl TcpWriter {
-    /// Wraps the write half of a stream.
-    pub fn new(stream: Box<dyn AsyncWrite + Send + Unpin>) -> Self {
-        Self {
-            stream,
-            batch: Vec::new(),
-        }
-    }
-
-    pub(super) async fn write_packets(&mut self, packets: &[Bytes]) -> io::Result<()> {
-        match packets {
-            [] => return Ok(()),
-            [one] => self.stream.write_all(one).await?,
-            many => {
-                self.batch.clear();
-                for packet in many {
-                    self.batch.extend_from_slice(packet);
+pub(super) fn poll_read<R>(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Poll<io::Result<Option<R>>> {
+    let mut f = Some(f);
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        // try_read clears the readiness on WouldBlock, so the next poll waits for new bytes.
+        let outcome = with_scratch(|buf| match stream.try_read(buf) {
+            Ok(0) => Some(Ok(None)),
+            Ok(n) => {
+                if n < buf.len() {
+                    // A short read emptied the socket's queue: clear the readiness now rather
+                    // than learn it from one more read that fails with WouldBlock (a system call
+                    // per request). Bytes arriving later raise a new readiness, which this does
+                    // not clear.
+                    let _ = stream.try_io(Interest::READABLE, || {
+                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                    });
                 }
-                let result = self.stream.write_all(&self.batch).await;
-                // A burst must not pin a large buffer to an idle connection.
-                if self.batch.capacity() > 64 * 1024 {
-                    self.batch = Vec::new();
-                }
-                result?
+                Some(Ok(f.take().map(|f| f(&buf[..n]))))
             }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => None,
+            Err(error) => Some(Err(error)),
+        });
+        if let Some(outcome) = outcome {
+            return Poll::Ready(outcome);
         }
-        // A TLS stream holds written bytes until flushed; a plain one flushes for free.
-        self.stream.flush().await
     }
+}
 
-    pub(super) async fn shutdown(&mut self) {
-        let _ = self.stream.shutdown().await;
+pub(super) fn poll_write(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    out: &Outgoing,
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(stream.poll_write_ready(cx))?;
+        let result = match out.packets.len() {
+            1 => stream.try_write(&out.packets[0][out.offset..]),
+            _ => {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut count = 0;
+                for (i, packet) in out.packets.iter().take(MAX_SLICES).enumerate() {
+                    let start = if i == 0 { out.offset } else { 0 };
+                    slices[i] = IoSlice::new(&packet[start..]);
+                    count = i + 1;
+                }
+                stream.try_write_vectored(&slices[..count])
+            }
+        };
+        match result {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => return Poll::Ready(Ok(n)),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Poll::Ready(Err(error)),
+        }
     }
 }
