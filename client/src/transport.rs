@@ -123,7 +123,7 @@ impl Transport {
                     let _ = io.shutdown().await;
                 }
                 Self::Ws(ws) => {
-                    let _ = ws.close(None).await;
+                    let _ = WebSocketStream::close(ws.as_mut(), None).await;
                 }
             }
         };

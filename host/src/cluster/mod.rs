@@ -145,6 +145,9 @@ pub struct Cluster {
     context: Arc<HostContext>,
     /// The uids whose push and kick subjects this frontend listens to, and for which session.
     users: Mutex<HashMap<String, (SessionId, tokio::task::AbortHandle)>>,
+    /// When each stand-in last served a forwarded message (a backend never hears of a
+    /// client's disconnection, so idle stand-ins expire).
+    stand_ins_used: Mutex<HashMap<SessionId, std::time::Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -286,6 +289,7 @@ impl Cluster {
             registration: tokio::sync::Mutex::new(None),
             context,
             users: Mutex::new(HashMap::new()),
+            stand_ins_used: Mutex::new(HashMap::new()),
             metrics,
         });
         Ok((cluster, Subscriptions { requests, bindings }))
@@ -695,6 +699,25 @@ impl Cluster {
         if let Some((_, previous)) = previous {
             previous.abort();
         }
+    }
+
+    /// Notes that a stand-in serves a message now.
+    pub fn touch_stand_in(&self, session: SessionId) {
+        lock(&self.stand_ins_used).insert(session, std::time::Instant::now());
+    }
+
+    /// Forgets a released stand-in's use.
+    pub fn forget_stand_in(&self, session: SessionId) {
+        lock(&self.stand_ins_used).remove(&session);
+    }
+
+    /// The stand-ins that served nothing for `idle`.
+    pub fn idle_stand_ins(&self, idle: Duration) -> std::collections::HashSet<SessionId> {
+        lock(&self.stand_ins_used)
+            .iter()
+            .filter(|(_, used)| used.elapsed() >= idle)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Stops listening for `uid` if the listener is the closed session's.

@@ -18,8 +18,11 @@ use crate::cluster::messages::{
 use crate::cluster::{Cluster, data_from_json};
 use crate::session::RemoteOp;
 
-/// How often stand-ins of sessions whose frontend left are dropped.
+/// How often stand-ins of sessions whose frontend left, or idle ones, are dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How long a stand-in lives without a message from its client. pitaya's contract never tells a
+/// backend that a client left, so without this a backend would keep every session it ever saw.
+const STAND_IN_IDLE: Duration = Duration::from_secs(30 * 60);
 
 /// Answers every request on this server's subject, each in a task of its own: a frontend must
 /// keep answering `sys.*` calls while its own forwards wait.
@@ -172,10 +175,12 @@ async fn serve_sys(
         if let Ok(Some(older)) = shared.registry.bind(stand_in.id(), &from.uid, false)
             && older.is_remote()
         {
+            cluster.forget_stand_in(older.id());
             release(shared, &older).await;
         }
     }
     stand_in.replace_data(data_from_json(&from.data));
+    cluster.touch_stand_in(stand_in.id());
     let is_request = msg.r#type != MsgType::Notify as i32;
     let outcome = call_route(
         shared,
@@ -252,15 +257,18 @@ pub(super) async fn serve_bindings(
     }
 }
 
-/// Drops the stand-ins of sessions whose frontend has left the cluster.
+/// Drops the stand-ins of sessions whose frontend has left the cluster, and those idle for
+/// [`STAND_IN_IDLE`].
 pub(super) async fn sweep_stand_ins(shared: Arc<Shared>, cluster: Arc<Cluster>) {
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
+        let idle = cluster.idle_stand_ins(STAND_IN_IDLE);
         for stand_in in shared.registry.remotes(None) {
             let gone = stand_in
                 .remote_link()
                 .is_some_and(|link| cluster.servers.get(&link.frontend_id).is_none());
-            if gone {
+            if gone || idle.contains(&stand_in.id()) {
+                cluster.forget_stand_in(stand_in.id());
                 release(&shared, &stand_in).await;
             }
         }
