@@ -9,8 +9,8 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -19,8 +19,7 @@ use pitaya_host::group::Groups;
 use pitaya_host::metrics::Metrics;
 use pitaya_host::protocol::{ClientHandshake, EncodeOptions, RouteDict};
 use pitaya_host::runtime::{HostContext, Runtime};
-use pitaya_host::session::{Outbound, Registry, SendQueue, Session};
-use tokio::sync::mpsc;
+use pitaya_host::session::{Registry, SendQueue, Session};
 
 /// The request payload: a small JSON body, as in docs/performance.md's load runs.
 const BODY: &[u8] = br#"{"a":1}"#;
@@ -34,18 +33,20 @@ fn echo_wasm() -> PathBuf {
         .join("echo.wasm")
 }
 
-/// A connected session whose pushes land in `outbox`, drained by the bench.
+/// A connected session whose pushes land in its send queue, drained by the bench.
 struct Client {
     session: Arc<Session>,
-    outbox: mpsc::Receiver<Outbound>,
-    queued: Arc<AtomicUsize>,
+    queue: SendQueue,
+    taken: VecDeque<Bytes>,
 }
 
 impl Client {
-    /// Empties the send queue, as the connection's writer would.
+    /// Empties the send queue, as the connection would by writing it out.
     fn drain(&mut self) {
-        while self.outbox.try_recv().is_ok() {}
-        self.queued.store(0, Ordering::Release);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = self.queue.take(&mut self.taken, &mut cx);
+        let written: usize = self.taken.drain(..).map(|packet| packet.len()).sum();
+        self.queue.release(written);
     }
 }
 
@@ -64,23 +65,18 @@ fn context(runtime: &tokio::runtime::Runtime) -> (Arc<HostContext>, Client) {
         max_payload: 1 << 20,
         runtime: runtime.handle().clone(),
         metrics: Arc::new(Metrics::default()),
+        cluster: Default::default(),
     });
     let _ = context.dict.set(Arc::new(RouteDict::default()));
-    let (sender, outbox) = mpsc::channel(1024);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let queue = SendQueue {
-        sender,
-        queued: queued.clone(),
-        max_queued: 4 << 20,
-    };
+    let queue = SendQueue::new(1024, 4 << 20);
     let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
-    let session = registry.create(peer, ClientHandshake::default(), queue);
+    let session = registry.create(peer, ClientHandshake::default(), queue.clone());
     (
         context,
         Client {
             session,
-            outbox,
-            queued,
+            queue,
+            taken: VecDeque::new(),
         },
     )
 }
@@ -118,7 +114,7 @@ fn warm_calls(c: &mut Criterion) {
     });
     group.finish();
     assert!(
-        matches!(direct.call(id, "notify", BODY), Ok(Ok(_))) && client.outbox.try_recv().is_ok(),
+        matches!(direct.call(id, "notify", BODY), Ok(Ok(_))) && !client.queue.is_empty(),
         "echo.notify did not push"
     );
     client.drain();

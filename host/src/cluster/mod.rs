@@ -191,7 +191,7 @@ fn hostname() -> String {
 /// How a Go peer writes a duration: `5s`, `1.5s`, `250ms`.
 fn go_duration(duration: Duration) -> String {
     let ms = duration.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms >= 1000 {
         format!("{}s", duration.as_secs_f64())

@@ -171,13 +171,13 @@ async fn serve_sys(
         .remote(frontend_id, from.id)
         .unwrap_or_else(|| cluster.remote_session(frontend_id, frontend_type, from.id));
     // The frontend's view of the session is the truth.
-    if !from.uid.is_empty() && stand_in.uid().as_deref() != Some(from.uid.as_str()) {
-        if let Ok(Some(older)) = shared.registry.bind(stand_in.id(), &from.uid, false)
-            && older.is_remote()
-        {
-            cluster.forget_stand_in(older.id());
-            release(shared, &older).await;
-        }
+    if !from.uid.is_empty()
+        && stand_in.uid().as_deref() != Some(from.uid.as_str())
+        && let Ok(Some(older)) = shared.registry.bind(stand_in.id(), &from.uid, false)
+        && older.is_remote()
+    {
+        cluster.forget_stand_in(older.id());
+        release(shared, &older).await;
     }
     stand_in.replace_data(data_from_json(&from.data));
     cluster.touch_stand_in(stand_in.id());
