@@ -276,15 +276,26 @@ impl Registry {
         handshake: ClientHandshake,
         queue: SendQueue,
     ) -> Arc<Session> {
-        self.insert(remote, handshake, Some(queue), None)
+        let session = self.build(remote, handshake, Some(queue), None);
+        write(&self.inner)
+            .sessions
+            .insert(session.id(), session.clone());
+        session
     }
 
     /// Creates the local stand-in of a session a frontend elsewhere in the cluster holds.
+    /// If one exists already (two messages of the session raced), that one is returned and
+    /// `link` is dropped.
     pub fn create_remote(&self, link: RemoteLink) -> Arc<Session> {
         let key = (link.frontend_id.clone(), link.frontend_session);
         let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-        let session = self.insert(unknown, ClientHandshake::default(), None, Some(link));
-        write(&self.inner).remotes.insert(key, session.id());
+        let mut inner = write(&self.inner);
+        if let Some(existing) = inner.remotes.get(&key).and_then(|id| inner.sessions.get(id)) {
+            return existing.clone();
+        }
+        let session = self.build(unknown, ClientHandshake::default(), None, Some(link));
+        inner.sessions.insert(session.id(), session.clone());
+        inner.remotes.insert(key, session.id());
         session
     }
 
@@ -310,7 +321,7 @@ impl Registry {
             .collect()
     }
 
-    fn insert(
+    fn build(
         &self,
         remote: SocketAddr,
         handshake: ClientHandshake,
@@ -318,7 +329,7 @@ impl Registry {
         remote_link: Option<RemoteLink>,
     ) -> Arc<Session> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let session = Arc::new(Session {
+        Arc::new(Session {
             id,
             remote,
             handshake,
@@ -331,9 +342,7 @@ impl Registry {
             close_signal: Notify::new(),
             components_seen: Mutex::new(Vec::new()),
             groups: Mutex::new(Vec::new()),
-        });
-        write(&self.inner).sessions.insert(id, session.clone());
-        session
+        })
     }
 
     /// The session with this id, if it is still connected.
@@ -495,6 +504,27 @@ mod tests {
         // Removing the older session must not unbind the uid from the newer one.
         registry.remove(first.id());
         assert_eq!(registry.by_uid("u1").map(|s| s.id()), Some(second.id()));
+    }
+
+    #[test]
+    fn a_remote_session_has_one_stand_in() {
+        let registry = Registry::default();
+        let link = || RemoteLink {
+            frontend_id: "fe".into(),
+            frontend_type: None,
+            frontend_session: 7,
+            ops: mpsc::unbounded_channel().0,
+        };
+        let first = registry.create_remote(link());
+        let second = registry.create_remote(link());
+        assert_eq!(first.id(), second.id());
+        assert!(first.is_remote());
+        assert_eq!(first.send(Bytes::from_static(b"x")), Err(SendError::Remote));
+        assert_eq!(registry.remote("fe", 7).map(|s| s.id()), Some(first.id()));
+        assert_eq!(registry.remotes(Some("fe")).len(), 1);
+        assert!(registry.remotes(Some("other")).is_empty());
+        registry.remove(first.id());
+        assert!(registry.remote("fe", 7).is_none());
     }
 
     #[test]
