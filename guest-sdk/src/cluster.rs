@@ -68,11 +68,17 @@ where
     R: DeserializeOwned,
 {
     let payload = serde_json::to_vec(request).map_err(|error| {
-        HandlerError::new("PIT-500", format!("cannot encode the request to {route}: {error}"))
+        HandlerError::new(
+            "PIT-500",
+            format!("cannot encode the request to {route}: {error}"),
+        )
     })?;
     let answer = rpc_raw(route, &payload)?;
     serde_json::from_slice(&answer).map_err(|error| {
-        HandlerError::new("PIT-500", format!("cannot decode the answer of {route}: {error}"))
+        HandlerError::new(
+            "PIT-500",
+            format!("cannot decode the answer of {route}: {error}"),
+        )
     })
 }
 

@@ -145,7 +145,9 @@ impl fmt::Display for BindError {
             }
             BindError::InvalidUid => write!(f, "the uid is empty"),
             BindError::UidTaken => write!(f, "another session holds the uid"),
-            BindError::Unreachable(why) => write!(f, "the session's frontend did not take it: {why}"),
+            BindError::Unreachable(why) => {
+                write!(f, "the session's frontend did not take it: {why}")
+            }
         }
     }
 }

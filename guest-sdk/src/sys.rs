@@ -8,18 +8,18 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use crate::testing::fake::{
-    bind, cluster_rpc, cluster_server, close, get, group_add, group_broadcast, group_contains, group_count, group_create,
-    group_delete, group_members, group_remove, handshake, is_connected, kick, log, push,
-    remote_address, remove, set, timer_after, timer_cancel, timer_every, uid, user_kick, user_push,
-    user_session,
+    bind, close, cluster_rpc, cluster_server, get, group_add, group_broadcast, group_contains,
+    group_count, group_create, group_delete, group_members, group_remove, handshake, is_connected,
+    kick, log, push, remote_address, remove, set, timer_after, timer_cancel, timer_every, uid,
+    user_kick, user_push, user_session,
 };
 
 #[cfg(target_arch = "wasm32")]
 pub(crate) use self::wasm::{
-    bind, cluster_rpc, cluster_server, close, get, group_add, group_broadcast, group_contains, group_count, group_create,
-    group_delete, group_members, group_remove, handshake, is_connected, kick, log, push,
-    remote_address, remove, set, timer_after, timer_cancel, timer_every, uid, user_kick, user_push,
-    user_session,
+    bind, close, cluster_rpc, cluster_server, get, group_add, group_broadcast, group_contains,
+    group_count, group_create, group_delete, group_members, group_remove, handshake, is_connected,
+    kick, log, push, remote_address, remove, set, timer_after, timer_cancel, timer_every, uid,
+    user_kick, user_push, user_session,
 };
 
 #[cfg(target_arch = "wasm32")]

@@ -6,10 +6,10 @@
 //! hand-offs are included. Needs `target/wasm32-wasip2/release/echo.wasm` (`cargo xtask build`;
 //! or `PITAYA_COMPONENTS_DIR`). Run with `cargo bench -p pitaya-host --bench dispatch`.
 
+use std::collections::VecDeque;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;

@@ -290,7 +290,11 @@ impl Registry {
         let key = (link.frontend_id.clone(), link.frontend_session);
         let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
         let mut inner = write(&self.inner);
-        if let Some(existing) = inner.remotes.get(&key).and_then(|id| inner.sessions.get(id)) {
+        if let Some(existing) = inner
+            .remotes
+            .get(&key)
+            .and_then(|id| inner.sessions.get(id))
+        {
             return existing.clone();
         }
         let session = self.build(unknown, ClientHandshake::default(), None, Some(link));

@@ -70,7 +70,9 @@ async fn forwards_fail_fast_while_nats_is_down_and_recover_after() -> Result<()>
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         ensure!(backend.is_running(), "the backend exited during the outage");
-        client.ensure_open().context("the client's connection dropped")?;
+        client
+            .ensure_open()
+            .context("the client's connection dropped")?;
         Ok(())
     })
     .await

@@ -183,8 +183,7 @@ impl Registration {
             let _ = stop.send(());
         }
         let lease = self.lease.load(std::sync::atomic::Ordering::Acquire);
-        match tokio::time::timeout(Duration::from_secs(2), self.client.lease_revoke(lease)).await
-        {
+        match tokio::time::timeout(Duration::from_secs(2), self.client.lease_revoke(lease)).await {
             Ok(Ok(_)) => tracing::info!("left the cluster (lease revoked)"),
             Ok(Err(error)) => tracing::warn!(%error, "could not revoke the etcd lease"),
             Err(_) => tracing::warn!("revoking the etcd lease timed out"),
@@ -356,7 +355,9 @@ async fn resync(
     root: &str,
     servers: &Servers,
 ) -> Result<i64, etcd_client::Error> {
-    let response = client.get(root, Some(GetOptions::new().with_prefix())).await?;
+    let response = client
+        .get(root, Some(GetOptions::new().with_prefix()))
+        .await?;
     let found = response
         .kvs()
         .iter()
@@ -422,7 +423,12 @@ mod tests {
         };
         servers.put(server("b"));
         servers.put(server("a"));
-        let ids = |s: &Servers| s.of_type("room").into_iter().map(|s| s.id).collect::<Vec<_>>();
+        let ids = |s: &Servers| {
+            s.of_type("room")
+                .into_iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids(&servers), ["a", "b"]);
         servers.mark_dead("a");
         assert_eq!(ids(&servers), ["b"]);

@@ -209,7 +209,8 @@ mod tests {
                 r#type: MsgType::Request as i32,
             }),
             frontend_id: "fe-1".into(),
-            metadata: br#"{"peer.id":"fe-1","peer.service":"connector","reqTimeout":"5s"}"#.to_vec(),
+            metadata: br#"{"peer.id":"fe-1","peer.service":"connector","reqTimeout":"5s"}"#
+                .to_vec(),
         };
         assert_eq!(
             hex(&request.encode_to_vec()),
@@ -224,7 +225,10 @@ mod tests {
                 Response::error("PIT-404", "not found").encode_to_vec(),
                 "12140a075049542d34303412096e6f7420666f756e64",
             ),
-            (Response::data(b"ack".to_vec()).encode_to_vec(), "0a0361636b"),
+            (
+                Response::data(b"ack".to_vec()).encode_to_vec(),
+                "0a0361636b",
+            ),
             (
                 Response::sys(Response::data(b"ack".to_vec())).encode_to_vec(),
                 "0a050a0361636b",

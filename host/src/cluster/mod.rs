@@ -153,7 +153,9 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("me", &self.me).finish_non_exhaustive()
+        f.debug_struct("Cluster")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
     }
 }
 
@@ -226,7 +228,9 @@ impl Cluster {
                             metrics.cluster_up("nats", true);
                         }
                         async_nats::Event::Disconnected => {
-                            tracing::warn!("NATS disconnected; reconnecting, requests fail fast meanwhile");
+                            tracing::warn!(
+                                "NATS disconnected; reconnecting, requests fail fast meanwhile"
+                            );
                             metrics.cluster_up("nats", false);
                         }
                         other => tracing::info!(event = %other, "NATS"),
@@ -313,10 +317,14 @@ impl Cluster {
             self.metrics.clone(),
             loaded,
         ));
-        let registration =
-            discovery::Registration::start(self.etcd.clone(), &self.config.prefix, &self.me, self.metrics.clone())
-                .await
-                .map_err(etcd_error)?;
+        let registration = discovery::Registration::start(
+            self.etcd.clone(),
+            &self.config.prefix,
+            &self.me,
+            self.metrics.clone(),
+        )
+        .await
+        .map_err(etcd_error)?;
         *self.registration.lock().await = Some(registration);
         tracing::info!(
             id = self.me.id,
@@ -378,7 +386,11 @@ impl Cluster {
                 route: route.to_owned(),
                 data: payload.to_vec(),
                 reply: String::new(),
-                r#type: if notify { MsgType::Notify } else { MsgType::Request } as i32,
+                r#type: if notify {
+                    MsgType::Notify
+                } else {
+                    MsgType::Request
+                } as i32,
             }),
             frontend_id: self.me.id.clone(),
             metadata: self.metadata(route),
@@ -451,11 +463,19 @@ impl Cluster {
             let subject = format!("pitaya/servers/{}/{}", server.server_type, server.id);
             match self.request(subject, payload.clone()).await {
                 Err(Failed::NoResponders) => {
-                    tracing::warn!(id = server.id, server_type, "no responder: dropping the server");
+                    tracing::warn!(
+                        id = server.id,
+                        server_type,
+                        "no responder: dropping the server"
+                    );
                     self.servers.mark_dead(&server.id);
                 }
                 Err(Failed::Other(error)) => {
-                    let outcome = if error.code == "PIT-408" { "timeout" } else { "error" };
+                    let outcome = if error.code == "PIT-408" {
+                        "timeout"
+                    } else {
+                        "error"
+                    };
                     self.metrics.forward(outcome);
                     return Err(error);
                 }
@@ -475,8 +495,9 @@ impl Cluster {
             (ForwardBy::Uid, Some(uid)) => {
                 use std::hash::{BuildHasher, BuildHasherDefault};
                 // A fixed hasher: every frontend must pick the same server for a uid.
-                let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-                    .hash_one(uid);
+                let hash =
+                    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                        .hash_one(uid);
                 (hash % servers.len() as u64) as usize
             }
             _ => rand_index(servers.len()),
@@ -491,7 +512,9 @@ impl Cluster {
             .timeout(Some(self.config.request_timeout));
         match self.nats.send_request(subject, request).await {
             Ok(message) => match Response::decode(message.payload.as_ref()) {
-                Ok(Response { error: Some(error), .. }) => Err(Failed::Other(CallError {
+                Ok(Response {
+                    error: Some(error), ..
+                }) => Err(Failed::Other(CallError {
                     code: error.code,
                     message: error.msg,
                     metadata: error.metadata.into_iter().collect(),
@@ -554,7 +577,10 @@ impl Cluster {
             Ok(data) => Ok(data),
             Err(Failed::NoResponders) => {
                 self.servers.mark_dead(frontend_id);
-                Err(CallError::new("PIT-500", "pitaya/remote: the frontend is gone"))
+                Err(CallError::new(
+                    "PIT-500",
+                    "pitaya/remote: the frontend is gone",
+                ))
             }
             Err(Failed::Other(error)) => Err(error),
         }
@@ -562,7 +588,13 @@ impl Cluster {
 
     /// Publishes a push for `uid` on the user subject of every frontend type (a backend does
     /// not know which frontend holds a uid it has never served).
-    pub fn push_to_user(&self, uid: &str, route: &str, payload: &[u8], frontend_type: Option<&str>) -> bool {
+    pub fn push_to_user(
+        &self,
+        uid: &str,
+        route: &str,
+        payload: &[u8],
+        frontend_type: Option<&str>,
+    ) -> bool {
         let push = Push {
             route: route.to_owned(),
             uid: uid.to_owned(),
@@ -581,9 +613,18 @@ impl Cluster {
         self.publish_user(uid, "kick", kick, frontend_type)
     }
 
-    fn publish_user(&self, uid: &str, what: &str, payload: Vec<u8>, frontend_type: Option<&str>) -> bool {
+    fn publish_user(
+        &self,
+        uid: &str,
+        what: &str,
+        payload: Vec<u8>,
+        frontend_type: Option<&str>,
+    ) -> bool {
         if check_name("uid", uid).is_err() {
-            tracing::debug!(uid, "a uid that cannot be a NATS subject token is not published");
+            tracing::debug!(
+                uid,
+                "a uid that cannot be a NATS subject token is not published"
+            );
             return false;
         }
         let types = match frontend_type {
@@ -652,7 +693,10 @@ impl Cluster {
     /// a push published after it is not lost.
     pub async fn listen_user(self: &Arc<Self>, uid: String, session: SessionId) {
         if check_name("uid", &uid).is_err() {
-            tracing::warn!(uid, "this uid cannot be a NATS subject: pushes and kicks by uid will not reach it");
+            tracing::warn!(
+                uid,
+                "this uid cannot be a NATS subject: pushes and kicks by uid will not reach it"
+            );
             return;
         }
         let base = format!("pitaya/{}/user/{uid}", self.me.server_type);
@@ -757,7 +801,9 @@ impl Cluster {
             self.announce_bind(&uid);
         }
         let cluster = self.clone();
-        self.context.runtime.spawn(async move { cluster.listen_user(uid, session).await });
+        self.context
+            .runtime
+            .spawn(async move { cluster.listen_user(uid, session).await });
     }
 }
 
@@ -778,9 +824,12 @@ async fn run_remote_ops(
     mut ops: mpsc::UnboundedReceiver<RemoteOp>,
 ) {
     let frontend_type = || {
-        known_type
-            .clone()
-            .or_else(|| cluster.servers.get(&frontend_id).map(|server| server.server_type))
+        known_type.clone().or_else(|| {
+            cluster
+                .servers
+                .get(&frontend_id)
+                .map(|server| server.server_type)
+        })
     };
     while let Some(op) = ops.recv().await {
         match op {
@@ -791,13 +840,27 @@ async fn run_remote_ops(
                     data: json,
                 };
                 if let Err(error) = cluster
-                    .sys_call(&frontend_id, known_type.as_deref(), "sys.pushsession", session.encode_to_vec())
+                    .sys_call(
+                        &frontend_id,
+                        known_type.as_deref(),
+                        "sys.pushsession",
+                        session.encode_to_vec(),
+                    )
                     .await
                 {
-                    tracing::warn!(frontend = frontend_id, code = error.code, error = error.message, "sys.pushsession failed");
+                    tracing::warn!(
+                        frontend = frontend_id,
+                        code = error.code,
+                        error = error.message,
+                        "sys.pushsession failed"
+                    );
                 }
             }
-            RemoteOp::Push { uid, route, payload } => {
+            RemoteOp::Push {
+                uid,
+                route,
+                payload,
+            } => {
                 cluster.push_to_user(&uid, &route, &payload, frontend_type().as_deref());
             }
             RemoteOp::Kick(uid) => {
@@ -876,7 +939,10 @@ mod tests {
         data.insert("raw".to_owned(), "not json".to_owned());
         let json = data_to_json(&data);
         let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
-        assert_eq!(value, serde_json::json!({"level": 3, "name": "ann", "raw": "not json"}));
+        assert_eq!(
+            value,
+            serde_json::json!({"level": 3, "name": "ann", "raw": "not json"})
+        );
         let back = data_from_json(&json);
         assert_eq!(back["level"], "3");
         assert_eq!(back["name"], "\"ann\"");

@@ -78,7 +78,12 @@ impl HostState {
                 .block_on(cluster.bind_remote(link, &uid));
             self.extend_deadline(started.elapsed());
             if let Err(error) = outcome {
-                tracing::info!(uid, code = error.code, error = error.message, "the frontend refused the binding");
+                tracing::info!(
+                    uid,
+                    code = error.code,
+                    error = error.message,
+                    "the frontend refused the binding"
+                );
                 self.context.registry.unbind(session.id(), &uid);
                 return Err(if error.message.contains("uid bound to another session") {
                     BindError::UidTaken

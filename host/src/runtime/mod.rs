@@ -8,8 +8,8 @@
 //! order and meet the same memory.
 
 mod bindings;
-mod host_cluster;
 mod cache;
+mod host_cluster;
 mod host_groups;
 mod host_log;
 mod host_session;

@@ -41,7 +41,10 @@ pub(super) async fn serve_requests(
         tokio::spawn(async move {
             let response = match Request::decode(message.payload.as_ref()) {
                 Ok(request) => answer(&shared, &cluster, request).await,
-                Err(error) => Response::error("PIT-400", format!("pitaya/remote: undecodable request: {error}")),
+                Err(error) => Response::error(
+                    "PIT-400",
+                    format!("pitaya/remote: undecodable request: {error}"),
+                ),
             };
             if let Err(error) = cluster
                 .nats()
@@ -58,17 +61,31 @@ async fn answer(shared: &Arc<Shared>, cluster: &Arc<Cluster>, request: Request) 
     let Some(msg) = request.msg else {
         return Response::error("PIT-400", "pitaya/remote: request without a message");
     };
-    let span = tracing::info_span!("remote request", route = msg.route, from = request.frontend_id);
+    let span = tracing::info_span!(
+        "remote request",
+        route = msg.route,
+        from = request.frontend_id
+    );
     let kind = RpcType::try_from(request.r#type);
     async move {
         match (kind, msg.route.as_str()) {
-            (Ok(RpcType::User), "sys.bindsession") => bind_session(shared, cluster, &msg.data).await,
+            (Ok(RpcType::User), "sys.bindsession") => {
+                bind_session(shared, cluster, &msg.data).await
+            }
             (Ok(RpcType::User), "sys.pushsession") => push_session(shared, &msg.data),
             (Ok(RpcType::User), "sys.kick") => kick(shared, &msg.data),
             (Ok(RpcType::Sys), _) => {
                 let session = request.session.unwrap_or_default();
                 let frontend_type = sender_type(&request.metadata);
-                serve_sys(shared, cluster, &request.frontend_id, frontend_type, session, msg).await
+                serve_sys(
+                    shared,
+                    cluster,
+                    &request.frontend_id,
+                    frontend_type,
+                    session,
+                    msg,
+                )
+                .await
             }
             (Ok(RpcType::User), _) => serve_user(shared, msg).await,
             (Err(_), _) => Response::error("PIT-400", "pitaya/remote: unknown request type"),
@@ -113,8 +130,14 @@ async fn bind_session(shared: &Arc<Shared>, cluster: &Arc<Cluster>, data: &[u8])
             Ok(older) => {
                 let replaced_local = older.is_some();
                 if let Some(older) = older {
-                    tracing::info!(uid = message.uid, old = older.id(), new = session.id(), "uid bound again, kicking the older session");
-                    let _ = older.send_last(shared.context.kick_packet(Some("logged in elsewhere")));
+                    tracing::info!(
+                        uid = message.uid,
+                        old = older.id(),
+                        new = session.id(),
+                        "uid bound again, kicking the older session"
+                    );
+                    let _ =
+                        older.send_last(shared.context.kick_packet(Some("logged in elsewhere")));
                 }
                 if !replaced_local {
                     cluster.announce_bind(&message.uid);
@@ -133,7 +156,10 @@ fn push_session(shared: &Shared, data: &[u8]) -> Response {
     let Ok(message) = SessionMsg::decode(data) else {
         return Response::error("PIT-400", "pitaya/remote: undecodable session");
     };
-    match u64::try_from(message.id).ok().and_then(|id| shared.registry.get(id)) {
+    match u64::try_from(message.id)
+        .ok()
+        .and_then(|id| shared.registry.get(id))
+    {
         Some(session) if !session.is_remote() => {
             session.replace_data(data_from_json(&message.data));
             ack()
@@ -195,7 +221,9 @@ async fn serve_sys(
     if let Some(link) = stand_in.remote_link() {
         let (done, flushed) = tokio::sync::oneshot::channel();
         if link.ops.send(RemoteOp::Flush(done)).is_ok()
-            && tokio::time::timeout(cluster_timeout(shared), flushed).await.is_err()
+            && tokio::time::timeout(cluster_timeout(shared), flushed)
+                .await
+                .is_err()
         {
             tracing::warn!("the session's ops did not reach its frontend in time");
         }
@@ -209,7 +237,8 @@ async fn serve_sys(
 
 /// An RPC from another server: the handler runs with no session (id 0).
 async fn serve_user(shared: &Arc<Shared>, msg: Msg) -> Response {
-    let outcome = super::connection::call_sessionless(shared, &msg.route, Bytes::from(msg.data)).await;
+    let outcome =
+        super::connection::call_sessionless(shared, &msg.route, Bytes::from(msg.data)).await;
     match outcome {
         Ok(data) => Response::data(data),
         Err(failure) => error_response(failure),
@@ -251,7 +280,12 @@ pub(super) async fn serve_bindings(
         if let Some(session) = shared.registry.by_uid(&bind.uid)
             && !session.is_remote()
         {
-            tracing::info!(uid = bind.uid, session = session.id(), frontend = bind.fid, "uid bound on another frontend, kicking this session");
+            tracing::info!(
+                uid = bind.uid,
+                session = session.id(),
+                frontend = bind.fid,
+                "uid bound on another frontend, kicking this session"
+            );
             let _ = session.send_last(shared.context.kick_packet(Some("logged in elsewhere")));
         }
     }
