@@ -230,7 +230,23 @@ fn demo() -> anyhow::Result<()> {
     )
 }
 
+/// Fails on unformatted code, installing rustfmt first when the toolchain lacks it.
+fn check_format() -> anyhow::Result<()> {
+    let installed = cargo()
+        .args(["fmt", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !installed {
+        run_command(Command::new("rustup").args(["component", "add", "rustfmt"]))?;
+    }
+    run_command(cargo().args(["fmt", "--all", "--", "--check"]))
+        .context("unformatted code: run `cargo fmt --all`")
+}
+
 fn test() -> anyhow::Result<()> {
+    check_format()?;
     ensure_system_tools()?;
     let components = build_components()?;
     // `cargo test` builds the host binary itself (the host's CLI tests need it) with the
