@@ -100,6 +100,17 @@ impl SendQueue {
 
     /// Queues a packet unless that would pass either bound, and wakes the connection.
     pub fn try_push(&self, item: Outbound) -> Result<(), SendError> {
+        self.push(item, true)
+    }
+
+    /// Like [`try_push`](Self::try_push), for the connection's own task, which takes what
+    /// waits before it next sleeps: waking it would only make it run once more for nothing
+    /// (and could wake an idle thread of the runtime to do so).
+    pub fn try_push_own(&self, item: Outbound) -> Result<(), SendError> {
+        self.push(item, false)
+    }
+
+    fn push(&self, item: Outbound, wake: bool) -> Result<(), SendError> {
         let waker = {
             let mut state = self.state();
             if state.closed || state.last {
@@ -120,7 +131,7 @@ impl SendQueue {
                 }
             };
             state.packets.push_back(packet);
-            state.waker.take()
+            if wake { state.waker.take() } else { None }
         };
         // Woken outside the lock: the woken task may run at once on another thread.
         if let Some(waker) = waker {

@@ -188,14 +188,28 @@ impl Session {
         result
     }
 
+    /// Queues a packet from the session's own connection task, which writes it before it
+    /// sleeps, without waking that task (see [`SendQueue::try_push_own`]).
+    pub fn send_own(&self, packet: Bytes) -> Result<(), SendError> {
+        self.push(Outbound::Packet(packet), false)
+    }
+
     fn enqueue(&self, item: Outbound) -> Result<(), SendError> {
+        self.push(item, true)
+    }
+
+    fn push(&self, item: Outbound, wake: bool) -> Result<(), SendError> {
         if self.is_closing() {
             return Err(SendError::Closed);
         }
         let Some(outbound) = &self.outbound else {
             return Err(SendError::Remote);
         };
-        let result = outbound.try_push(item);
+        let result = if wake {
+            outbound.try_push(item)
+        } else {
+            outbound.try_push_own(item)
+        };
         if result == Err(SendError::QueueFull) {
             self.overflowed.store(true, Ordering::Release);
             tracing::warn!(

@@ -13,7 +13,7 @@ impl cluster::Host for HostState {
         })
     }
 
-    fn rpc(&mut self, route: String, payload: Vec<u8>) -> Result<Vec<u8>, HandlerError> {
+    async fn rpc(&mut self, route: String, payload: Vec<u8>) -> Result<Vec<u8>, HandlerError> {
         let Some(cluster) = self.context.cluster().cloned() else {
             return Err(HandlerError {
                 code: "PIT-500".into(),
@@ -22,11 +22,8 @@ impl cluster::Host for HostState {
             });
         };
         let started = std::time::Instant::now();
-        // The component's own thread waits; no async runtime thread is blocked.
-        let outcome = self
-            .context
-            .runtime
-            .block_on(async { cluster.rpc(&route, &payload).await });
+        // The call is suspended while it waits; the thread serves others.
+        let outcome = cluster.rpc(&route, &payload).await;
         self.extend_deadline(started.elapsed());
         outcome.map_err(|error| HandlerError {
             code: error.code,

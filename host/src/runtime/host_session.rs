@@ -41,7 +41,7 @@ fn sync_remote_data(session: &Session) {
 impl HostState {
     /// What binding `uid` to a session means beyond the registry: the older holder of the
     /// uid goes, and the cluster hears of it.
-    fn after_bind(
+    async fn after_bind(
         &mut self,
         session: &Arc<Session>,
         uid: String,
@@ -66,16 +66,12 @@ impl HostState {
         }
         if let Some(link) = session.remote_link() {
             // The frontend must take the binding, or the player is not reachable by uid: the
-            // handler waits for its answer (on the component's own thread) and hears of a
-            // refusal.
+            // handler's call is suspended until its answer, and hears of a refusal.
             let Some(cluster) = self.context.cluster().cloned() else {
                 return Ok(());
             };
             let started = std::time::Instant::now();
-            let outcome = self
-                .context
-                .runtime
-                .block_on(cluster.bind_remote(link, &uid));
+            let outcome = cluster.bind_remote(link, &uid).await;
             self.extend_deadline(started.elapsed());
             if let Err(error) = outcome {
                 tracing::info!(
@@ -105,7 +101,7 @@ impl session::Host for HostState {
         self.context.registry.get(session)?.uid()
     }
 
-    fn bind(&mut self, session: SessionId, uid: String) -> Result<(), BindError> {
+    async fn bind(&mut self, session: SessionId, uid: String) -> Result<(), BindError> {
         let refuse = self.context.refuse_duplicate_login;
         let Some(target) = self.context.registry.get(session) else {
             return Err(BindError::NoSession);
@@ -114,7 +110,7 @@ impl session::Host for HostState {
             return Ok(());
         }
         match self.context.registry.bind(session, &uid, refuse) {
-            Ok(older) => self.after_bind(&target, uid, older),
+            Ok(older) => self.after_bind(&target, uid, older).await,
             Err(sessions::BindError::NoSession) => Err(BindError::NoSession),
             Err(sessions::BindError::AlreadyBound(uid)) => Err(BindError::AlreadyBound(uid)),
             Err(sessions::BindError::InvalidUid) => Err(BindError::InvalidUid),

@@ -1,10 +1,10 @@
-//! One live instance of a component, its store, and the actor loop that feeds it jobs.
+//! One live instance of a component and its store: every call into it, and its replacement
+//! after a fault.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::mpsc;
 use wasmtime::component::{InstancePre, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 
@@ -14,7 +14,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 use super::bindings::{ComponentInfo, Game};
 use super::{
     CallFailure, CallResult, ComponentShared, ComponentSpec, Declared, HandlerError, HandlerSpec,
-    Handover, HostContext, Job, PROVISIONAL_NAME, Timers,
+    HostContext, PROVISIONAL_NAME, Shard, Timers,
 };
 
 /// The store data of one instance.
@@ -24,9 +24,9 @@ pub(crate) struct HostState {
     limits: Limiter,
     pub(crate) context: Arc<HostContext>,
     pub(crate) shared: Arc<ComponentShared>,
-    /// This instance's own queue, where its timers fire: a timer belongs to the shard that
-    /// set it, whose memory knows what it is for.
-    pub(crate) jobs: mpsc::Sender<Job>,
+    /// The shard this instance serves, where its timers fire: a timer belongs to the shard
+    /// that set it, whose memory knows what it is for.
+    pub(crate) shard: Weak<Shard>,
     /// This instance's timers; dropping the store cancels them.
     pub(crate) timers: Timers,
     /// When the current call must end. Checked on every epoch tick, so the deadline is kept in
@@ -129,65 +129,67 @@ pub(crate) struct Instance {
     context: Arc<HostContext>,
     spec: ComponentSpec,
     shared: Arc<ComponentShared>,
-    /// Which of the component's queues this instance serves.
-    shard: usize,
+    /// The shard this instance serves, where its timers fire.
+    shard: Weak<Shard>,
+    /// Which of the component's shards that is.
+    index: usize,
     store: Store<HostState>,
     game: Game,
+    /// False after a trap or a timeout: the instance is replaced before its next call.
+    healthy: bool,
 }
 
 impl Instance {
-    pub(crate) fn start(
+    pub(crate) async fn start(
         pre: InstancePre<HostState>,
         context: Arc<HostContext>,
         spec: ComponentSpec,
         shared: Arc<ComponentShared>,
-        shard: usize,
+        shard: Weak<Shard>,
+        index: usize,
     ) -> Result<Self, String> {
-        let (store, game) = instantiate(&pre, &context, &spec, &shared, shard)?;
+        let (store, game) = instantiate(&pre, &context, &spec, &shared, &shard).await?;
         Ok(Self {
             pre,
             context,
             spec,
             shared,
             shard,
+            index,
             store,
             game,
+            healthy: true,
         })
     }
 
     /// A fresh instance of the same compiled component, with other options, for shard 0.
-    pub(crate) fn restarted(
+    pub(crate) async fn restarted(
         self,
         spec: ComponentSpec,
         shared: Arc<ComponentShared>,
+        shard: Weak<Shard>,
     ) -> Result<Self, String> {
-        Self::start(self.pre, self.context, spec, shared, 0)
+        Self::start(self.pre, self.context, spec, shared, shard, 0).await
     }
 
     /// A fresh instance of the same compiled component and options, for another shard.
-    pub(crate) fn sibling(&self, shard: usize) -> Result<Self, String> {
+    pub(crate) async fn sibling(&self, shard: Weak<Shard>, index: usize) -> Result<Self, String> {
         Self::start(
             self.pre.clone(),
             self.context.clone(),
             self.spec.clone(),
             self.shared.clone(),
             shard,
+            index,
         )
-    }
-
-    pub(crate) fn name(&self) -> &str {
-        &self.shared.name
-    }
-
-    pub(crate) fn shard(&self) -> usize {
-        self.shard
+        .await
     }
 
     fn arm(&mut self) {
         arm(&mut self.store, &self.spec);
     }
 
-    pub(crate) fn info(&mut self) -> Result<Declared, String> {
+    pub(crate) async fn info(&mut self) -> Result<Declared, String> {
         self.arm();
         let ComponentInfo {
             name,
@@ -197,6 +199,7 @@ impl Instance {
             .game
             .pitaya_host_handler()
             .call_info(&mut self.store)
+            .await
             .map_err(|e| format!("{e:#}"))?;
         Ok(Declared {
             name,
@@ -211,154 +214,69 @@ impl Instance {
         })
     }
 
-    pub(crate) fn init(&mut self) -> Result<(), String> {
+    pub(crate) async fn init(&mut self) -> Result<(), String> {
         self.arm();
         self.game
             .pitaya_host_handler()
             .call_init(&mut self.store, &self.spec.options.config)
+            .await
             .map_err(|e| format!("{e:#}"))?
             .map_err(|e| format!("init returned an error: {e}"))
     }
 
-    pub(crate) fn import_state(&mut self, state: Vec<u8>) -> Result<(), String> {
+    pub(crate) async fn import_state(&mut self, state: Vec<u8>) -> Result<(), String> {
         self.arm();
         self.game
             .pitaya_host_handler()
             .call_import_state(&mut self.store, &state)
+            .await
             .map_err(|e| format!("{e:#}"))?
     }
 
-    fn export_state(&mut self) -> Option<Vec<u8>> {
+    /// The state to hand to a new build; none from an instance that has failed.
+    pub(crate) async fn export_state(&mut self) -> Option<Vec<u8>> {
+        if !self.healthy {
+            return None;
+        }
         self.arm();
         match self
             .game
             .pitaya_host_handler()
             .call_export_state(&mut self.store)
+            .await
         {
             Ok(state) => state,
             Err(error) => {
-                tracing::error!(component = %self.shared.name, instance = self.shard, error = %format_args!("{error:#}"), "export-state failed; the new build starts without state");
+                tracing::error!(component = %self.shared.name, instance = self.index, error = %format_args!("{error:#}"), "export-state failed; the new build starts without state");
                 None
             }
         }
     }
 
-    /// The actor loop: one job at a time until every sender is gone or a successor takes over.
-    pub(crate) fn serve(mut self, mut queue: mpsc::Receiver<Job>) {
-        let mut healthy = true;
-        while let Some(job) = queue.blocking_recv() {
-            if !healthy && !matches!(job, Job::Retire(_)) {
-                healthy = self.restart();
-            }
-            match job {
-                Job::Handle {
-                    session,
-                    handler,
-                    payload,
-                    reply,
-                } => {
-                    let result = if healthy {
-                        let result = self.handle(session, &handler, &payload);
-                        healthy = result.is_ok();
-                        result
-                    } else {
-                        Err(CallFailure::Unavailable)
-                    };
-                    // The caller may have gone (its connection closed); nothing to do then.
-                    let _ = reply.send(result);
-                }
-                Job::SessionClosed(session) => {
-                    if healthy {
-                        self.arm();
-                        let outcome = self
-                            .game
-                            .pitaya_host_handler()
-                            .call_session_closed(&mut self.store, session);
-                        healthy = self.survived(outcome, "session-closed", Some(session));
-                    }
-                }
-                Job::Timer(timer) => {
-                    let known = self.store.data().timers.fired(timer);
-                    if healthy && known {
-                        self.arm();
-                        let outcome = self
-                            .game
-                            .pitaya_host_handler()
-                            .call_on_timer(&mut self.store, timer);
-                        healthy = self.survived(outcome, "on-timer", None);
-                    }
-                }
-                Job::Validate {
-                    session,
-                    handshake,
-                    reply,
-                } => {
-                    let verdict = if healthy {
-                        self.arm();
-                        let outcome = self.game.pitaya_host_handler().call_validate_handshake(
-                            &mut self.store,
-                            session,
-                            &handshake,
-                        );
-                        match outcome {
-                            Ok(verdict) => verdict,
-                            Err(error) => {
-                                healthy = self.survived(
-                                    Err::<(), _>(error),
-                                    "validate-handshake",
-                                    Some(session),
-                                );
-                                Err("the component failed to validate the handshake".into())
-                            }
-                        }
-                    } else {
-                        Err("the component is unavailable".into())
-                    };
-                    let _ = reply.send(verdict);
-                }
-                Job::Shutdown(done) => {
-                    self.store.data().timers.cancel_all();
-                    if healthy {
-                        self.arm();
-                        let outcome = self
-                            .game
-                            .pitaya_host_handler()
-                            .call_shutdown(&mut self.store);
-                        self.survived(outcome, "shutdown", None);
-                    }
-                    let _ = done.send(());
-                }
-                Job::Retire(successor) => {
-                    let state = if healthy { self.export_state() } else { None };
-                    let (give_back, given_back) = tokio::sync::oneshot::channel();
-                    let handover = Handover {
-                        state,
-                        queue,
-                        give_back,
-                    };
-                    if let Err(handover) = successor.send(handover) {
-                        queue = handover.queue;
-                        continue;
-                    }
-                    match given_back.blocking_recv() {
-                        // The successor refused the state: keep serving.
-                        Ok(returned) => queue = returned,
-                        Err(_) => {
-                            tracing::info!(component = %self.shared.name, instance = self.shard, "old build retired");
-                            return;
-                        }
-                    }
-                }
-            }
+    /// Whether the instance can take a call, replacing it first if it failed.
+    async fn ready(&mut self) -> bool {
+        if !self.healthy {
+            self.healthy = self.restart().await;
         }
+        self.healthy
     }
 
-    pub(crate) fn handle(&mut self, session: u64, handler: &str, payload: &[u8]) -> CallResult {
+    /// Runs a handler; a trap or a timeout marks the instance for replacement.
+    pub(crate) async fn handle(
+        &mut self,
+        session: u64,
+        handler: &str,
+        payload: &[u8],
+    ) -> CallResult {
+        if !self.ready().await {
+            return Err(CallFailure::Unavailable);
+        }
         self.arm();
-        let outcome =
-            self.game
-                .pitaya_host_handler()
-                .call_handle(&mut self.store, session, handler, payload);
+        let outcome = self
+            .game
+            .pitaya_host_handler()
+            .call_handle(&mut self.store, session, handler, payload)
+            .await;
         match outcome {
             Ok(Ok(bytes)) => Ok(Ok(bytes)),
             Ok(Err(e)) => Ok(Err(HandlerError {
@@ -369,44 +287,107 @@ impl Instance {
             Err(error) => {
                 let failure = classify(&error);
                 tracing::error!(
-                    component = %self.shared.name, instance = self.shard,
+                    component = %self.shared.name, instance = self.index,
                     route = %format_args!("{}.{}", self.shared.name, handler),
                     session,
                     %failure,
                     error = %format_args!("{error:#}"),
                     "component call failed; its instance will be replaced"
                 );
+                self.healthy = false;
                 Err(failure)
             }
         }
     }
 
-    /// Logs a failed hook call; false when the instance must be replaced.
-    fn survived<T>(&self, outcome: wasmtime::Result<T>, hook: &str, session: Option<u64>) -> bool {
+    pub(crate) async fn session_closed(&mut self, session: u64) {
+        if self.ready().await {
+            self.arm();
+            let outcome = self
+                .game
+                .pitaya_host_handler()
+                .call_session_closed(&mut self.store, session)
+                .await;
+            self.survived(outcome, "session-closed", Some(session));
+        }
+    }
+
+    /// Fires timer `timer` if it is still one of this instance's; false when it is not (it was
+    /// cancelled, was a one-shot that has fired, or belonged to an instance since replaced).
+    pub(crate) async fn timer(&mut self, timer: u64) -> bool {
+        // A replaced instance's timers are not the new one's: restart first, then ask.
+        if !self.ready().await || !self.store.data().timers.fired(timer) {
+            return false;
+        }
+        self.arm();
+        let outcome = self
+            .game
+            .pitaya_host_handler()
+            .call_on_timer(&mut self.store, timer)
+            .await;
+        self.survived(outcome, "on-timer", None);
+        true
+    }
+
+    pub(crate) async fn validate(&mut self, session: u64, handshake: &str) -> Result<(), String> {
+        if !self.ready().await {
+            return Err("the component is unavailable".into());
+        }
+        self.arm();
+        let outcome = self
+            .game
+            .pitaya_host_handler()
+            .call_validate_handshake(&mut self.store, session, handshake)
+            .await;
         match outcome {
-            Ok(_) => true,
+            Ok(verdict) => verdict,
             Err(error) => {
-                tracing::error!(
-                    component = %self.shared.name, instance = self.shard,
-                    hook,
-                    session,
-                    error = %format_args!("{error:#}"),
-                    "component hook failed; its instance will be replaced"
-                );
-                false
+                self.survived(Err::<(), _>(error), "validate-handshake", Some(session));
+                Err("the component failed to validate the handshake".into())
             }
         }
     }
 
+    /// Cancels the instance's timers and runs its shutdown hook.
+    pub(crate) async fn shutdown(&mut self) {
+        let ready = self.ready().await;
+        self.store.data().timers.cancel_all();
+        if ready {
+            self.arm();
+            let outcome = self
+                .game
+                .pitaya_host_handler()
+                .call_shutdown(&mut self.store)
+                .await;
+            self.survived(outcome, "shutdown", None);
+        }
+    }
+
+    /// Logs a failed hook call and marks the instance for replacement.
+    fn survived<T>(&mut self, outcome: wasmtime::Result<T>, hook: &str, session: Option<u64>) {
+        if let Err(error) = outcome {
+            tracing::error!(
+                component = %self.shared.name, instance = self.index,
+                hook,
+                session,
+                error = %format_args!("{error:#}"),
+                "component hook failed; its instance will be replaced"
+            );
+            self.healthy = false;
+        }
+    }
+
     /// Replaces a broken instance with a fresh one whose `init` runs again.
-    fn restart(&mut self) -> bool {
+    async fn restart(&mut self) -> bool {
         match instantiate(
             &self.pre,
             &self.context,
             &self.spec,
             &self.shared,
-            self.shard,
-        ) {
+            &self.shard,
+        )
+        .await
+        {
             Ok((store, game)) => {
                 self.context
                     .metrics
@@ -418,37 +399,32 @@ impl Instance {
                 // Dropping the old store cancels the old instance's timers.
                 self.store = store;
                 self.game = game;
-                match self.init() {
+                match self.init().await {
                     Ok(()) => {
-                        tracing::info!(component = %self.shared.name, instance = self.shard, "instance restarted");
+                        tracing::info!(component = %self.shared.name, instance = self.index, "instance restarted");
                         true
                     }
                     Err(reason) => {
-                        tracing::error!(component = %self.shared.name, instance = self.shard, %reason, "restarted instance failed to init");
+                        tracing::error!(component = %self.shared.name, instance = self.index, %reason, "restarted instance failed to init");
                         false
                     }
                 }
             }
             Err(reason) => {
-                tracing::error!(component = %self.shared.name, instance = self.shard, %reason, "cannot restart instance");
+                tracing::error!(component = %self.shared.name, instance = self.index, %reason, "cannot restart instance");
                 false
             }
         }
     }
 }
 
-fn instantiate(
+async fn instantiate(
     pre: &InstancePre<HostState>,
     context: &Arc<HostContext>,
     spec: &ComponentSpec,
     shared: &Arc<ComponentShared>,
-    shard: usize,
+    shard: &Weak<Shard>,
 ) -> Result<(Store<HostState>, Game), String> {
-    let jobs = shared
-        .shards
-        .get(shard)
-        .ok_or_else(|| format!("no queue for instance {shard}"))?
-        .clone();
     let mut wasi = WasiCtx::builder();
     // Nothing inherited unless granted: no files, no network, no environment, no clock.
     if !spec.options.grants.clock {
@@ -479,21 +455,26 @@ fn instantiate(
         },
         context: context.clone(),
         shared: shared.clone(),
-        jobs,
+        shard: shard.clone(),
         timers: Timers::default(),
         call_deadline: Instant::now(),
     };
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|state| &mut state.limits);
+    // At every tick a running call gives its thread back to the async runtime (it is resumed
+    // after the other tasks ready to run), until its deadline ends it.
     store.epoch_deadline_callback(|store| {
         Ok(if Instant::now() >= store.data().call_deadline {
             UpdateDeadline::Interrupt
         } else {
-            UpdateDeadline::Continue(1)
+            UpdateDeadline::Yield(1)
         })
     });
     arm(&mut store, spec);
-    let instance = pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
+    let instance = pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     let game = Game::new(&mut store, &instance).map_err(|e| format!("{e:#}"))?;
     Ok((store, game))
 }

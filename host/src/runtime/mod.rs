@@ -1,11 +1,16 @@
 //! The wasmtime side: compiles components, keeps one or more long-lived instances per component,
-//! each on its own thread (an actor), runs calls into each one at a time, and swaps in new builds.
+//! runs calls into each one at a time, and swaps in new builds.
 //!
-//! Calls arrive as [`Job`]s on an instance's channel and answer on a oneshot, so the async
-//! runtime never runs guest code: a component that spins costs its own thread until the epoch
-//! deadline stops it, never a tokio worker. A component with several instances (shards) sends
-//! each session's calls to one of them, chosen by session id, so that session's calls stay in
-//! order and meet the same memory.
+//! Each instance sits behind an async mutex (its shard), so calls into it are serialized (an
+//! actor without a thread of its own) and a caller waiting its turn holds no thread. A call runs
+//! on the thread of the task that asked for it, with wasmtime's async API: the guest runs on a
+//! fiber, and at every epoch tick a running call yields to the async runtime, so a component
+//! that spins delays the other tasks of its thread by one tick at most before they run, and its
+//! deadline stops it. Nothing else blocks: the host functions that wait (a bind on a remote
+//! session, an RPC) are async. Once started, a call runs to its end even if its caller stops
+//! waiting ([`to_the_end`]), so an instance is never left in the middle of a call. A component
+//! with several instances (shards) sends each session's calls to one of them, chosen by session
+//! id, so that session's calls stay in order and meet the same memory.
 
 mod bindings;
 mod cache;
@@ -18,14 +23,17 @@ mod host_users;
 mod instance;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use pitaya_protocol::{EncodeOptions, RouteDict};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
@@ -42,9 +50,6 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// The name a component goes by until its `info` has said its real one.
 pub(crate) const PROVISIONAL_NAME: &str = "?";
-
-/// Jobs that may wait for one component before callers wait for room.
-const JOB_QUEUE: usize = 4096;
 
 /// Limits applied to a component's instances.
 #[derive(Debug, Clone)]
@@ -80,7 +85,7 @@ pub struct Grants {
     pub env: Vec<(String, String)>,
 }
 
-/// Most instances one component may ask for: each is a thread and a store with its own memory,
+/// Most instances one component may ask for: each is a store with its own memory,
 /// so a typo such as `instances = 2000` must not exhaust the machine.
 pub const MAX_INSTANCES: usize = 256;
 
@@ -93,7 +98,7 @@ pub struct ComponentOptions {
     pub limits: Limits,
     /// Its capabilities.
     pub grants: Grants,
-    /// How many instances serve it, each on its own thread, sessions shared out by id
+    /// How many instances serve it, each called one call at a time, sessions shared out by id
     /// (1 to [`MAX_INSTANCES`]; out-of-range values are clamped).
     pub instances: usize,
 }
@@ -233,7 +238,7 @@ pub enum CallFailure {
     /// The call ran past its deadline or its fuel.
     #[error("component timed out")]
     Timeout,
-    /// The component has no working instance (it failed to restart) or its thread has gone.
+    /// The component has no working instance (it failed to restart).
     #[error("component unavailable")]
     Unavailable,
 }
@@ -269,32 +274,77 @@ pub(crate) struct Declared {
     pub(crate) validates_handshake: bool,
 }
 
-/// Work for a component's thread.
-pub(crate) enum Job {
-    Handle {
-        session: SessionId,
-        handler: String,
-        payload: Bytes,
-        reply: oneshot::Sender<CallResult>,
-    },
-    SessionClosed(SessionId),
-    Timer(u64),
-    Validate {
-        session: SessionId,
-        handshake: String,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    Shutdown(oneshot::Sender<()>),
-    /// Hand the job queue and exported state to a successor build.
-    Retire(oneshot::Sender<Handover>),
+/// One instance of a component behind the lock that serializes calls into it. The lock is
+/// fair, so calls run in the order they asked; a restart or a reload replaces the instance in
+/// place, so the shard outlives the instances that serve it.
+pub(crate) struct Shard {
+    /// Empty only while the component is being loaded.
+    slot: tokio::sync::Mutex<Option<instance::Instance>>,
 }
 
-/// What a retiring instance hands to its successor.
-pub(crate) struct Handover {
-    state: Option<Vec<u8>>,
-    queue: mpsc::Receiver<Job>,
-    /// Sending the queue back keeps the old build serving (the successor refused the state).
-    give_back: oneshot::Sender<mpsc::Receiver<Job>>,
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").finish_non_exhaustive()
+    }
+}
+
+impl Shard {
+    fn empty() -> Arc<Self> {
+        Arc::new(Self {
+            slot: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Fires timer `timer` into the instance; false once the timer is no longer the instance's.
+    pub(crate) async fn fire(self: Arc<Self>, timer: u64) -> bool {
+        to_the_end(async move {
+            match self.slot.lock().await.as_mut() {
+                Some(instance) => instance.timer(timer).await,
+                None => false,
+            }
+        })
+        .await
+    }
+}
+
+/// Runs `call` to its end even if the caller stops waiting for it: dropped before it is done
+/// (its connection closed, a timeout around it fired), the rest of it is spawned on the async
+/// runtime. A call into a component must not stop half-way, with the instance in the middle of
+/// changing its own memory and holding its lock.
+pub(crate) fn to_the_end<F>(call: F) -> ToTheEnd<F>
+where
+    F: Future + Send + 'static,
+{
+    ToTheEnd(Some(Box::pin(call)))
+}
+
+/// The future [`to_the_end`] returns.
+pub(crate) struct ToTheEnd<F: Future + Send + 'static>(Option<Pin<Box<F>>>);
+
+impl<F: Future + Send + 'static> Future for ToTheEnd<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Some(call) = self.0.as_mut() else {
+            // Polled again after it finished: a caller's bug, but nothing to run.
+            return Poll::Pending;
+        };
+        let output = std::task::ready!(call.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for ToTheEnd<F> {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                call.await;
+            });
+        }
+    }
 }
 
 /// Timers an instance has set, by id, so they can be cancelled, and all at once when the
@@ -307,7 +357,8 @@ pub(crate) struct Timers {
 /// A running timer task.
 #[derive(Debug)]
 pub(crate) struct TimerEntry {
-    pub(crate) task: tokio::task::AbortHandle,
+    /// Dropping it tells the task to stop.
+    pub(crate) _stop: oneshot::Sender<()>,
     /// A one-shot timer is forgotten once it fires.
     pub(crate) once: bool,
 }
@@ -320,9 +371,7 @@ impl Timers {
     }
 
     pub(crate) fn cancel_all(&self) {
-        for (_, timer) in self.lock().drain() {
-            timer.task.abort();
-        }
+        self.lock().clear();
     }
 
     /// Whether a fired timer is still this instance's; a one-shot is removed as it fires.
@@ -346,21 +395,17 @@ impl Drop for Timers {
 #[derive(Debug)]
 pub(crate) struct ComponentShared {
     pub(crate) name: Arc<str>,
-    /// One job queue per instance (shard). A queue outlives the instances that serve it: a
-    /// restart or a reload hands it to the next one.
-    pub(crate) shards: Vec<mpsc::Sender<Job>>,
     /// Timer ids stay unique across instances, so a late fire of an old timer is recognisably
     /// not one of the new instance's, and no two shards hand out the same id.
     pub(crate) next_timer: AtomicU64,
 }
 
 impl ComponentShared {
-    /// The queue of the instance that serves `session`. Ids are handed out in sequence, so
-    /// the remainder spreads sessions evenly, and it never changes while the session lives.
-    fn shard(&self, session: SessionId) -> &mpsc::Sender<Job> {
-        let count = self.shards.len() as u64;
-        // `shards` is never empty and its length fits in usize, so the index does too.
-        &self.shards[(session % count.max(1)) as usize]
+    fn new(name: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: Arc::from(name),
+            next_timer: AtomicU64::new(1),
+        })
     }
 }
 
@@ -419,10 +464,12 @@ impl HostContext {
     }
 }
 
-/// A loaded component: what it serves and the channel to its instance.
+/// A loaded component: what it serves and its instances.
 #[derive(Debug)]
 pub struct ComponentHandle {
     shared: Arc<ComponentShared>,
+    /// One per instance, never empty.
+    shards: Vec<Arc<Shard>>,
     /// Replaced by a reload.
     declared: RwLock<Declared>,
     /// The file it was loaded from.
@@ -457,66 +504,66 @@ impl ComponentHandle {
         read(&self.declared).validates_handshake
     }
 
+    /// The shard that serves `session`. Ids are handed out in sequence, so the remainder
+    /// spreads sessions evenly, and it never changes while the session lives.
+    fn shard(&self, session: SessionId) -> Arc<Shard> {
+        let count = self.shards.len() as u64;
+        // `shards` is never empty and its length fits in usize, so the index does too.
+        self.shards[(session % count.max(1)) as usize].clone()
+    }
+
     /// Calls `handler` for `session` and waits for the result.
     pub async fn call(&self, session: SessionId, handler: String, payload: Bytes) -> CallResult {
-        let (reply, answer) = oneshot::channel();
-        let job = Job::Handle {
-            session,
-            handler,
-            payload,
-            reply,
-        };
-        if self.shared.shard(session).send(job).await.is_err() {
-            return Err(CallFailure::Unavailable);
-        }
-        answer.await.unwrap_or(Err(CallFailure::Unavailable))
+        let shard = self.shard(session);
+        to_the_end(async move {
+            match shard.slot.lock().await.as_mut() {
+                Some(instance) => instance.handle(session, &handler, &payload).await,
+                None => Err(CallFailure::Unavailable),
+            }
+        })
+        .await
     }
 
     /// Asks the component whether to accept a client's handshake (JSON).
     pub async fn validate(&self, session: SessionId, handshake: String) -> Result<(), String> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job::Validate {
-            session,
-            handshake,
-            reply,
-        };
-        if self.shared.shard(session).send(job).await.is_err() {
-            return Err("component unavailable".into());
-        }
-        answer
-            .await
-            .unwrap_or_else(|_| Err("component unavailable".into()))
+        let shard = self.shard(session);
+        to_the_end(async move {
+            match shard.slot.lock().await.as_mut() {
+                Some(instance) => instance.validate(session, &handshake).await,
+                None => Err("component unavailable".into()),
+            }
+        })
+        .await
     }
 
     /// Tells the component that a session it has seen has closed: the one instance that
     /// served the session hears of it.
     pub async fn session_closed(&self, session: SessionId) {
-        // If the thread has gone there is nobody left to tell.
-        let _ = self
-            .shared
-            .shard(session)
-            .send(Job::SessionClosed(session))
-            .await;
+        let shard = self.shard(session);
+        to_the_end(async move {
+            if let Some(instance) = shard.slot.lock().await.as_mut() {
+                instance.session_closed(session).await;
+            }
+        })
+        .await;
     }
 
     /// How many instances serve the component.
     pub fn instances(&self) -> usize {
-        self.shared.shards.len()
+        self.shards.len()
     }
 
     /// Cancels the component's timers and runs its shutdown hook after the calls already
-    /// queued, in every instance at once.
+    /// waiting, in every instance at once.
     pub async fn shutdown(&self) {
-        let mut finishing = Vec::with_capacity(self.shared.shards.len());
-        for jobs in &self.shared.shards {
-            let (done, finished) = oneshot::channel();
-            if jobs.send(Job::Shutdown(done)).await.is_ok() {
-                finishing.push(finished);
-            }
-        }
-        for finished in finishing {
-            let _ = finished.await;
-        }
+        let hooks = self.shards.iter().cloned().map(|shard| {
+            to_the_end(async move {
+                if let Some(instance) = shard.slot.lock().await.as_mut() {
+                    instance.shutdown().await;
+                }
+            })
+        });
+        futures_util::future::join_all(hooks).await;
     }
 }
 
@@ -540,7 +587,7 @@ impl Runtime {
         config.consume_fuel(fuel);
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
         Game::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
@@ -571,12 +618,18 @@ impl Runtime {
         self
     }
 
-    /// Compiles a component and starts its first instance (shard 0), up to (not including)
-    /// `init`.
-    fn prepare(
+    /// Runs the async side of loading on the runtime, from a thread that may block.
+    fn block_on<F: Future>(&self, work: F) -> F::Output {
+        self.context.runtime.block_on(work)
+    }
+
+    /// Compiles a component and starts its first instance (for `shard`, index 0), up to (not
+    /// including) `init`.
+    async fn prepare(
         &self,
         spec: &ComponentSpec,
         shared: Arc<ComponentShared>,
+        shard: Weak<Shard>,
     ) -> Result<(Instance, Declared), LoadError> {
         let path = &spec.path;
         let bytes = std::fs::read(path).map_err(|cause| LoadError::Read {
@@ -597,9 +650,11 @@ impl Runtime {
             path: path.to_owned(),
             reason,
         };
-        let mut instance = Instance::start(pre, self.context.clone(), spec.clone(), shared, 0)
-            .map_err(start_error)?;
-        let declared = instance.info().map_err(start_error)?;
+        let mut instance =
+            Instance::start(pre, self.context.clone(), spec.clone(), shared, shard, 0)
+                .await
+                .map_err(start_error)?;
+        let declared = instance.info().await.map_err(start_error)?;
         if let Some(name) = std::iter::once(&declared.name)
             .chain(declared.handlers.iter().map(|h| &h.name))
             .find(|name| name.is_empty() || name.contains('.'))
@@ -612,92 +667,106 @@ impl Runtime {
         Ok((instance, declared))
     }
 
-    /// Starts the other shards' instances next to `first` and runs `init` in every one.
-    fn start_all(
+    /// Starts the other shards' instances next to `first` (which serves `shards[0]`) and runs
+    /// `init` in every one.
+    async fn start_all(
         first: Instance,
-        count: usize,
+        shards: &[Arc<Shard>],
         path: &std::path::Path,
     ) -> Result<Vec<Instance>, LoadError> {
         let start_error = |reason| LoadError::Start {
             path: path.to_owned(),
             reason,
         };
-        let mut instances = Vec::with_capacity(count);
-        for shard in 1..count {
-            instances.push(first.sibling(shard).map_err(start_error)?);
+        let mut instances = Vec::with_capacity(shards.len());
+        for (index, shard) in shards.iter().enumerate().skip(1) {
+            instances.push(
+                first
+                    .sibling(Arc::downgrade(shard), index)
+                    .await
+                    .map_err(start_error)?,
+            );
         }
         instances.insert(0, first);
         for instance in &mut instances {
-            instance.init().map_err(start_error)?;
+            instance.init().await.map_err(start_error)?;
         }
         Ok(instances)
     }
 
-    /// Compiles `path`, starts its instances, each on a thread of its own, runs `init` in each,
-    /// and returns the handle through which it is called. `options` gives the configuration,
-    /// limits, grants and instance count for the component's file and declared name.
+    /// Compiles `path`, starts its instances, runs `init` in each, and returns the handle
+    /// through which it is called. `options` gives the configuration, limits, grants and
+    /// instance count for the component's file and declared name.
+    ///
+    /// Blocks while compiling and starting: call it off the async runtime's threads.
     pub fn load(
         &self,
         path: PathBuf,
         index: usize,
         options: &dyn Fn(&std::path::Path, &str) -> ComponentOptions,
     ) -> Result<ComponentHandle, LoadError> {
-        let provisional = ComponentSpec {
-            path: path.clone(),
-            options: ComponentOptions::default(),
-            metered: self.metered,
-        };
-        // The name is known only after `info`, so a first instance asks it; the instances
-        // that serve are then started with the options for that name. It never serves, so its
-        // queue has no reader.
-        let placeholder = Arc::new(ComponentShared {
-            name: Arc::from(PROVISIONAL_NAME),
-            shards: vec![mpsc::channel(1).0],
-            next_timer: AtomicU64::new(1),
-        });
-        let (instance, declared) = self.prepare(&provisional, placeholder)?;
-        let spec = ComponentSpec {
-            path: path.clone(),
-            options: options(&path, &declared.name),
-            metered: self.metered,
-        };
-        let (shards, queues): (Vec<_>, Vec<_>) = (0..spec.options.instance_count())
-            .map(|_| mpsc::channel(JOB_QUEUE))
-            .unzip();
-        let shared = Arc::new(ComponentShared {
-            name: Arc::from(declared.name.as_str()),
-            shards,
-            next_timer: AtomicU64::new(1),
-        });
-        let start_error = |reason| LoadError::Start {
-            path: path.clone(),
-            reason,
-        };
-        let first = instance
-            .restarted(spec.clone(), shared.clone())
-            .map_err(start_error)?;
-        let instances = Self::start_all(first, queues.len(), &path)?;
-        for (instance, queue) in instances.into_iter().zip(queues) {
-            spawn_actor(instance, queue).map_err(start_error)?;
-        }
-        Ok(ComponentHandle {
-            shared,
-            declared: RwLock::new(declared),
-            path,
-            index,
-            spec,
+        self.block_on(async {
+            let provisional = ComponentSpec {
+                path: path.clone(),
+                options: ComponentOptions::default(),
+                metered: self.metered,
+            };
+            // The name is known only after `info`, so a first instance asks it; the instances
+            // that serve are then started with the options for that name. It never serves,
+            // so its timers have no shard to fire into.
+            let placeholder = ComponentShared::new(PROVISIONAL_NAME);
+            let (instance, declared) = self.prepare(&provisional, placeholder, Weak::new()).await?;
+            let spec = ComponentSpec {
+                path: path.clone(),
+                options: options(&path, &declared.name),
+                metered: self.metered,
+            };
+            let shards: Vec<_> = (0..spec.options.instance_count())
+                .map(|_| Shard::empty())
+                .collect();
+            let shared = ComponentShared::new(&declared.name);
+            let start_error = |reason| LoadError::Start {
+                path: path.clone(),
+                reason,
+            };
+            let first = instance
+                .restarted(spec.clone(), shared.clone(), Arc::downgrade(&shards[0]))
+                .await
+                .map_err(start_error)?;
+            let instances = Self::start_all(first, &shards, &path).await?;
+            for (instance, shard) in instances.into_iter().zip(&shards) {
+                *shard.slot.lock().await = Some(instance);
+            }
+            Ok(ComponentHandle {
+                shared,
+                shards,
+                declared: RwLock::new(declared),
+                path,
+                index,
+                spec,
+            })
         })
     }
 
     /// Replaces every instance of a component with a fresh build of its file. Calls already
-    /// queued finish on the old build, later ones go to the new one, and each old instance's
+    /// waiting finish on the old build, later ones go to the new one, and each old instance's
     /// exported state is handed to the new instance of the same shard. On any failure the old
     /// build keeps serving, in every shard.
     ///
     /// Blocks while compiling: call it off the async runtime's threads.
     pub fn reload(&self, handle: &ComponentHandle) -> Result<(), LoadError> {
+        self.block_on(self.reload_async(handle))
+    }
+
+    async fn reload_async(&self, handle: &ComponentHandle) -> Result<(), LoadError> {
         let path = handle.spec.path.clone();
-        let (first, declared) = self.prepare(&handle.spec, handle.shared.clone())?;
+        let (first, declared) = self
+            .prepare(
+                &handle.spec,
+                handle.shared.clone(),
+                Arc::downgrade(&handle.shards[0]),
+            )
+            .await?;
         if declared.name != handle.name() {
             return Err(LoadError::Renamed {
                 path,
@@ -705,88 +774,53 @@ impl Runtime {
                 new: declared.name,
             });
         }
-        let instances = Self::start_all(first, handle.shared.shards.len(), &path)?;
-        let stopped = |reason: &str| LoadError::Start {
-            path: path.clone(),
-            reason: reason.into(),
-        };
-        // Every shard is asked at once, so they drain their queues in parallel; each old
-        // instance then waits, holding its state, until all have answered.
-        let mut asked = Vec::with_capacity(instances.len());
-        for jobs in &handle.shared.shards {
-            let (handover_tx, handover_rx) = oneshot::channel();
-            jobs.blocking_send(Job::Retire(handover_tx))
-                .map_err(|_| stopped("the running build has stopped"))?;
-            asked.push(handover_rx);
+        let mut instances = Self::start_all(first, &handle.shards, &path).await?;
+        // Every shard is taken, in order, once the calls waiting for it have run; no call
+        // holds one shard while waiting for another, so this cannot deadlock. Until the end,
+        // nothing runs on the old build but its exports.
+        let mut slots = Vec::with_capacity(handle.shards.len());
+        for shard in &handle.shards {
+            slots.push(shard.slot.lock().await);
         }
-        // Dropping a handover gives nothing back and ends its old instance; on failure every
-        // queue must go back, so they are collected before anything is decided.
-        let mut handovers = Vec::with_capacity(asked.len());
-        let mut missing = false;
-        for answer in asked {
-            match answer.blocking_recv() {
-                Ok(handover) => handovers.push(handover),
-                Err(_) => missing = true,
-            }
+        let mut states = Vec::with_capacity(slots.len());
+        for slot in &mut slots {
+            states.push(match slot.as_mut() {
+                Some(old) => old.export_state().await,
+                None => None,
+            });
         }
-        let give_all_back = |handovers: Vec<Handover>| {
-            for Handover {
-                queue, give_back, ..
-            } in handovers
+        for (instance, state) in instances.iter_mut().zip(states) {
+            if let Some(state) = state
+                && let Err(reason) = instance.import_state(state).await
             {
-                let _ = give_back.send(queue);
+                // Dropping the guards lets the old build carry on in every shard.
+                return Err(LoadError::Handover { path, reason });
             }
-        };
-        if missing {
-            give_all_back(handovers);
-            return Err(stopped("the running build did not hand over"));
-        }
-        let mut instances = instances;
-        let mut refusal = None;
-        for (instance, handover) in instances.iter_mut().zip(&mut handovers) {
-            if let Some(state) = handover.state.take()
-                && let Err(reason) = instance.import_state(state)
-            {
-                refusal = Some(reason);
-                break;
-            }
-        }
-        if let Some(reason) = refusal {
-            give_all_back(handovers);
-            return Err(LoadError::Handover { path, reason });
         }
         *write(&handle.declared) = declared;
-        for (instance, handover) in instances.into_iter().zip(handovers) {
-            let Handover {
-                queue, give_back, ..
-            } = handover;
-            // Dropping `give_back` tells the old thread to end (its timers end with its
-            // instance).
-            drop(give_back);
-            spawn_actor(instance, queue).map_err(|reason| LoadError::Start {
-                path: path.clone(),
-                reason,
-            })?;
+        for (slot, instance) in slots.iter_mut().zip(instances) {
+            // The old instance goes, and its timers with it.
+            **slot = Some(instance);
         }
+        tracing::info!(component = %handle.name(), "old build retired");
         Ok(())
     }
 }
 
-/// An instance served on the caller's own thread, with no job queue and no actor: what one call
-/// costs inside an actor, without the hand-offs between threads. For benchmarks
-/// (`host/benches/dispatch.rs`); the host never serves clients this way.
+/// An instance called directly, with no shard lock: what one call costs inside the host without
+/// the lock. For benchmarks (`host/benches/dispatch.rs`); the host never serves clients this way.
 #[doc(hidden)]
 pub struct DirectInstance(Instance);
 
 impl DirectInstance {
-    /// Calls `handler` as the actor would for a `Handle` job.
-    pub fn call(&mut self, session: SessionId, handler: &str, payload: &[u8]) -> CallResult {
-        self.0.handle(session, handler, payload)
+    /// Calls `handler` as a connection's call would.
+    pub async fn call(&mut self, session: SessionId, handler: &str, payload: &[u8]) -> CallResult {
+        self.0.handle(session, handler, payload).await
     }
 }
 
 impl Runtime {
-    /// Compiles `path` and starts one instance of it, `init` included, for the caller's thread.
+    /// Compiles `path` and starts one instance of it, `init` included, to be called directly.
     /// Timers it sets fire nowhere.
     #[doc(hidden)]
     pub fn direct(
@@ -794,44 +828,27 @@ impl Runtime {
         path: PathBuf,
         options: ComponentOptions,
     ) -> Result<DirectInstance, LoadError> {
-        let spec = ComponentSpec {
-            path,
-            options,
-            metered: self.metered,
-        };
-        let start_error = |reason| LoadError::Start {
-            path: spec.path.clone(),
-            reason,
-        };
-        let placeholder = Arc::new(ComponentShared {
-            name: Arc::from(PROVISIONAL_NAME),
-            shards: vec![mpsc::channel(1).0],
-            next_timer: AtomicU64::new(1),
-        });
-        let (instance, declared) = self.prepare(&spec, placeholder)?;
-        let shared = Arc::new(ComponentShared {
-            name: Arc::from(declared.name.as_str()),
-            shards: vec![mpsc::channel(1).0],
-            next_timer: AtomicU64::new(1),
-        });
-        let mut instance = instance
-            .restarted(spec.clone(), shared)
-            .map_err(start_error)?;
-        instance.init().map_err(start_error)?;
-        Ok(DirectInstance(instance))
+        self.block_on(async {
+            let spec = ComponentSpec {
+                path,
+                options,
+                metered: self.metered,
+            };
+            let start_error = |reason| LoadError::Start {
+                path: spec.path.clone(),
+                reason,
+            };
+            let placeholder = ComponentShared::new(PROVISIONAL_NAME);
+            let (instance, declared) = self.prepare(&spec, placeholder, Weak::new()).await?;
+            let shared = ComponentShared::new(&declared.name);
+            let mut instance = instance
+                .restarted(spec.clone(), shared, Weak::new())
+                .await
+                .map_err(start_error)?;
+            instance.init().await.map_err(start_error)?;
+            Ok(DirectInstance(instance))
+        })
     }
-}
-
-fn spawn_actor(instance: Instance, queue: mpsc::Receiver<Job>) -> Result<(), String> {
-    let name = match instance.shard() {
-        0 => format!("component-{}", instance.name()),
-        shard => format!("component-{}#{shard}", instance.name()),
-    };
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || instance.serve(queue))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -354,7 +354,7 @@ async fn drive(
 
     let reason = 'conn: loop {
         while let Some(packet) = protocol.poll_transmit() {
-            if queue.try_push(Outbound::Packet(packet)).is_err() {
+            if queue.try_push_own(Outbound::Packet(packet)).is_err() {
                 break 'conn "send queue full";
             }
         }
@@ -434,7 +434,7 @@ async fn drive(
             Wake::Dispatched(response) => {
                 in_flight = None;
                 if let (Some(packet), Some(session)) = (response, &session)
-                    && session.send(packet).is_err()
+                    && session.send_own(packet).is_err()
                 {
                     break 'conn "send queue full";
                 }
