@@ -1,10 +1,10 @@
 //! Criterion benches of one warm call into the `echo` component, per call: `echo.echo` (no host
 //! call) and `echo.notify` (one host call: a push to the caller, encoded and queued), each
-//! measured two ways. `direct` calls the instance on the bench's own thread, as the component's
-//! actor does for each job; `dispatch` goes through `ComponentHandle::call` from a tokio
-//! runtime, as a connection does: the job queue, the actor thread and the reply, so the thread
-//! hand-offs are included. Needs `target/wasm32-wasip2/release/echo.wasm` (`cargo xtask build`;
-//! or `PITAYA_COMPONENTS_DIR`). Run with `cargo bench -p pitaya-host --bench dispatch`.
+//! measured two ways, both on the bench's own thread as a connection's task runs them. `direct`
+//! calls the instance itself; `dispatch` goes through `ComponentHandle::call` as a connection
+//! does, so the shard's lock and the run-to-the-end box are included. Needs
+//! `target/wasm32-wasip2/release/echo.wasm` (`cargo xtask build`; or `PITAYA_COMPONENTS_DIR`).
+//! Run with `cargo bench -p pitaya-host --bench dispatch`.
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -103,18 +103,19 @@ fn warm_calls(c: &mut Criterion) {
         .expect("echo starts");
     let mut group = c.benchmark_group("direct");
     group.bench_function("echo.echo", |b| {
-        b.iter(|| black_box(direct.call(id, "echo", black_box(BODY))))
+        b.iter(|| black_box(tokio.block_on(direct.call(id, "echo", black_box(BODY)))))
     });
     group.bench_function("echo.notify", |b| {
         b.iter(|| {
-            let result = direct.call(id, "notify", black_box(BODY));
+            let result = tokio.block_on(direct.call(id, "notify", black_box(BODY)));
             client.drain();
             black_box(result)
         })
     });
     group.finish();
     assert!(
-        matches!(direct.call(id, "notify", BODY), Ok(Ok(_))) && !client.queue.is_empty(),
+        matches!(tokio.block_on(direct.call(id, "notify", BODY)), Ok(Ok(_)))
+            && !client.queue.is_empty(),
         "echo.notify did not push"
     );
     client.drain();

@@ -7,7 +7,7 @@
 //! - [`session`]: connected clients, their uid and data.
 //! - [`send_queue`]: a session's bounded queue of packets for its connection to write.
 //! - [`group`]: groups (rooms) of sessions.
-//! - [`runtime`]: wasmtime; one actor thread per component instance; host functions.
+//! - [`runtime`]: wasmtime; each component instance behind its own lock (an actor); host functions.
 //! - [`router`]: client routes to component handlers, and the route dictionary.
 //! - [`config`]: the TOML configuration file.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.

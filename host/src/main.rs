@@ -170,7 +170,7 @@ struct ServeArgs {
 
     /// Limits for one component, over the defaults above: NAME=KEY:VALUE[,KEY:VALUE...] with
     /// KEY one of `call-timeout-ms`, `max-memory-mib`, `fuel`, or `instances` (how many
-    /// instances serve it, each on its own thread, sessions shared out by id; default 1).
+    /// instances serve it, each one call at a time, sessions shared out by id; default 1).
     /// Repeatable.
     #[arg(long, value_name = "NAME=LIMITS")]
     limit: Vec<String>,

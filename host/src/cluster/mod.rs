@@ -709,6 +709,14 @@ impl Cluster {
                 return;
             }
         };
+        // `subscribe` returns once the subscription is queued, not once the server has it: a
+        // backend that publishes right after the bind's answer would find nobody listening.
+        // Bounded: while NATS is away the flush would wait for its return.
+        match tokio::time::timeout(self.config.request_timeout, self.nats.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(uid, %error, "NATS flush failed after subscribing"),
+            Err(_) => tracing::warn!(uid, "NATS flush timed out after subscribing"),
+        }
         let context = self.context.clone();
         let listener_uid = uid.clone();
         let task = tokio::spawn(async move {
@@ -792,18 +800,16 @@ impl Cluster {
     }
 
     /// What a local bind means to the cluster: listen to the uid's subjects and, unless a
-    /// local session of the uid was just replaced, announce the binding.
-    pub fn bound(self: &Arc<Self>, uid: String, session: SessionId, replaced_local: bool) {
+    /// local session of the uid was just replaced, announce the binding. Returns once the
+    /// subscriptions are in place, so a push by uid sent after the bind reaches the session.
+    pub async fn bound(self: &Arc<Self>, uid: String, session: SessionId, replaced_local: bool) {
         if !self.config.frontend {
             return;
         }
         if !replaced_local {
             self.announce_bind(&uid);
         }
-        let cluster = self.clone();
-        self.context
-            .runtime
-            .spawn(async move { cluster.listen_user(uid, session).await });
+        self.listen_user(uid, session).await;
     }
 }
 

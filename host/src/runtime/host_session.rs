@@ -89,8 +89,11 @@ impl HostState {
                     BindError::Unreachable(format!("{}: {}", error.code, error.message))
                 });
             }
-        } else if let Some(cluster) = self.context.cluster() {
-            cluster.bound(uid, session.id(), replaced_local);
+        } else if let Some(cluster) = self.context.cluster().cloned() {
+            // Waits for NATS to have the uid's subscriptions; not the call's own work.
+            let started = std::time::Instant::now();
+            cluster.bound(uid, session.id(), replaced_local).await;
+            self.extend_deadline(started.elapsed());
         }
         Ok(())
     }

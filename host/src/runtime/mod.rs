@@ -4,9 +4,8 @@
 //! Each instance sits behind an async mutex (its shard), so calls into it are serialized (an
 //! actor without a thread of its own) and a caller waiting its turn holds no thread. A call runs
 //! on the thread of the task that asked for it, with wasmtime's async API: the guest runs on a
-//! fiber, and at every epoch tick a running call yields to the async runtime, so a component
-//! that spins delays the other tasks of its thread by one tick at most before they run, and its
-//! deadline stops it. Nothing else blocks: the host functions that wait (a bind on a remote
+//! fiber, and at every epoch tick a running call yields to the async runtime, so the other tasks
+//! of its thread run between the slices of a component that spins, until its deadline stops it. Nothing else blocks: the host functions that wait (a bind on a remote
 //! session, an RPC) are async. Once started, a call runs to its end even if its caller stops
 //! waiting ([`to_the_end`]), so an instance is never left in the middle of a call. A component
 //! with several instances (shards) sends each session's calls to one of them, chosen by session
