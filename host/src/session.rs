@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use pitaya_protocol::ClientHandshake;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// The host's number for a connection. Never reused while the process runs.
 pub type SessionId = u64;
@@ -106,8 +107,9 @@ pub struct Session {
     closing: AtomicBool,
     /// Set when the session was closed for not reading (its queue filled up).
     overflowed: AtomicBool,
-    /// Wakes the connection task when something outside it (a kick, a full queue) closes the session.
-    close_signal: Notify,
+    /// Wakes the connection task when something outside it (a kick, a full queue) closes the
+    /// session.
+    close_waker: AtomicWaker,
     /// Indices of the components this session has called, so each hears of its close.
     components_seen: Mutex<Vec<usize>>,
     /// The groups the session was added to, so it leaves them when it closes.
@@ -242,12 +244,23 @@ impl Session {
     /// Marks the session closing and wakes its connection task.
     pub fn close(&self) {
         self.closing.store(true, Ordering::Release);
-        self.close_signal.notify_one();
+        self.close_waker.wake();
     }
 
-    /// Resolves once [`Session::close`] has been called.
-    pub async fn closed(&self) {
-        self.close_signal.notified().await
+    /// Ready once [`Session::close`] has been called; otherwise `cx` is woken when it is.
+    /// Polled on every turn of the connection's loop, so it allocates nothing and takes no
+    /// lock.
+    pub fn poll_closed(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.is_closing() {
+            return std::task::Poll::Ready(());
+        }
+        self.close_waker.register(cx.waker());
+        // A close between the check and the registration woke nobody: look again.
+        if self.is_closing() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 
     /// Records that the session called component `index`; true the first time.
@@ -357,7 +370,7 @@ impl Registry {
             remote_link,
             closing: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
-            close_signal: Notify::new(),
+            close_waker: AtomicWaker::new(),
             components_seen: Mutex::new(Vec::new()),
             groups: Mutex::new(Vec::new()),
         })

@@ -207,6 +207,78 @@ async fn hostile_components_are_stopped_and_replaced() -> Result<()> {
     Ok(())
 }
 
+/// Guest code runs on the host's async threads (two here), so spinning calls must give their thread back as
+/// they run: with four instances of `hostile` spinning at once, more than there are threads, another session's
+/// `echo.echo` requests are all answered while the spins run, before the first of them is stopped.
+#[tokio::test]
+async fn more_spinning_calls_than_threads_do_not_stop_other_sessions() -> Result<()> {
+    let _turn = HEAVY.lock().await;
+    let server = Server::start(
+        ServerOptions::default()
+            .components(&["echo.wasm", "hostile.wasm"])
+            .args("--call-timeout-ms", 1500)
+            .args("--limit", "hostile=instances:4"),
+    )
+    .await?;
+    let mut bystander = server.connect_ready(Transport::Tcp).await?;
+    call(&mut bystander, "echo.echo", &json!({"warm": "up"})).await?;
+    let mut spinners = Vec::new();
+    for _ in 0..4 {
+        let mut c = server.connect_ready(Transport::Tcp).await?;
+        ensure!(
+            call(&mut c, "hostile.ok", &json!({})).await? == json!({}),
+            "hostile.ok"
+        );
+        spinners.push(c);
+    }
+    let mut spin_ids = Vec::new();
+    for c in &mut spinners {
+        let id = c.next_id();
+        c.send_request(id, "hostile.spin", b"{}").await?;
+        spin_ids.push(id);
+    }
+    let mut echoes = Vec::new();
+    for n in 0..10 {
+        let id = bystander.next_id();
+        let payload = format!(r#"{{"n":{n}}}"#);
+        bystander
+            .send_request(id, "echo.echo", payload.as_bytes())
+            .await?;
+        let (m, at) = response_at(&mut bystander, id, Duration::from_secs(10))
+            .await
+            .with_context(|| format!("echo.echo #{n} while four calls spin"))?;
+        ensure_echo(&m, id, payload.as_bytes())?;
+        echoes.push(at);
+    }
+    let mut first_stop = None::<Instant>;
+    for (c, id) in spinners.iter_mut().zip(spin_ids) {
+        let (m, at) = response_at(c, id, Duration::from_secs(10))
+            .await
+            .context("hostile.spin's answer")?;
+        ensure!(
+            error_code(&m).as_deref() == Ok("PIT-503"),
+            "hostile.spin answered {:?}",
+            error_code(&m)
+        );
+        first_stop = Some(first_stop.map_or(at, |first| first.min(at)));
+    }
+    let first_stop = first_stop.context("no spin answered")?;
+    let last_echo = *echoes.last().context("no echo")?;
+    ensure!(
+        last_echo < first_stop,
+        "the tenth echo.echo was answered {:.1?} after the first spinning call was stopped: the spinning \
+         calls held the host's threads\n{}",
+        last_echo.duration_since(first_stop),
+        server.log_tail(20)
+    );
+    ensure!(
+        server.is_running(),
+        "the host died: {}",
+        server.exit_status()
+    );
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------ a client that never reads
 
 /// Reads one whole packet from a raw TCP stream.

@@ -382,15 +382,20 @@ async fn drive(
             trim = false;
         }
         let deadline = protocol.poll_timeout();
-        if deadline != armed {
-            if let Some(deadline) = deadline {
-                timer.as_mut().reset(Instant::from_std(deadline));
+        match (deadline, armed) {
+            // Every packet moves the heartbeat deadline later. Rather than move the timer
+            // each time, it is left to fire at the earlier time; the state machine then finds
+            // nothing due, and the timer is armed again for the deadline of that moment.
+            (Some(next), Some(current)) if next >= current => {}
+            (Some(next), _) => {
+                timer.as_mut().reset(Instant::from_std(next));
+                armed = Some(next);
             }
-            armed = deadline;
+            (None, _) => armed = None,
         }
         let wake = tokio::select! {
             biased;
-            _ = async { session.as_ref().expect("guarded").closed().await }, if session.is_some() => Wake::Closed,
+            _ = poll_fn(|cx| session.as_ref().expect("guarded").poll_closed(cx)), if session.is_some() => Wake::Closed,
             written = poll_fn(|cx| write_side.poll(cx, &mut writer, &queue, &metrics, false)) => Wake::Written(written),
             response = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
                 Wake::Dispatched(response)
