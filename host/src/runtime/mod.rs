@@ -288,6 +288,18 @@ impl std::fmt::Debug for Shard {
 }
 
 impl Shard {
+    /// Waits for the instance. A free lock is taken without awaiting: tokio's `lock` spends a
+    /// unit of the task's cooperative budget even then, and a connection answering a batch of
+    /// pipelined requests in one go would run out of it and be made to yield half-way, splitting
+    /// the batch's responses over several writes. A waiting caller still queues fairly: the
+    /// lock is handed to waiters in order, so `try_lock` never jumps the queue.
+    async fn lock(&self) -> tokio::sync::MutexGuard<'_, Option<instance::Instance>> {
+        match self.slot.try_lock() {
+            Ok(slot) => slot,
+            Err(_) => self.slot.lock().await,
+        }
+    }
+
     fn empty() -> Arc<Self> {
         Arc::new(Self {
             slot: tokio::sync::Mutex::new(None),
@@ -297,7 +309,7 @@ impl Shard {
     /// Fires timer `timer` into the instance; false once the timer is no longer the instance's.
     pub(crate) async fn fire(self: Arc<Self>, timer: u64) -> bool {
         to_the_end(async move {
-            match self.slot.lock().await.as_mut() {
+            match self.lock().await.as_mut() {
                 Some(instance) => instance.timer(timer).await,
                 None => false,
             }
@@ -515,7 +527,7 @@ impl ComponentHandle {
     pub async fn call(&self, session: SessionId, handler: String, payload: Bytes) -> CallResult {
         let shard = self.shard(session);
         to_the_end(async move {
-            match shard.slot.lock().await.as_mut() {
+            match shard.lock().await.as_mut() {
                 Some(instance) => instance.handle(session, &handler, &payload).await,
                 None => Err(CallFailure::Unavailable),
             }
@@ -527,7 +539,7 @@ impl ComponentHandle {
     pub async fn validate(&self, session: SessionId, handshake: String) -> Result<(), String> {
         let shard = self.shard(session);
         to_the_end(async move {
-            match shard.slot.lock().await.as_mut() {
+            match shard.lock().await.as_mut() {
                 Some(instance) => instance.validate(session, &handshake).await,
                 None => Err("component unavailable".into()),
             }
@@ -540,7 +552,7 @@ impl ComponentHandle {
     pub async fn session_closed(&self, session: SessionId) {
         let shard = self.shard(session);
         to_the_end(async move {
-            if let Some(instance) = shard.slot.lock().await.as_mut() {
+            if let Some(instance) = shard.lock().await.as_mut() {
                 instance.session_closed(session).await;
             }
         })
@@ -557,7 +569,7 @@ impl ComponentHandle {
     pub async fn shutdown(&self) {
         let hooks = self.shards.iter().cloned().map(|shard| {
             to_the_end(async move {
-                if let Some(instance) = shard.slot.lock().await.as_mut() {
+                if let Some(instance) = shard.lock().await.as_mut() {
                     instance.shutdown().await;
                 }
             })
@@ -734,7 +746,7 @@ impl Runtime {
                 .map_err(start_error)?;
             let instances = Self::start_all(first, &shards, &path).await?;
             for (instance, shard) in instances.into_iter().zip(&shards) {
-                *shard.slot.lock().await = Some(instance);
+                *shard.lock().await = Some(instance);
             }
             Ok(ComponentHandle {
                 shared,
@@ -779,7 +791,7 @@ impl Runtime {
         // nothing runs on the old build but its exports.
         let mut slots = Vec::with_capacity(handle.shards.len());
         for shard in &handle.shards {
-            slots.push(shard.slot.lock().await);
+            slots.push(shard.lock().await);
         }
         let mut states = Vec::with_capacity(slots.len());
         for slot in &mut slots {

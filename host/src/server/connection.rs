@@ -239,6 +239,10 @@ enum Wake {
 /// Messages one session may have waiting for their turn before the host stops reading from it.
 const MAX_PENDING: usize = 1024;
 
+/// Packets a connection queues from its own pipelined requests before it stops answering more
+/// and writes them (or half its send queue, if that is less).
+const WRITE_BATCH: usize = 64;
+
 /// How long a closing connection may take to write what is still queued (a client that does
 /// not read could hold it forever).
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
@@ -331,6 +335,7 @@ async fn drive(
 ) {
     let metrics = shared.context.metrics.clone();
     let queue = SendQueue::new(shared.config.send_queue, shared.config.send_queue_bytes);
+    let write_batch = WRITE_BATCH.min(shared.config.send_queue / 2).max(1);
     let start = std::time::Instant::now();
     let mut protocol = Connection::new(
         shared.connection.clone(),
@@ -396,10 +401,11 @@ async fn drive(
         let wake = tokio::select! {
             biased;
             _ = poll_fn(|cx| session.as_ref().expect("guarded").poll_closed(cx)), if session.is_some() => Wake::Closed,
+            // Before writing: the responses to pipelined requests, answered one after the
+            // other without waiting, go out together in one write (up to a batch).
+            response = async { in_flight.as_mut().expect("guarded").await },
+                if in_flight.is_some() && queue.len() < write_batch => Wake::Dispatched(response),
             written = poll_fn(|cx| write_side.poll(cx, &mut writer, &queue, &metrics, false)) => Wake::Written(written),
-            response = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
-                Wake::Dispatched(response)
-            }
             () = &mut timer, if armed.is_some() => Wake::Timer,
             // A client that pipelines faster than its handlers answer waits in its socket
             // buffer, not in the host's memory.
