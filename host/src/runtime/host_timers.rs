@@ -30,8 +30,25 @@ impl HostState {
                     _ = ticks.tick() => {}
                 }
                 // Never cut short once it runs: the stop signal is not heard during a fire.
-                let Some(shard) = shard.upgrade() else { return };
-                if !shard.fire(id).await || !repeat {
+                loop {
+                    let Some(shard) = shard.upgrade() else { return };
+                    if shard.fire(id).await {
+                        break;
+                    }
+                    // The shard's instance does not know the timer: the instance that set it
+                    // is a reload's new build, not in place yet (or it has just been dropped,
+                    // and the stop signal is on its way). A repeating timer waits for its
+                    // next tick; a one-shot tries again shortly.
+                    if repeat {
+                        break;
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = &mut stopped => return,
+                        () = tokio::time::sleep(Duration::from_millis(1)) => {}
+                    }
+                }
+                if !repeat {
                     return;
                 }
             }

@@ -312,8 +312,9 @@ impl Instance {
         }
     }
 
-    /// Fires timer `timer` if it is still one of this instance's; false when it is not (it was
-    /// cancelled, was a one-shot that has fired, or belonged to an instance since replaced).
+    /// Fires timer `timer` if it is one of this instance's; false when it is not (it was
+    /// cancelled, it belongs to an instance since replaced, or to a reload's new build that is
+    /// not in place yet).
     pub(crate) async fn timer(&mut self, timer: u64) -> bool {
         // A replaced instance's timers are not the new one's: restart first, then ask.
         if !self.ready().await || !self.store.data().timers.fired(timer) {

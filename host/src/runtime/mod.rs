@@ -5,8 +5,9 @@
 //! actor without a thread of its own) and a caller waiting its turn holds no thread. A call runs
 //! on the thread of the task that asked for it, with wasmtime's async API: the guest runs on a
 //! fiber, and at every epoch tick a running call yields to the async runtime, so the other tasks
-//! of its thread run between the slices of a component that spins, until its deadline stops it. Nothing else blocks: the host functions that wait (a bind on a remote
-//! session, an RPC) are async. Once started, a call runs to its end even if its caller stops
+//! of its thread run between the slices of a component that spins, until its deadline stops it.
+//! Nothing else blocks: the host functions that wait (a bind on a remote session, an RPC) are
+//! async. Once started, a call runs to its end even if its caller stops
 //! waiting ([`to_the_end`]), so an instance is never left in the middle of a call. A component
 //! with several instances (shards) sends each session's calls to one of them, chosen by session
 //! id, so that session's calls stay in order and meet the same memory.
@@ -306,7 +307,7 @@ impl Shard {
         })
     }
 
-    /// Fires timer `timer` into the instance; false once the timer is no longer the instance's.
+    /// Fires timer `timer` into the instance; false if the instance does not know it.
     pub(crate) async fn fire(self: Arc<Self>, timer: u64) -> bool {
         to_the_end(async move {
             match self.lock().await.as_mut() {
