@@ -11,7 +11,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -239,8 +239,8 @@ enum Wake {
 /// Messages one session may have waiting for their turn before the host stops reading from it.
 const MAX_PENDING: usize = 1024;
 
-/// Packets a connection queues from its own pipelined requests before it stops answering more
-/// and writes them (or half its send queue, if that is less).
+/// Responses a connection answers in one go to pipelined requests before it writes them (or
+/// half its send queue, if that is less).
 const WRITE_BATCH: usize = 64;
 
 /// How long a closing connection may take to write what is still queued (a client that does
@@ -366,16 +366,36 @@ async fn drive(
         if protocol.state() == State::Closed {
             break 'conn "protocol closed";
         }
-        if in_flight.is_none()
+        // The session's messages run one at a time. One that is answered at once (most are:
+        // the component runs on this task) is answered here, and so is the next, up to a batch,
+        // so the responses to pipelined requests go out in one write. The rest waits in the
+        // select below, which writes what is queued first.
+        let mut answered = 0;
+        while in_flight.is_none()
             && let Some(session) = &session
             && let Some(next) = pending.pop_front()
         {
-            in_flight = Some(if next.limited {
+            let mut next: Dispatch = if next.limited {
                 metrics.dropped("rate_limited");
                 Box::pin(std::future::ready(rate_limited(&shared, &next.message)))
             } else {
                 Box::pin(dispatch(shared.clone(), session.clone(), next.message))
-            });
+            };
+            if answered < write_batch {
+                // A future left pending here is polled again by the select with the task's
+                // waker, so the no-op waker never stands in for it.
+                let mut noop = Context::from_waker(Waker::noop());
+                if let Poll::Ready(response) = next.as_mut().poll(&mut noop) {
+                    answered += 1;
+                    if let Some(packet) = response
+                        && session.send_own(packet).is_err()
+                    {
+                        break 'conn "send queue full";
+                    }
+                    continue;
+                }
+            }
+            in_flight = Some(next);
         }
         if trim && in_flight.is_none() && pending.is_empty() && write_side.out.is_empty() {
             protocol.shrink_buffers();
@@ -401,11 +421,10 @@ async fn drive(
         let wake = tokio::select! {
             biased;
             _ = poll_fn(|cx| session.as_ref().expect("guarded").poll_closed(cx)), if session.is_some() => Wake::Closed,
-            // Before writing: the responses to pipelined requests, answered one after the
-            // other without waiting, go out together in one write (up to a batch).
-            response = async { in_flight.as_mut().expect("guarded").await },
-                if in_flight.is_some() && queue.len() < write_batch => Wake::Dispatched(response),
             written = poll_fn(|cx| write_side.poll(cx, &mut writer, &queue, &metrics, false)) => Wake::Written(written),
+            response = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                Wake::Dispatched(response)
+            }
             () = &mut timer, if armed.is_some() => Wake::Timer,
             // A client that pipelines faster than its handlers answer waits in its socket
             // buffer, not in the host's memory.
