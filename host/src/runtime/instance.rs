@@ -462,13 +462,16 @@ async fn instantiate(
     };
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|state| &mut state.limits);
-    // At every tick a running call gives its thread back to the async runtime (it is resumed
-    // after the other tasks ready to run), until its deadline ends it.
+    // At every tick a running call gives its thread back to the async runtime, until its
+    // deadline ends it. Through tokio's `yield_now`, which resumes it only once the thread has
+    // run the other tasks ready and looked at the sockets and timers: a plain wake-up would put
+    // it back in the run queue at once, and two spinning calls taking turns on a thread would
+    // keep that thread from polling its sockets for dozens of ticks.
     store.epoch_deadline_callback(|store| {
         Ok(if Instant::now() >= store.data().call_deadline {
             UpdateDeadline::Interrupt
         } else {
-            UpdateDeadline::Yield(1)
+            UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
         })
     });
     arm(&mut store, spec);

@@ -11,7 +11,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -239,10 +239,6 @@ enum Wake {
 /// Messages one session may have waiting for their turn before the host stops reading from it.
 const MAX_PENDING: usize = 1024;
 
-/// Responses a connection answers in one go to pipelined requests before it writes them (or
-/// half its send queue, if that is less).
-const WRITE_BATCH: usize = 64;
-
 /// How long a closing connection may take to write what is still queued (a client that does
 /// not read could hold it forever).
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
@@ -335,7 +331,6 @@ async fn drive(
 ) {
     let metrics = shared.context.metrics.clone();
     let queue = SendQueue::new(shared.config.send_queue, shared.config.send_queue_bytes);
-    let write_batch = WRITE_BATCH.min(shared.config.send_queue / 2).max(1);
     let start = std::time::Instant::now();
     let mut protocol = Connection::new(
         shared.connection.clone(),
@@ -366,36 +361,16 @@ async fn drive(
         if protocol.state() == State::Closed {
             break 'conn "protocol closed";
         }
-        // The session's messages run one at a time. One that is answered at once (most are:
-        // the component runs on this task) is answered here, and so is the next, up to a batch,
-        // so the responses to pipelined requests go out in one write. The rest waits in the
-        // select below, which writes what is queued first.
-        let mut answered = 0;
-        while in_flight.is_none()
+        if in_flight.is_none()
             && let Some(session) = &session
             && let Some(next) = pending.pop_front()
         {
-            let mut next: Dispatch = if next.limited {
+            in_flight = Some(if next.limited {
                 metrics.dropped("rate_limited");
                 Box::pin(std::future::ready(rate_limited(&shared, &next.message)))
             } else {
                 Box::pin(dispatch(shared.clone(), session.clone(), next.message))
-            };
-            if answered < write_batch {
-                // A future left pending here is polled again by the select with the task's
-                // waker, so the no-op waker never stands in for it.
-                let mut noop = Context::from_waker(Waker::noop());
-                if let Poll::Ready(response) = next.as_mut().poll(&mut noop) {
-                    answered += 1;
-                    if let Some(packet) = response
-                        && session.send_own(packet).is_err()
-                    {
-                        break 'conn "send queue full";
-                    }
-                    continue;
-                }
-            }
-            in_flight = Some(next);
+            });
         }
         if trim && in_flight.is_none() && pending.is_empty() && write_side.out.is_empty() {
             protocol.shrink_buffers();
