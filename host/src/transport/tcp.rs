@@ -22,23 +22,30 @@ pub(super) fn poll_read<R>(
     let mut f = Some(f);
     loop {
         ready!(stream.poll_read_ready(cx))?;
-        // try_read clears the readiness on WouldBlock, so the next poll waits for new bytes.
-        let outcome = with_scratch(|buf| match stream.try_read(buf) {
-            Ok(0) => Some(Ok(None)),
-            Ok(n) => {
-                if n < buf.len() {
-                    // A short read emptied the socket's queue: clear the readiness now rather
-                    // than learn it from one more read that fails with WouldBlock (a system call
-                    // per request). Bytes arriving later raise a new readiness, which this does
-                    // not clear.
-                    let _ = stream.try_io(Interest::READABLE, || {
-                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                    });
+        // A short read emptied the socket's queue, so the readiness can be cleared now rather
+        // than learnt from one more read that fails with WouldBlock (a system call per
+        // request). It must be the readiness seen *before* the read: bytes that arrive after it
+        // raise a newer one, and clearing that would leave them unread until the client sends
+        // more. So the read runs inside `try_io`, which takes the readiness first and clears
+        // exactly that one when the closure says WouldBlock; a short read says so too, keeping
+        // its byte count aside.
+        let outcome = with_scratch(|buf| {
+            let capacity = buf.len();
+            let mut short = None;
+            let attempt = stream.try_io(Interest::READABLE, || {
+                let n = stream.try_read(buf)?;
+                if n > 0 && n < capacity {
+                    short = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
                 }
-                Some(Ok(f.take().map(|f| f(&buf[..n]))))
+                Ok(n)
+            });
+            match (attempt, short) {
+                (_, Some(n)) | (Ok(n @ 1..), None) => Some(Ok(f.take().map(|f| f(&buf[..n])))),
+                (Ok(_), None) => Some(Ok(None)),
+                (Err(error), None) if error.kind() == io::ErrorKind::WouldBlock => None,
+                (Err(error), None) => Some(Err(error)),
             }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => None,
-            Err(error) => Some(Err(error)),
         });
         if let Some(outcome) = outcome {
             return Poll::Ready(outcome);
