@@ -711,11 +711,16 @@ impl Cluster {
         };
         // `subscribe` returns once the subscription is queued, not once the server has it: a
         // backend that publishes right after the bind's answer would find nobody listening.
-        // Bounded: while NATS is away the flush would wait for its return.
-        match tokio::time::timeout(self.config.request_timeout, self.nats.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(uid, %error, "NATS flush failed after subscribing"),
-            Err(_) => tracing::warn!(uid, "NATS flush timed out after subscribing"),
+        // Not while NATS is away (the flush would wait for its return, and the bind with it; the
+        // client subscribes again when it reconnects), and bounded in any case.
+        if self.nats.connection_state() == async_nats::connection::State::Connected {
+            match tokio::time::timeout(self.config.request_timeout, self.nats.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(uid, %error, "NATS flush failed after subscribing")
+                }
+                Err(_) => tracing::warn!(uid, "NATS flush timed out after subscribing"),
+            }
         }
         let context = self.context.clone();
         let listener_uid = uid.clone();
