@@ -290,10 +290,10 @@ impl std::fmt::Debug for Shard {
 
 impl Shard {
     /// Waits for the instance. A free lock is taken without awaiting: tokio's `lock` spends a
-    /// unit of the task's cooperative budget even then, and a connection answering a batch of
-    /// pipelined requests in one go would run out of it and be made to yield half-way, splitting
-    /// the batch's responses over several writes. A waiting caller still queues fairly: the
-    /// lock is handed to waiters in order, so `try_lock` never jumps the queue.
+    /// unit of the task's cooperative budget even then, and the connection's loop, which runs
+    /// many requests per poll when they come pipelined, has better uses for it. A waiting caller
+    /// still queues fairly: the lock is handed to waiters in order, so `try_lock` never jumps
+    /// the queue.
     async fn lock(&self) -> tokio::sync::MutexGuard<'_, Option<instance::Instance>> {
         match self.slot.try_lock() {
             Ok(slot) => slot,

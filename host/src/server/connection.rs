@@ -745,8 +745,9 @@ pub(super) async fn call_sessionless(
             let started = std::time::Instant::now();
             let result = component.call(0, handler.to_owned(), payload).await;
             let outcome = handler_outcome(shared, route, result);
-            shared.context.metrics.request(
-                &format!("{}.{handler}", component.name()),
+            shared.context.metrics.served(
+                component.name(),
+                handler,
                 outcome.1,
                 Some(started.elapsed()),
             );

@@ -5,8 +5,8 @@
 
 use std::io;
 
-/// Reads the open-file limits; `None` stands for unlimited.
-pub fn file_limit() -> io::Result<(Option<u64>, Option<u64>)> {
+/// The open-file limits as the kernel keeps them.
+fn read_limit() -> io::Result<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -15,22 +15,24 @@ pub fn file_limit() -> io::Result<(Option<u64>, Option<u64>)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let finite = |value: libc::rlim_t| (value != libc::RLIM_INFINITY).then_some(value);
+    Ok(limit)
+}
+
+/// A limit value, `None` standing for unlimited.
+fn finite(value: libc::rlim_t) -> Option<u64> {
+    (value != libc::RLIM_INFINITY).then_some(value)
+}
+
+/// Reads the soft and hard open-file limits; `None` stands for unlimited.
+pub fn file_limit() -> io::Result<(Option<u64>, Option<u64>)> {
+    let limit = read_limit()?;
     Ok((finite(limit.rlim_cur), finite(limit.rlim_max)))
 }
 
 /// Raises the soft open-file limit to the hard limit. Returns the soft limit before and after
 /// (`None`: unlimited).
 pub fn raise_file_limit() -> io::Result<(Option<u64>, Option<u64>)> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes into the struct passed.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let finite = |value: libc::rlim_t| (value != libc::RLIM_INFINITY).then_some(value);
+    let limit = read_limit()?;
     let before = finite(limit.rlim_cur);
     if limit.rlim_cur != limit.rlim_max {
         let raised = libc::rlimit {
