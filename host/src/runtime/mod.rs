@@ -307,6 +307,14 @@ impl Shard {
         })
     }
 
+    /// Runs a handler in the instance, once the calls before it are done.
+    async fn call(&self, session: SessionId, handler: &str, payload: &[u8]) -> CallResult {
+        match self.lock().await.as_mut() {
+            Some(instance) => instance.handle(session, handler, payload).await,
+            None => Err(CallFailure::Unavailable),
+        }
+    }
+
     /// Fires timer `timer` into the instance; false if the instance does not know it.
     pub(crate) async fn fire(self: Arc<Self>, timer: u64) -> bool {
         to_the_end(async move {
@@ -519,21 +527,34 @@ impl ComponentHandle {
     /// The shard that serves `session`. Ids are handed out in sequence, so the remainder
     /// spreads sessions evenly, and it never changes while the session lives.
     fn shard(&self, session: SessionId) -> Arc<Shard> {
+        self.shards[self.shard_index(session)].clone()
+    }
+
+    fn shard_index(&self, session: SessionId) -> usize {
         let count = self.shards.len() as u64;
         // `shards` is never empty and its length fits in usize, so the index does too.
-        self.shards[(session % count.max(1)) as usize].clone()
+        (session % count.max(1)) as usize
     }
 
     /// Calls `handler` for `session` and waits for the result.
     pub async fn call(&self, session: SessionId, handler: String, payload: Bytes) -> CallResult {
         let shard = self.shard(session);
-        to_the_end(async move {
-            match shard.lock().await.as_mut() {
-                Some(instance) => instance.handle(session, &handler, &payload).await,
-                None => Err(CallFailure::Unavailable),
-            }
-        })
-        .await
+        to_the_end(async move { shard.call(session, &handler, &payload).await }).await
+    }
+
+    /// [`Self::call`] without its own [`to_the_end`]: the caller runs the returned future to
+    /// its end, inside a `to_the_end` of its own or in a task that nothing aborts. A
+    /// connection's dispatch does, and saves a copy of the handler name and an allocation
+    /// per request.
+    pub(crate) async fn call_in_place(
+        &self,
+        session: SessionId,
+        handler: &str,
+        payload: &[u8],
+    ) -> CallResult {
+        self.shards[self.shard_index(session)]
+            .call(session, handler, payload)
+            .await
     }
 
     /// Asks the component whether to accept a client's handshake (JSON).

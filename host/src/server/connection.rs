@@ -7,9 +7,8 @@
 //! connection costs one task, not two plus a channel.
 
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -27,7 +26,7 @@ use tracing::Instrument;
 use super::Shared;
 use crate::metrics::Metrics;
 use crate::router::Resolved;
-use crate::runtime::{CallFailure, HandlerKind};
+use crate::runtime::{CallFailure, HandlerKind, to_the_end};
 use crate::send_queue::Taken;
 use crate::session::{Outbound, SendQueue, Session};
 use crate::transport::http::{Sniffed, serve_file, sniff};
@@ -224,8 +223,6 @@ enum Accepted {
     Tls(BoxedIo),
 }
 
-type Dispatch = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
-
 /// What woke the connection.
 enum Wake {
     Read(io::Result<Option<Result<(), ProtocolError>>>),
@@ -343,7 +340,9 @@ async fn drive(
         .map(|rate| RateLimiter::new(rate, start));
     let mut session: Option<Arc<Session>> = None;
     let mut pending: VecDeque<Pending> = VecDeque::new();
-    let mut in_flight: Option<Dispatch> = None;
+    // The message being handled. Its call runs to its end even if the connection ends first
+    // (`to_the_end`), so an instance is never left half-way through a call.
+    let mut in_flight = None;
     let mut write_side = WriteSide::default();
     let timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(timer);
@@ -365,12 +364,12 @@ async fn drive(
             && let Some(session) = &session
             && let Some(next) = pending.pop_front()
         {
-            in_flight = Some(if next.limited {
-                metrics.dropped("rate_limited");
-                Box::pin(std::future::ready(rate_limited(&shared, &next.message)))
-            } else {
-                Box::pin(dispatch(shared.clone(), session.clone(), next.message))
-            });
+            in_flight = Some(to_the_end(dispatch(
+                shared.clone(),
+                session.clone(),
+                next.message,
+                next.limited,
+            )));
         }
         if trim && in_flight.is_none() && pending.is_empty() && write_side.out.is_empty() {
             protocol.shrink_buffers();
@@ -582,7 +581,17 @@ fn rate_limited(shared: &Shared, message: &Message) -> Option<Bytes> {
 }
 
 /// Runs one client message through its handler and encodes the response (none for a notify).
-async fn dispatch(shared: Arc<Shared>, session: Arc<Session>, message: Message) -> Option<Bytes> {
+/// A message over the rate limit gets its refusal instead.
+async fn dispatch(
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+    message: Message,
+    limited: bool,
+) -> Option<Bytes> {
+    if limited {
+        shared.context.metrics.dropped("rate_limited");
+        return rate_limited(&shared, &message);
+    }
     // Only debug lines are logged inside it; at info, building it (its fields formatted for
     // lines that never come) cost about a quarter of the host's CPU per echo request.
     let span = tracing::debug_span!(
@@ -622,6 +631,9 @@ async fn run_handler(
 
 /// Runs one message for `session` through the handler its route names (or, in a cluster, a
 /// server of the type it names, when `may_forward`), counting it and tracing its outcome.
+///
+/// The caller runs the future to its end (a connection's `to_the_end`, or a task of its own):
+/// the component call inside is made in place.
 pub(super) async fn call_route(
     shared: &Arc<Shared>,
     session: &Arc<Session>,
@@ -632,7 +644,7 @@ pub(super) async fn call_route(
     may_forward: bool,
 ) -> Result<Vec<u8>, Failure> {
     // Series are labelled with served routes only, so clients cannot mint new ones.
-    let mut served: Option<(Arc<crate::runtime::ComponentHandle>, &str)> = None;
+    let mut served: Option<(&crate::runtime::ComponentHandle, &str)> = None;
     let mut metric_route: Option<String> = None;
     let mut elapsed = None;
     let (outcome, label): (Result<Vec<u8>, Failure>, &'static str) =
@@ -689,12 +701,11 @@ pub(super) async fn call_route(
             Resolved::Handler {
                 component, handler, ..
             } => {
-                let component = component.clone();
-                served = Some((component.clone(), handler));
+                served = Some((component, handler));
                 session.note_component(component.index);
                 let started = std::time::Instant::now();
                 let result = component
-                    .call(session.id(), handler.to_owned(), payload)
+                    .call_in_place(session.id(), handler, &payload)
                     .await;
                 elapsed = Some(started.elapsed());
                 handler_outcome(shared, route, result)
@@ -732,6 +743,7 @@ pub(super) async fn release(shared: &Arc<Shared>, session: &Arc<Session>) {
 }
 
 /// Runs a handler for no session (an RPC from another server of the cluster): session id 0.
+/// Like [`call_route`], it runs to its end: each RPC is served in a task of its own.
 pub(super) async fn call_sessionless(
     shared: &Arc<Shared>,
     route: &str,
@@ -741,9 +753,8 @@ pub(super) async fn call_sessionless(
         Resolved::Handler {
             component, handler, ..
         } => {
-            let component = component.clone();
             let started = std::time::Instant::now();
-            let result = component.call(0, handler.to_owned(), payload).await;
+            let result = component.call_in_place(0, handler, &payload).await;
             let outcome = handler_outcome(shared, route, result);
             shared.context.metrics.served(
                 component.name(),
