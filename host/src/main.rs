@@ -14,6 +14,12 @@ use pitaya_host::runtime::MAX_INSTANCES;
 use pitaya_host::{ComponentOptions, Grants, Limits, Reloader, Server, ServerConfig, Tweak};
 use pitaya_protocol::{ConnectionConfig, EncodeOptions, Serializer};
 
+// The host allocates and frees per request (a dispatch's future, the decoded message, the
+// response); glibc's malloc served the larger of these through its slow bins. Measured in
+// docs/performance.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A pitaya-protocol game server that runs game logic as sandboxed WebAssembly components.
 #[derive(Parser)]
 #[command(name = "pitaya-host", version, about)]

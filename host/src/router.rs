@@ -1,10 +1,10 @@
 //! Routes (`component.handler`, `servertype.component.handler`) to component handlers, and the
 //! route dictionary offered to clients in the handshake.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use pitaya_protocol::RouteDict;
+use rustc_hash::FxHashMap;
 
 use crate::runtime::{ComponentHandle, HandlerKind};
 
@@ -51,14 +51,16 @@ pub enum Resolved<'a> {
 #[derive(Debug)]
 pub struct Router {
     server_type: String,
-    components: HashMap<String, Arc<ComponentHandle>>,
+    // Looked up for every message with a short, host-chosen key set: a fast hash, where
+    // SipHash cost more than the rest of route resolution.
+    components: FxHashMap<String, Arc<ComponentHandle>>,
     dict: Arc<RouteDict>,
 }
 
 impl Router {
     /// Builds the router for `server_type` from the loaded components.
     pub fn new(server_type: &str, loaded: Vec<ComponentHandle>) -> Result<Self, RouterError> {
-        let mut components: HashMap<String, Arc<ComponentHandle>> = HashMap::new();
+        let mut components: FxHashMap<String, Arc<ComponentHandle>> = FxHashMap::default();
         for component in loaded {
             if let Some(first) = components.get(component.name()) {
                 let route = format!(
@@ -112,11 +114,26 @@ impl Router {
 
     /// Resolves a client route. Lookup is exact and case-sensitive.
     pub fn resolve<'a>(&'a self, route: &'a str) -> Resolved<'a> {
-        // No allocation: this runs for every message.
-        let mut parts = route.split('.');
-        let (component, handler) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(component), Some(handler), None, None) => (component, handler),
-            (Some(server_type), Some(component), Some(handler), None) => {
+        // No allocation, and a plain byte scan rather than `split`: this runs for every
+        // message, and routes are short.
+        let mut dots = [0; 2];
+        let mut count = 0;
+        for (at, &byte) in route.as_bytes().iter().enumerate() {
+            if byte == b'.' {
+                if count == dots.len() {
+                    return Resolved::Malformed;
+                }
+                dots[count] = at;
+                count += 1;
+            }
+        }
+        // '.' is ASCII, so every slice below ends on a character boundary.
+        let (component, handler) = match count {
+            1 => (&route[..dots[0]], &route[dots[0] + 1..]),
+            2 => {
+                let server_type = &route[..dots[0]];
+                let component = &route[dots[0] + 1..dots[1]];
+                let handler = &route[dots[1] + 1..];
                 if server_type.is_empty() {
                     return Resolved::Malformed;
                 }
@@ -141,5 +158,45 @@ impl Router {
             },
             None => Resolved::NotFound,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        Router::new("room", Vec::new()).expect("no components, no clash")
+    }
+
+    #[test]
+    fn malformed_routes_are_told_apart_from_unknown_ones() {
+        let router = router();
+        for route in [
+            "", "echo", ".", "echo.", ".echo", "a..b", ".a.b", "a.b.c.d", "a.b.", "..",
+        ] {
+            assert!(
+                matches!(router.resolve(route), Resolved::Malformed),
+                "{route:?} should be malformed"
+            );
+        }
+        for route in ["echo.echo", "room.echo.echo", "é.ü", "room.a.b"] {
+            assert!(
+                matches!(router.resolve(route), Resolved::NotFound),
+                "{route:?} should be well formed and not found"
+            );
+        }
+    }
+
+    #[test]
+    fn another_server_type_is_elsewhere() {
+        let router = router();
+        match router.resolve("chat.room.join") {
+            Resolved::Elsewhere { server_type } => assert_eq!(server_type, "chat"),
+            _ => panic!("chat.room.join should go to a chat server"),
+        }
+        // An empty component or handler is malformed whatever the server type.
+        assert!(matches!(router.resolve("chat..join"), Resolved::Malformed));
+        assert!(matches!(router.resolve("chat.room."), Resolved::Malformed));
     }
 }

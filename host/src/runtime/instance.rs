@@ -256,7 +256,9 @@ impl Instance {
     /// Whether the instance can take a call, replacing it first if it failed.
     async fn ready(&mut self) -> bool {
         if !self.healthy {
-            self.healthy = self.restart().await;
+            // Boxed: instantiating is a large future, and inline it would make every call's
+            // future (allocated and copied per request) that much larger.
+            self.healthy = Box::pin(self.restart()).await;
         }
         self.healthy
     }

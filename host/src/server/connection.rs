@@ -647,70 +647,74 @@ pub(super) async fn call_route(
     let mut served: Option<(&crate::runtime::ComponentHandle, &str)> = None;
     let mut metric_route: Option<String> = None;
     let mut elapsed = None;
-    let (outcome, label): (Result<Vec<u8>, Failure>, &'static str) =
-        match shared.router.resolve(route) {
-            Resolved::Malformed => (
-                Err(failure(
-                    "PIT-400",
-                    format!("pitaya/handler: malformed route {route:?}"),
-                )),
-                "bad_request",
-            ),
-            Resolved::Elsewhere { server_type }
-                if may_forward && shared.context.cluster().is_some() =>
-            {
-                let cluster = shared.context.cluster().expect("checked").clone();
-                let started = std::time::Instant::now();
-                let result = cluster
-                    .forward(server_type, session, id, route, &payload, !is_request)
+    let (outcome, label): (Result<Vec<u8>, Failure>, &'static str) = match shared
+        .router
+        .resolve(route)
+    {
+        Resolved::Malformed => (
+            Err(failure(
+                "PIT-400",
+                format!("pitaya/handler: malformed route {route:?}"),
+            )),
+            "bad_request",
+        ),
+        Resolved::Elsewhere { server_type }
+            if may_forward && shared.context.cluster().is_some() =>
+        {
+            let cluster = shared.context.cluster().expect("checked").clone();
+            let started = std::time::Instant::now();
+            // Boxed, so that the common case, a local handler, does not carry the
+            // forward's state in every dispatch's allocation.
+            let result =
+                Box::pin(cluster.forward(server_type, session, id, route, &payload, !is_request))
                     .await;
-                elapsed = Some(started.elapsed());
-                if result.is_ok() || !cluster.servers.of_type(server_type).is_empty() {
-                    // Only types some server has: clients cannot mint series.
-                    metric_route = Some(format!("{server_type}.*"));
-                }
-                match result {
-                    Ok(data) => (Ok(data), "ok"),
-                    Err(error) => {
-                        let label = if error.code == "PIT-408" {
-                            "timeout"
-                        } else {
-                            "error"
-                        };
-                        (Err((error.code, error.message, error.metadata)), label)
-                    }
+            elapsed = Some(started.elapsed());
+            if result.is_ok() || !cluster.servers.of_type(server_type).is_empty() {
+                // Only types some server has: clients cannot mint series.
+                metric_route = Some(format!("{server_type}.*"));
+            }
+            match result {
+                Ok(data) => (Ok(data), "ok"),
+                Err(error) => {
+                    let label = if error.code == "PIT-408" {
+                        "timeout"
+                    } else {
+                        "error"
+                    };
+                    (Err((error.code, error.message, error.metadata)), label)
                 }
             }
-            Resolved::NotFound | Resolved::Elsewhere { .. } => (
-                Err(failure(
-                    "PIT-404",
-                    format!("pitaya/handler: {route} not found"),
-                )),
-                "not_found",
-            ),
-            Resolved::Handler {
-                kind: HandlerKind::Notify,
-                ..
-            } if is_request => (
-                Err(failure(
-                    "PIT-400",
-                    format!("pitaya/handler: {route} is a notify handler and gives no response"),
-                )),
-                "bad_request",
-            ),
-            Resolved::Handler {
-                component, handler, ..
-            } => {
-                served = Some((component, handler));
-                session.note_component(component.index);
-                let started = std::time::Instant::now();
-                let result = component
-                    .call_in_place(session.id(), handler, &payload)
-                    .await;
-                elapsed = Some(started.elapsed());
-                handler_outcome(shared, route, result)
-            }
-        };
+        }
+        Resolved::NotFound | Resolved::Elsewhere { .. } => (
+            Err(failure(
+                "PIT-404",
+                format!("pitaya/handler: {route} not found"),
+            )),
+            "not_found",
+        ),
+        Resolved::Handler {
+            kind: HandlerKind::Notify,
+            ..
+        } if is_request => (
+            Err(failure(
+                "PIT-400",
+                format!("pitaya/handler: {route} is a notify handler and gives no response"),
+            )),
+            "bad_request",
+        ),
+        Resolved::Handler {
+            component, handler, ..
+        } => {
+            served = Some((component, handler));
+            session.note_component(component.index);
+            let started = std::time::Instant::now();
+            let result = component
+                .call_in_place(session.id(), handler, &payload)
+                .await;
+            elapsed = Some(started.elapsed());
+            handler_outcome(shared, route, result)
+        }
+    };
     let metrics = &shared.context.metrics;
     match (&served, &metric_route) {
         (Some((component, handler)), _) => {
