@@ -343,6 +343,7 @@ async fn drive(
     // The message being handled. Its call runs to its end even if the connection ends first
     // (`to_the_end`), so an instance is never left half-way through a call.
     let mut in_flight = None;
+    let mut answered_inline = false;
     let mut write_side = WriteSide::default();
     let timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(timer);
@@ -360,17 +361,29 @@ async fn drive(
         if protocol.state() == State::Closed {
             break 'conn "protocol closed";
         }
+        // A message just taken is polled at once: most handlers answer in that first poll,
+        // and a pass of the select below costs as much again as the call's own bookkeeping.
+        // If it is not done, the select polls it again when it is woken. Never twice in a
+        // row, so that a pipelining client's responses are written (the select polls the
+        // write side first) between its requests.
+        let mut answered = None;
         if in_flight.is_none()
             && let Some(session) = &session
             && let Some(next) = pending.pop_front()
         {
-            in_flight = Some(to_the_end(dispatch(
+            let call = in_flight.insert(to_the_end(dispatch(
                 shared.clone(),
                 session.clone(),
                 next.message,
                 next.limited,
             )));
+            if !answered_inline
+                && let Poll::Ready(response) = poll_fn(|cx| Poll::Ready(call.poll_unpin(cx))).await
+            {
+                answered = Some(Wake::Dispatched(response));
+            }
         }
+        answered_inline = answered.is_some();
         if trim && in_flight.is_none() && pending.is_empty() && write_side.out.is_empty() {
             protocol.shrink_buffers();
             write_side.out.shrink_if_empty();
@@ -392,7 +405,10 @@ async fn drive(
             }
             (None, _) => armed = None,
         }
-        let wake = tokio::select! {
+        let wake = if let Some(answered) = answered {
+            answered
+        } else {
+            tokio::select! {
             biased;
             _ = poll_fn(|cx| session.as_ref().expect("guarded").poll_closed(cx)), if session.is_some() => Wake::Closed,
             written = poll_fn(|cx| write_side.poll(cx, &mut writer, &queue, &metrics, false)) => Wake::Written(written),
@@ -406,8 +422,12 @@ async fn drive(
                 metrics.bytes("in", bytes.len());
                 protocol.receive(bytes, std::time::Instant::now())
             })), if pending.len() < MAX_PENDING => Wake::Read(read),
+            }
         };
-        let now = std::time::Instant::now();
+        // Read from the clock only when something needs the time: it is a measurable part of
+        // a request's cost when every wake-up reads it.
+        let mut read_at = None;
+        let mut now = || *read_at.get_or_insert_with(std::time::Instant::now);
         let was_read = matches!(wake, Wake::Read(_));
         match wake {
             Wake::Read(Ok(Some(Ok(())))) => {}
@@ -427,7 +447,7 @@ async fn drive(
             Wake::Timer => {
                 armed = None;
                 trim = true;
-                if let Err(error) = protocol.handle_timeout(now) {
+                if let Err(error) = protocol.handle_timeout(now()) {
                     if matches!(error, ProtocolError::HeartbeatTimeout) {
                         metrics.heartbeat_timeouts.inc();
                     }
@@ -490,7 +510,9 @@ async fn drive(
                 Event::Ready => trim = true,
                 Event::Message(message) => {
                     messages = true;
-                    let limited = limiter.as_mut().is_some_and(|limiter| !limiter.allow(now));
+                    let limited = limiter
+                        .as_mut()
+                        .is_some_and(|limiter| !limiter.allow(now()));
                     pending.push_back(Pending { message, limited });
                 }
             }
@@ -723,10 +745,13 @@ pub(super) async fn call_route(
         (None, Some(route)) => metrics.request(route, label, elapsed),
         (None, None) => metrics.request("unknown", label, elapsed),
     }
-    tracing::Span::current().record("outcome", label);
-    match &outcome {
-        Ok(_) => tracing::debug!("handled"),
-        Err((code, msg, _)) => tracing::debug!(code, msg, "failed"),
+    // Finding the current span asks the subscriber, per request: only when it is recorded.
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::Span::current().record("outcome", label);
+        match &outcome {
+            Ok(_) => tracing::debug!("handled"),
+            Err((code, msg, _)) => tracing::debug!(code, msg, "failed"),
+        }
     }
     outcome
 }
