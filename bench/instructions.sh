@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# instructions.sh: user-space instructions per echo request, counted by valgrind's callgrind,
+# for the floor and for pitaya-host. Unlike CPU time on a shared 2-core machine, the count
+# is the same from run to run (within about 0.5 %), so it shows what a change to the request
+# path saves even when that is too small for the timed loads to see. It counts instructions,
+# not time: cache misses and the kernel's part (most of a request's cost) are not in it.
+#
+#   bench/instructions.sh [HOST_BINARY]     (default target/release/pitaya-host)
+#
+# Needs valgrind, target/release/pitaya-bench, and target/wasm32-wasip2/release/echo.wasm
+# (cargo xtask build; cargo build --release -p pitaya-bench). Each server runs under callgrind
+# on 127.0.0.1 port 0; 1,000 warm-up requests are not counted, then REQUESTS (default 3,000)
+# requests over 10 connections are; the servers are stopped when it ends. About a minute.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+HOST=${1:-target/release/pitaya-host}
+BENCH=target/release/pitaya-bench
+ECHO=target/wasm32-wasip2/release/echo.wasm
+REQUESTS=${REQUESTS:-3000}
+for f in "$HOST" "$BENCH" "$ECHO"; do
+    [[ -e $f ]] || { echo "missing $f: run cargo xtask build and cargo build --release -p pitaya-bench" >&2; exit 1; }
+done
+command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
+WORK=$(mktemp -d)
+PID=
+cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# count NAME CMD...: runs CMD under callgrind and prints NAME's instructions per request.
+count() {
+    local name=$1; shift
+    # JIT-compiled wasm rewrites code pages: all-non-file makes valgrind notice.
+    valgrind --tool=callgrind --smc-check=all-non-file \
+        --callgrind-out-file="$WORK/$name.%p" "$@" >"$WORK/$name.stdout" 2>"$WORK/$name.stderr" &
+    PID=$!
+    local url=
+    for _ in $(seq 600); do
+        url=$(grep -m1 -E '^tcp://' "$WORK/$name.stdout" || true)
+        [[ -n $url ]] && break
+        sleep 0.2
+    done
+    [[ -n $url ]] || { echo "$name did not print its address; see $WORK/$name.stderr" >&2; exit 1; }
+    "$BENCH" load --url "$url" --connections 10 --requests 1000 --duration 120 >/dev/null
+    callgrind_control --zero "$PID" >/dev/null 2>&1
+    "$BENCH" load --url "$url" --connections 10 --requests "$REQUESTS" --duration 300 --json \
+        >"$WORK/$name.json"
+    callgrind_control --dump "$PID" >/dev/null 2>&1
+    kill "$PID"
+    wait "$PID" 2>/dev/null || true
+    PID=
+    python3 - "$name" "$WORK/$name.json" "$WORK"/"$name".*.1 <<'EOF'
+import json, sys
+name, load, dump = sys.argv[1:4]
+ok = json.load(open(load))["ok"]
+total = next(int(line.split()[1]) for line in open(dump) if line.startswith("summary:"))
+print(f"{name:6} {ok} requests  {total:,} instructions  {total / ok:,.0f} per request")
+EOF
+}
+
+count floor "$BENCH" floor --listen 127.0.0.1:0
+count host "$HOST" serve --tcp 127.0.0.1:0 "$ECHO"
