@@ -409,25 +409,25 @@ async fn drive(
             answered
         } else {
             tokio::select! {
-            biased;
-            _ = poll_fn(|cx| session.as_ref().expect("guarded").poll_closed(cx)), if session.is_some() => Wake::Closed,
-            written = poll_fn(|cx| write_side.poll(cx, &mut writer, &queue, &metrics, false)) => Wake::Written(written),
-            response = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
-                Wake::Dispatched(response)
-            }
-            () = &mut timer, if armed.is_some() => Wake::Timer,
-            // A client that pipelines faster than its handlers answer waits in its socket
-            // buffer, not in the host's memory.
-            read = poll_fn(|cx| reader.poll_read(cx, |bytes| {
-                metrics.bytes("in", bytes.len());
-                protocol.receive(bytes, std::time::Instant::now())
-            })), if pending.len() < MAX_PENDING => Wake::Read(read),
+                biased;
+                _ = poll_fn(|cx| session.as_ref().expect("guarded").poll_closed(cx)), if session.is_some() => Wake::Closed,
+                written = poll_fn(|cx| write_side.poll(cx, &mut writer, &queue, &metrics, false)) => Wake::Written(written),
+                response = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                    Wake::Dispatched(response)
+                }
+                () = &mut timer, if armed.is_some() => Wake::Timer,
+                // A client that pipelines faster than its handlers answer waits in its socket
+                // buffer, not in the host's memory.
+                read = poll_fn(|cx| reader.poll_read(cx, |bytes| {
+                    metrics.bytes("in", bytes.len());
+                    protocol.receive(bytes, std::time::Instant::now())
+                })), if pending.len() < MAX_PENDING => Wake::Read(read),
             }
         };
         // Read from the clock only when something needs the time: it is a measurable part of
         // a request's cost when every wake-up reads it.
-        let mut read_at = None;
-        let mut now = || *read_at.get_or_insert_with(std::time::Instant::now);
+        let mut woke_at = None;
+        let mut now = || *woke_at.get_or_insert_with(std::time::Instant::now);
         let was_read = matches!(wake, Wake::Read(_));
         match wake {
             Wake::Read(Ok(Some(Ok(())))) => {}
