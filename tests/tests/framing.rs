@@ -1,5 +1,6 @@
-//! Framing tests (§1): pipelined requests answered in order, several packets in one TCP write or one WebSocket
-//! frame, a whole exchange delivered one byte at a time over TCP, and the packet size limit.
+//! Framing tests (§1): pipelined requests answered in order (also with a send queue smaller than
+//! the pipeline), several packets in one TCP write or one WebSocket frame, a whole exchange
+//! delivered one byte at a time over TCP, and the packet size limit.
 
 use std::time::Duration;
 
@@ -51,6 +52,24 @@ async fn hundred_pipelined_requests_answered_in_order() -> Result<()> {
 async fn hundred_requests_in_one_write_answered_in_order() -> Result<()> {
     let server = Server::start_default().await?;
     server.each_transport(|t| pipelined(&server, t, true)).await
+}
+
+/// A send queue of 4 packets and 100 requests in one write: the host writes responses between
+/// the requests it takes (it answers a request in the poll that takes it, but not two in a row
+/// that way), so the queue never holds more than a few and the client is not disconnected for
+/// letting it fill.
+#[tokio::test]
+async fn pipelined_requests_do_not_fill_a_small_send_queue() -> Result<()> {
+    let server = Server::start(
+        ServerOptions::default()
+            .components(&["echo.wasm"])
+            .args("--send-queue", 4),
+    )
+    .await?;
+    server
+        .each_transport(|t| pipelined(&server, t, true))
+        .await
+        .context("with --send-queue 4")
 }
 
 /// Handshake and ack (and, with `with_request`, a request) in one TCP write / one WebSocket frame.
