@@ -263,32 +263,43 @@ async fn keep_alive(
     }
 }
 
-/// Reads every server into `servers` once; returns the revision the read saw, for [`watch`].
+/// Reads every server into `servers` once (after [`watch`] is in place: see there).
 pub async fn load(
     client: &mut Client,
     prefix: &str,
     servers: &Servers,
-) -> Result<i64, etcd_client::Error> {
-    resync(client, prefix, &format!("{prefix}servers/"), servers).await
+) -> Result<(), etcd_client::Error> {
+    resync(client, prefix, &format!("{prefix}servers/"), servers).await?;
+    Ok(())
 }
 
-/// Keeps `servers` current from etcd: a watch on the prefix from the revision after `loaded`
-/// (the revision of a [`load`]), plus a full read every two minutes. Errors are retried with
-/// backoff for as long as the host runs.
+/// Keeps `servers` current from etcd: a watch on the prefix, plus a full read every two
+/// minutes. Errors are retried with backoff for as long as the host runs.
+///
+/// The first watch starts at etcd's current revision, and `established` hears once it is in
+/// place: the caller then reads every server with [`load`], and between the two nothing is
+/// missed. (A watch that starts at a past revision is, in etcd, caught up by a background
+/// loop that runs every 100 ms, and sees nothing, not even new events, until then: a host
+/// registered in that window served requests blind to servers that had just joined.) Later
+/// watches, after a full read, start at the revision after it.
 pub async fn watch(
     mut client: Client,
     prefix: String,
     servers: Arc<Servers>,
     metrics: Arc<Metrics>,
-    loaded: i64,
+    established: oneshot::Sender<()>,
 ) {
+    let mut established = Some(established);
     let root = format!("{prefix}servers/");
     let mut backoff = Duration::from_millis(100);
-    let mut first = Some(loaded);
     loop {
-        let read = match first.take() {
-            Some(revision) => Ok(revision),
-            None => resync(&mut client, &prefix, &root, &servers).await,
+        let read = if established.is_some() {
+            // Not read yet: the caller reads once this watch is in place.
+            Ok(None)
+        } else {
+            resync(&mut client, &prefix, &root, &servers)
+                .await
+                .map(Some)
         };
         let revision = match read {
             Ok(revision) => revision,
@@ -301,9 +312,10 @@ pub async fn watch(
             }
         };
         backoff = Duration::from_millis(100);
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision + 1);
+        let mut options = WatchOptions::new().with_prefix();
+        if let Some(revision) = revision {
+            options = options.with_start_revision(revision + 1);
+        }
         let mut stream = match client.watch(root.as_str(), Some(options)).await {
             Ok(stream) => stream,
             Err(error) => {
@@ -312,6 +324,9 @@ pub async fn watch(
                 continue;
             }
         };
+        if let Some(established) = established.take() {
+            let _ = established.send(());
+        }
         let resync_at = tokio::time::sleep(RESYNC_EVERY);
         tokio::pin!(resync_at);
         loop {

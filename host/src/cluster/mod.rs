@@ -307,16 +307,27 @@ impl Cluster {
             cause: cause.to_string(),
         };
         let mut etcd = self.etcd.clone();
-        let loaded = discovery::load(&mut etcd, &self.config.prefix, &self.servers)
-            .await
-            .map_err(etcd_error)?;
+        // The watch first, then the read: a server that joins in between is seen by the watch,
+        // and one that joined before is in the read. Only then is this host registered, so
+        // nothing calls it while its view of the cluster has a hole (a push by uid found no
+        // frontend to publish to when it did).
+        let (established, watching) = tokio::sync::oneshot::channel();
         tokio::spawn(discovery::watch(
             self.etcd.clone(),
             self.config.prefix.clone(),
             self.servers.clone(),
             self.metrics.clone(),
-            loaded,
+            established,
         ));
+        if tokio::time::timeout(self.config.request_timeout, watching)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the etcd watch did not start in time; registering anyway");
+        }
+        discovery::load(&mut etcd, &self.config.prefix, &self.servers)
+            .await
+            .map_err(etcd_error)?;
         let registration = discovery::Registration::start(
             self.etcd.clone(),
             &self.config.prefix,
