@@ -48,6 +48,8 @@ pub struct Servers {
     by_id: RwLock<HashMap<String, ServerInfo>>,
     /// Servers that did not answer, and since when.
     dead: Mutex<HashMap<String, Instant>>,
+    /// Frontend types heard from in forwarded requests (their `peer.service`), kept for good.
+    heard: RwLock<Vec<String>>,
 }
 
 impl Servers {
@@ -73,16 +75,30 @@ impl Servers {
         read(&self.by_id).get(id).cloned()
     }
 
-    /// The types of every known frontend.
+    /// The types of every known frontend, and of every frontend a request came from.
     pub fn frontend_types(&self) -> Vec<String> {
         let mut types: Vec<String> = read(&self.by_id)
             .values()
             .filter(|server| server.frontend)
             .map(|server| server.server_type.clone())
+            .chain(read(&self.heard).iter().cloned())
             .collect();
         types.sort();
         types.dedup();
         types
+    }
+
+    /// Notes the type of a frontend that forwarded a request. A frontend can call this host
+    /// before etcd's watch has told it of that frontend; a push or kick by uid made meanwhile
+    /// would otherwise find no frontend type to publish to.
+    pub fn heard_from_frontend(&self, server_type: &str) {
+        if read(&self.heard).iter().any(|known| known == server_type) {
+            return;
+        }
+        let mut heard = write(&self.heard);
+        if !heard.iter().any(|known| known == server_type) {
+            heard.push(server_type.to_owned());
+        }
     }
 
     /// Takes a server out of the view because it stopped answering (NATS had no responder).
@@ -277,8 +293,8 @@ pub async fn load(
 /// minutes. Errors are retried with backoff for as long as the host runs.
 ///
 /// The first watch starts at etcd's current revision, and `established` hears once it is in
-/// place: the caller then reads every server with [`load`], and between the two nothing is
-/// missed. (A watch that starts at a past revision is, in etcd, caught up by a background
+/// place (or is dropped if it cannot be): the caller then reads every server with [`load`],
+/// and between the two nothing is missed. (A watch that starts at a past revision is, in etcd, caught up by a background
 /// loop that runs every 100 ms, and sees nothing, not even new events, until then: a host
 /// registered in that window served requests blind to servers that had just joined.) Later
 /// watches, after a full read, start at the revision after it.
@@ -320,6 +336,9 @@ pub async fn watch(
             Ok(stream) => stream,
             Err(error) => {
                 tracing::warn!(%error, "watching etcd failed");
+                // The caller then reads without waiting for a watch; the next one starts after
+                // a full read of its own.
+                established.take();
                 tokio::time::sleep(backoff).await;
                 continue;
             }
@@ -450,5 +469,29 @@ mod tests {
         servers.put(server("a"));
         assert_eq!(ids(&servers), ["a", "b"]);
         assert!(servers.of_type("connector").is_empty());
+    }
+
+    #[test]
+    fn frontend_types_include_those_heard_from_before_etcd_told() {
+        let servers = Servers::default();
+        assert!(servers.frontend_types().is_empty());
+        servers.heard_from_frontend("connector");
+        servers.heard_from_frontend("connector");
+        assert_eq!(servers.frontend_types(), ["connector"]);
+        servers.put(ServerInfo {
+            id: "gate-1".into(),
+            server_type: "gate".into(),
+            metadata: HashMap::new(),
+            frontend: true,
+            hostname: String::new(),
+        });
+        servers.put(ServerInfo {
+            id: "fe-1".into(),
+            server_type: "connector".into(),
+            metadata: HashMap::new(),
+            frontend: true,
+            hostname: String::new(),
+        });
+        assert_eq!(servers.frontend_types(), ["connector", "gate"]);
     }
 }

@@ -312,30 +312,38 @@ impl Cluster {
         // nothing calls it while its view of the cluster has a hole (a push by uid found no
         // frontend to publish to when it did).
         let (established, watching) = tokio::sync::oneshot::channel();
-        tokio::spawn(discovery::watch(
+        let watch = tokio::spawn(discovery::watch(
             self.etcd.clone(),
             self.config.prefix.clone(),
             self.servers.clone(),
             self.metrics.clone(),
             established,
         ));
+        // Dropped unsent when the watch cannot start: the read below then says why.
         if tokio::time::timeout(self.config.request_timeout, watching)
             .await
             .is_err()
         {
             tracing::warn!("the etcd watch did not start in time; registering anyway");
         }
-        discovery::load(&mut etcd, &self.config.prefix, &self.servers)
+        let joined = async {
+            discovery::load(&mut etcd, &self.config.prefix, &self.servers).await?;
+            discovery::Registration::start(
+                self.etcd.clone(),
+                &self.config.prefix,
+                &self.me,
+                self.metrics.clone(),
+            )
             .await
-            .map_err(etcd_error)?;
-        let registration = discovery::Registration::start(
-            self.etcd.clone(),
-            &self.config.prefix,
-            &self.me,
-            self.metrics.clone(),
-        )
-        .await
-        .map_err(etcd_error)?;
+        };
+        let registration = match joined.await {
+            Ok(registration) => registration,
+            Err(error) => {
+                // Not joined: nothing is left watching for a host that will not serve.
+                watch.abort();
+                return Err(etcd_error(error));
+            }
+        };
         *self.registration.lock().await = Some(registration);
         tracing::info!(
             id = self.me.id,

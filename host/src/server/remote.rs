@@ -192,6 +192,9 @@ async fn serve_sys(
     from: SessionMsg,
     msg: Msg,
 ) -> Response {
+    if let Some(frontend_type) = &frontend_type {
+        cluster.servers.heard_from_frontend(frontend_type);
+    }
     let stand_in = shared
         .registry
         .remote(frontend_id, from.id)
