@@ -294,10 +294,10 @@ pub async fn load(
 ///
 /// The first watch starts at etcd's current revision, and `established` hears once it is in
 /// place (or is dropped if it cannot be): the caller then reads every server with [`load`],
-/// and between the two nothing is missed. (A watch that starts at a past revision is, in etcd, caught up by a background
-/// loop that runs every 100 ms, and sees nothing, not even new events, until then: a host
-/// registered in that window served requests blind to servers that had just joined.) Later
-/// watches, after a full read, start at the revision after it.
+/// and between the two nothing is missed. (A watch that starts at a past revision is, in
+/// etcd, caught up by a background loop that runs every 100 ms, and sees nothing, not even
+/// new events, until then: a host registered in that window served requests blind to servers
+/// that had just joined.) Later watches, after a full read, start at the revision after it.
 pub async fn watch(
     mut client: Client,
     prefix: String,
