@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # instructions.sh: user-space instructions per echo request, counted by valgrind's callgrind,
 # for the floor and for pitaya-host. Unlike CPU time on a shared 2-core machine, the count
-# is the same from run to run (within about 0.5 %), so it shows what a change to the request
-# path saves even when that is too small for the timed loads to see. It counts instructions,
-# not time: cache misses and the kernel's part (most of a request's cost) are not in it.
+# is the same from run to run (within about 0.5 % for the host), so it shows what a change
+# to the request path saves even when that is too small for the timed loads to see. It
+# counts instructions, not time: cache misses and the kernel's part (most of a request's
+# cost) are not in it.
 #
 #   bench/instructions.sh [HOST_BINARY]     (default target/release/pitaya-host)
 #
