@@ -353,7 +353,7 @@ pub fn encode_response(
     opts: &EncodeOptions,
     out: &mut BytesMut,
 ) -> Result<(), MessageError> {
-    encode_data_packet(out, |out| {
+    encode_data_packet(out, 1 + MAX_VARINT_LEN + payload.len(), |out| {
         encode_message(
             MessageType::Response,
             id,
@@ -384,7 +384,8 @@ pub fn encode_push(
     } else {
         None
     };
-    encode_data_packet(out, |out| {
+    let route_room = if code.is_some() { 2 } else { 1 + route.len() };
+    encode_data_packet(out, 1 + route_room + payload.len(), |out| {
         encode_message(
             MessageType::Push,
             0,
@@ -399,12 +400,17 @@ pub fn encode_push(
 }
 
 /// Writes a packet header placeholder, lets `write` append the message, then fills the header in,
-/// so the message is encoded once, straight into `out`.
+/// so the message is encoded once, straight into `out`. `body_room` is the most the message can
+/// take (compression only makes it smaller).
 fn encode_data_packet(
     out: &mut BytesMut,
+    body_room: usize,
     write: impl FnOnce(&mut BytesMut) -> Result<(), MessageError>,
 ) -> Result<(), MessageError> {
     let start = out.len();
+    // The whole packet's room at once: an empty buffer is allocated once, not grown for the
+    // header and again for the message.
+    out.reserve(HEADER_LEN + body_room);
     out.put_slice(&[0; HEADER_LEN]);
     let body_start = out.len();
     let result = write(out).and_then(|()| {
@@ -475,7 +481,15 @@ pub fn encode_message(
     }
     let payload = compressed.as_deref().unwrap_or(payload);
 
-    out.reserve(1 + MAX_VARINT_LEN + 1 + MAX_ROUTE_LEN + payload.len());
+    let route_len = match route {
+        Route::None => 0,
+        Route::Code(_) => 2,
+        Route::Plain(route) => 1 + route.len(),
+    };
+    // Exactly what this message can take, so that a buffer sized by the caller (or by
+    // `encode_data_packet`) is not grown and copied a second time.
+    let id_len = if kind.has_id() { MAX_VARINT_LEN } else { 0 };
+    out.reserve(1 + id_len + route_len + payload.len());
     out.put_u8(flag);
     if kind.has_id() {
         encode_varint(id, out);

@@ -335,29 +335,76 @@ pub(crate) fn to_the_end<F>(call: F) -> ToTheEnd<F>
 where
     F: Future + Send + 'static,
 {
-    ToTheEnd(Some(Box::pin(call)))
+    ToTheEnd {
+        call: Some(Box::pin(call)),
+        running: true,
+    }
 }
 
-/// The future [`to_the_end`] returns.
-pub(crate) struct ToTheEnd<F: Future + Send + 'static>(Option<Pin<Box<F>>>);
+/// The future [`to_the_end`] returns. A connection keeps one for all its calls, one at a time
+/// ([`Self::start`]): each call is written into the allocation of the one before, since a box
+/// per request is a measurable part of a request's cost.
+pub(crate) struct ToTheEnd<F: Future + Send + 'static> {
+    call: Option<Pin<Box<F>>>,
+    /// Whether `call` holds a call not yet finished (else it is spent, or there is none).
+    running: bool,
+}
+
+impl<F: Future + Send + 'static> ToTheEnd<F> {
+    /// No call yet.
+    pub(crate) fn idle() -> Self {
+        Self {
+            call: None,
+            running: false,
+        }
+    }
+
+    /// Whether a call is under way.
+    pub(crate) fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// Starts `call`, in the allocation of the last one when that has finished.
+    pub(crate) fn start(&mut self, call: F) {
+        match self.call.as_mut() {
+            Some(spent) if !self.running => spent.set(call),
+            _ => {
+                // Nothing to reuse, or (a caller's bug) a call still running: that one is
+                // dropped, which runs it to its end on its own.
+                let running = std::mem::replace(self, to_the_end(call));
+                drop(running);
+            }
+        }
+        self.running = true;
+    }
+
+    /// Gives the allocation back while no call runs (an idle connection keeps none).
+    pub(crate) fn release(&mut self) {
+        if !self.running {
+            self.call = None;
+        }
+    }
+}
 
 impl<F: Future + Send + 'static> Future for ToTheEnd<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let Some(call) = self.0.as_mut() else {
-            // Polled again after it finished: a caller's bug, but nothing to run.
+        let this = &mut *self;
+        let Some(call) = this.call.as_mut().filter(|_| this.running) else {
+            // Polled with no call under way: a caller's bug, but nothing to run.
             return Poll::Pending;
         };
         let output = std::task::ready!(call.as_mut().poll(cx));
-        self.0 = None;
+        this.running = false;
         Poll::Ready(output)
     }
 }
 
 impl<F: Future + Send + 'static> Drop for ToTheEnd<F> {
     fn drop(&mut self) {
-        if let Some(call) = self.0.take()
+        if self.running
+            && let Some(call) = self.call.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(async move {

@@ -26,7 +26,7 @@ use tracing::Instrument;
 use super::Shared;
 use crate::metrics::Metrics;
 use crate::router::Resolved;
-use crate::runtime::{CallFailure, HandlerKind, to_the_end};
+use crate::runtime::{CallFailure, HandlerKind, ToTheEnd};
 use crate::send_queue::Taken;
 use crate::session::{Outbound, SendQueue, Session};
 use crate::transport::http::{Sniffed, serve_file, sniff};
@@ -342,7 +342,7 @@ async fn drive(
     let mut pending: VecDeque<Pending> = VecDeque::new();
     // The message being handled. Its call runs to its end even if the connection ends first
     // (`to_the_end`), so an instance is never left half-way through a call.
-    let mut in_flight = None;
+    let mut in_flight = ToTheEnd::idle();
     let mut answered_inline = false;
     let mut write_side = WriteSide::default();
     let timer = tokio::time::sleep_until(Instant::now());
@@ -367,24 +367,26 @@ async fn drive(
         // row, so that a pipelining client's responses are written (the select polls the
         // write side first) between its requests.
         let mut answered = None;
-        if in_flight.is_none()
+        if !in_flight.is_running()
             && let Some(session) = &session
             && let Some(next) = pending.pop_front()
         {
-            let call = in_flight.insert(to_the_end(dispatch(
+            in_flight.start(dispatch(
                 shared.clone(),
                 session.clone(),
                 next.message,
                 next.limited,
-            )));
+            ));
             if !answered_inline
-                && let Poll::Ready(response) = poll_fn(|cx| Poll::Ready(call.poll_unpin(cx))).await
+                && let Poll::Ready(response) =
+                    poll_fn(|cx| Poll::Ready(in_flight.poll_unpin(cx))).await
             {
                 answered = Some(Wake::Dispatched(response));
             }
         }
         answered_inline = answered.is_some();
-        if trim && in_flight.is_none() && pending.is_empty() && write_side.out.is_empty() {
+        if trim && !in_flight.is_running() && pending.is_empty() && write_side.out.is_empty() {
+            in_flight.release();
             protocol.shrink_buffers();
             write_side.out.shrink_if_empty();
             queue.shrink_if_empty();
@@ -412,7 +414,7 @@ async fn drive(
                 biased;
                 _ = poll_fn(|cx| session.as_ref().expect("guarded").poll_closed(cx)), if session.is_some() => Wake::Closed,
                 written = poll_fn(|cx| write_side.poll(cx, &mut writer, &queue, &metrics, false)) => Wake::Written(written),
-                response = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                response = &mut in_flight, if in_flight.is_running() => {
                     Wake::Dispatched(response)
                 }
                 () = &mut timer, if armed.is_some() => Wake::Timer,
@@ -456,7 +458,6 @@ async fn drive(
                 }
             }
             Wake::Dispatched(response) => {
-                in_flight = None;
                 if let (Some(packet), Some(session)) = (response, &session)
                     && session.send_own(packet).is_err()
                 {
