@@ -217,15 +217,24 @@ pub mod glue {
 
         fn handle(
             session: u64,
-            handler: String,
+            handler: u32,
             payload: Vec<u8>,
         ) -> Result<Vec<u8>, types::HandlerError> {
-            handle::<C>(SessionId(session), &handler, payload).map_err(|error| {
-                types::HandlerError {
-                    code: error.code,
-                    message: error.message,
-                    metadata: error.metadata,
-                }
+            // The host numbers handlers by their position in what `info` declared.
+            let outcome = match usize::try_from(handler)
+                .ok()
+                .and_then(|index| C::HANDLERS.get(index))
+            {
+                Some(info) => handle::<C>(SessionId(session), info.name, payload),
+                None => Err(HandlerError::unknown_handler(
+                    C::NAME,
+                    &format!("#{handler}"),
+                )),
+            };
+            outcome.map_err(|error| types::HandlerError {
+                code: error.code,
+                message: error.message,
+                metadata: error.metadata,
             })
         }
 

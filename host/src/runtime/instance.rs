@@ -137,6 +137,10 @@ pub(crate) struct Instance {
     game: Game,
     /// False after a trap or a timeout: the instance is replaced before its next call.
     healthy: bool,
+    /// The names of the handlers its build declared, in order: a call names its handler by
+    /// position. Its own build's, not the component's latest, so a call that raced a reload
+    /// still reaches the handler it named.
+    handlers: Arc<[String]>,
 }
 
 impl Instance {
@@ -147,6 +151,7 @@ impl Instance {
         shared: Arc<ComponentShared>,
         shard: Weak<Shard>,
         index: usize,
+        handlers: Arc<[String]>,
     ) -> Result<Self, String> {
         let (store, game) = instantiate(&pre, &context, &spec, &shared, &shard).await?;
         Ok(Self {
@@ -159,6 +164,7 @@ impl Instance {
             store,
             game,
             healthy: true,
+            handlers,
         })
     }
 
@@ -169,7 +175,16 @@ impl Instance {
         shared: Arc<ComponentShared>,
         shard: Weak<Shard>,
     ) -> Result<Self, String> {
-        Self::start(self.pre, self.context, spec, shared, shard, 0).await
+        Self::start(
+            self.pre,
+            self.context,
+            spec,
+            shared,
+            shard,
+            0,
+            self.handlers,
+        )
+        .await
     }
 
     /// A fresh instance of the same compiled component and options, for another shard.
@@ -181,6 +196,7 @@ impl Instance {
             self.shared.clone(),
             shard,
             index,
+            self.handlers.clone(),
         )
         .await
     }
@@ -201,6 +217,7 @@ impl Instance {
             .call_info(&mut self.store)
             .await
             .map_err(|e| format!("{e:#}"))?;
+        self.handlers = handlers.iter().map(|h| h.name.clone()).collect();
         Ok(Declared {
             name,
             handlers: handlers
@@ -273,11 +290,22 @@ impl Instance {
         if !self.ready().await {
             return Err(CallFailure::Unavailable);
         }
+        let Some(position) = self.handlers.iter().position(|name| name == handler) else {
+            // Only a call that raced a reload to a build without the handler lands here.
+            return Ok(Err(HandlerError {
+                code: "PIT-404".into(),
+                message: format!("pitaya/handler: {}.{handler} not found", self.shared.name),
+                metadata: Vec::new(),
+            }));
+        };
+        // A component declares far fewer than 2^32 handlers; an index past them is answered
+        // by the component as unknown.
+        let position = u32::try_from(position).unwrap_or(u32::MAX);
         self.arm();
         let outcome = self
             .game
             .pitaya_host_handler()
-            .call_handle(&mut self.store, session, handler, payload)
+            .call_handle(&mut self.store, session, position, payload)
             .await;
         match outcome {
             Ok(Ok(bytes)) => Ok(Ok(bytes)),

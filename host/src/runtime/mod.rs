@@ -730,10 +730,18 @@ impl Runtime {
             path: path.to_owned(),
             reason,
         };
-        let mut instance =
-            Instance::start(pre, self.context.clone(), spec.clone(), shared, shard, 0)
-                .await
-                .map_err(start_error)?;
+        // The handler names come from `info`, just below.
+        let mut instance = Instance::start(
+            pre,
+            self.context.clone(),
+            spec.clone(),
+            shared,
+            shard,
+            0,
+            Arc::from([]),
+        )
+        .await
+        .map_err(start_error)?;
         let declared = instance.info().await.map_err(start_error)?;
         if let Some(name) = std::iter::once(&declared.name)
             .chain(declared.handlers.iter().map(|h| &h.name))
