@@ -10,11 +10,14 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+mod latency;
+
+pub use latency::Latency;
 
 /// A route and how its call ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,7 +70,7 @@ pub struct Reason {
 /// no allocation: the label values are built when the route is first served.
 struct RouteSeries {
     route: String,
-    latency: Histogram,
+    latency: Latency,
     ok: OnceLock<Counter>,
     error: OnceLock<Counter>,
 }
@@ -86,13 +89,6 @@ pub struct ForwardOutcome {
     pub outcome: &'static str,
 }
 
-type LatencyFamily = Family<RouteLabel, Histogram, fn() -> Histogram>;
-
-fn latency_histogram() -> Histogram {
-    // 50 µs to about 1.6 s.
-    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
-}
-
 /// Every metric the host keeps.
 pub struct Metrics {
     registry: Registry,
@@ -103,7 +99,7 @@ pub struct Metrics {
     /// Requests and notifies by route and outcome.
     pub requests: Family<RouteOutcome, Counter>,
     /// Handler latency by route, in seconds.
-    pub latency: LatencyFamily,
+    pub latency: Family<RouteLabel, Latency>,
     /// Pushes queued for clients.
     pub pushes: Counter,
     /// Bytes read from and written to clients.
@@ -150,7 +146,7 @@ impl Default for Metrics {
             "Requests and notifies by route and outcome",
             requests.clone(),
         );
-        let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
+        let latency = Family::<RouteLabel, Latency>::default();
         registry.register(
             "handler_seconds",
             "Handler latency by route",
@@ -238,7 +234,7 @@ impl Metrics {
                 .get_or_create(&RouteLabel {
                     route: route.clone(),
                 })
-                .observe(elapsed.as_secs_f64());
+                .observe(elapsed);
         }
         self.requests
             .get_or_create(&RouteOutcome { route, outcome })
@@ -272,7 +268,7 @@ impl Metrics {
 
     fn count(&self, series: &RouteSeries, outcome: &'static str, elapsed: Option<Duration>) {
         if let Some(elapsed) = elapsed {
-            series.latency.observe(elapsed.as_secs_f64());
+            series.latency.observe(elapsed);
         }
         let cached = match outcome {
             "ok" => Some(&series.ok),
