@@ -6,18 +6,23 @@
 #   bench/cluster.sh [OUT_DIR]        (default target/bench-cluster)
 #
 # Needs nats-server and etcd (cargo xtask test installs them), python3 (to find free ports),
-# target/release/pitaya-host, target/release/pitaya-bench and
-# target/wasm32-wasip2/release/echo.wasm (cargo xtask build; cargo build --release -p pitaya-bench).
+# target/dist/pitaya-host, target/dist/pitaya-bench and
+# target/wasm32-wasip2/release/echo.wasm (cargo xtask build, then
+# cargo build --profile dist -p pitaya-host -p pitaya-bench).
 # Everything listens on 127.0.0.1; each load runs LOAD_SECS (default 10) seconds; every process
 # it started is stopped when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# PROFILE: the cargo profile whose binaries are measured, `dist` (fat LTO, what the figures
+# in docs/performance.md use) unless set; PROFILE=release measures the plain release build.
+PROFILE=${PROFILE:-dist}
+
 OUT=${1:-target/bench-cluster}
 LOAD_SECS=${LOAD_SECS:-10}
 CONNS=${CONNS:-50}
-BENCH=target/release/pitaya-bench
-HOST=target/release/pitaya-host
+BENCH=target/$PROFILE/pitaya-bench
+HOST=target/$PROFILE/pitaya-host
 ECHO=target/wasm32-wasip2/release/echo.wasm
 NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
 for f in "$BENCH" "$HOST" "$ECHO" "$NATS"; do

@@ -6,21 +6,25 @@
 # counts instructions, not time: cache misses and the kernel's part (most of a request's
 # cost) are not in it.
 #
-#   bench/instructions.sh [HOST_BINARY]     (default target/release/pitaya-host)
+#   bench/instructions.sh [HOST_BINARY]     (default target/dist/pitaya-host)
 #
-# Needs valgrind, target/release/pitaya-bench, and target/wasm32-wasip2/release/echo.wasm
-# (cargo xtask build; cargo build --release -p pitaya-bench). Each server runs under callgrind
-# on 127.0.0.1 port 0; 1,000 warm-up requests are not counted, then REQUESTS (default 3,000)
+# Needs valgrind, target/dist/pitaya-bench, and target/wasm32-wasip2/release/echo.wasm
+# (cargo xtask build; cargo build --profile dist -p pitaya-host -p pitaya-bench). Each server
+# runs under callgrind on 127.0.0.1 port 0; 1,000 warm-up requests are not counted, then REQUESTS (default 3,000)
 # requests over 10 connections are; the servers are stopped when it ends. About a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-HOST=${1:-target/release/pitaya-host}
-BENCH=target/release/pitaya-bench
+# PROFILE: the cargo profile whose binaries are measured, `dist` (fat LTO, what the figures
+# in docs/performance.md use) unless set; PROFILE=release measures the plain release build.
+PROFILE=${PROFILE:-dist}
+
+HOST=${1:-target/$PROFILE/pitaya-host}
+BENCH=target/$PROFILE/pitaya-bench
 ECHO=target/wasm32-wasip2/release/echo.wasm
 REQUESTS=${REQUESTS:-3000}
 for f in "$HOST" "$BENCH" "$ECHO"; do
-    [[ -e $f ]] || { echo "missing $f: run cargo xtask build and cargo build --release -p pitaya-bench" >&2; exit 1; }
+    [[ -e $f ]] || { echo "missing $f: run cargo xtask build and cargo build --profile $PROFILE -p pitaya-host -p pitaya-bench" >&2; exit 1; }
 done
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 WORK=$(mktemp -d)

@@ -4,14 +4,19 @@
 #
 #   bench/measure.sh [OUT_DIR]        (default target/bench-results)
 #
-# Needs target/release/pitaya-host, target/release/pitaya-bench and
-# target/wasm32-wasip2/release/echo.wasm (cargo xtask build; cargo build --release -p pitaya-bench).
+# Needs target/dist/pitaya-host, target/dist/pitaya-bench and
+# target/wasm32-wasip2/release/echo.wasm (cargo xtask build, then
+# cargo build --profile dist -p pitaya-host -p pitaya-bench).
 # The three are copied to OUT_DIR/bin first, so a rebuild during the run cannot change what is
 # measured. Everything listens on 127.0.0.1 with port 0; every run is bounded (10 s loads, 20 s
 # holds, one 120 s hold of 19,000 connections, 10 s broadcasts), and the servers it started are
 # stopped by pid when it ends. About 14 minutes in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# PROFILE: the cargo profile whose binaries are measured, `dist` (fat LTO, what the figures
+# in docs/performance.md use) unless set; PROFILE=release measures the plain release build.
+PROFILE=${PROFILE:-dist}
 
 OUT=${1:-target/bench-results}
 LOAD_SECS=${LOAD_SECS:-10}
@@ -20,13 +25,13 @@ IDLE_CONNS=${IDLE_CONNS:-5000}
 BIG_CONNS=${BIG_CONNS:-19000}
 BIG_HOLD_SECS=${BIG_HOLD_SECS:-120}
 BROADCAST_SECS=${BROADCAST_SECS:-10}
-BENCH=target/release/pitaya-bench
-HOST=target/release/pitaya-host
+BENCH=target/$PROFILE/pitaya-bench
+HOST=target/$PROFILE/pitaya-host
 ECHO=target/wasm32-wasip2/release/echo.wasm
 LAB=target/wasm32-wasip2/release/lab.wasm
 mkdir -p "$OUT"
 for f in "$BENCH" "$HOST" "$ECHO" "$LAB"; do
-    [[ -e $f ]] || { echo "missing $f: run cargo xtask build and cargo build --release -p pitaya-bench" >&2; exit 1; }
+    [[ -e $f ]] || { echo "missing $f: run cargo xtask build and cargo build --profile $PROFILE -p pitaya-host -p pitaya-bench" >&2; exit 1; }
 done
 mkdir -p "$OUT/bin"
 cp "$BENCH" "$HOST" "$ECHO" "$LAB" "$OUT/bin/"
@@ -63,7 +68,7 @@ run() {
 {
     date -u; nproc; free -h; uptime
     echo "HEAD $(git rev-parse HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (work tree has changes)')"
-    ls -l --time-style=+%FT%T target/release/pitaya-host target/wasm32-wasip2/release/echo.wasm
+    ls -l --time-style=+%FT%T target/$PROFILE/pitaya-host target/wasm32-wasip2/release/echo.wasm
     sha256sum "$BENCH" "$HOST" "$ECHO"
 } >"$OUT/machine.txt"
 

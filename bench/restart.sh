@@ -15,9 +15,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# PROFILE: the cargo profile whose binaries are measured, `dist` (fat LTO, what the figures
+# in docs/performance.md use) unless set; PROFILE=release measures the plain release build.
+PROFILE=${PROFILE:-dist}
+
 OUT=${1:-target/restart-bench}
 RUNS=${RUNS:-5}
-HOST=target/release/pitaya-host
+HOST=target/$PROFILE/pitaya-host
 WASM=target/wasm32-wasip2/release
 for f in "$HOST" "$WASM"/{echo,chat,tadpole,lab,hostile}.wasm; do
     [[ -e $f ]] || { echo "missing $f: run cargo xtask build" >&2; exit 1; }
