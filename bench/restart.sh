@@ -24,7 +24,7 @@ RUNS=${RUNS:-5}
 HOST=target/$PROFILE/pitaya-host
 WASM=target/wasm32-wasip2/release
 for f in "$HOST" "$WASM"/{echo,chat,tadpole,lab,hostile}.wasm; do
-    [[ -e $f ]] || { echo "missing $f: run cargo xtask build" >&2; exit 1; }
+    [[ -e $f ]] || { echo "missing $f: run cargo xtask build and cargo build --profile $PROFILE -p pitaya-host" >&2; exit 1; }
 done
 mkdir -p "$OUT/gen" "$OUT/bin"
 OUT=$(cd "$OUT" && pwd)
