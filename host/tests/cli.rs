@@ -102,6 +102,38 @@ fn an_invalid_component_is_one_clear_line() -> Result<()> {
 }
 
 #[test]
+fn a_component_built_for_another_contract_version_says_so() -> Result<()> {
+    // The smallest component that names the contract: it imports one interface of 0.1.0.
+    let path = std::env::temp_dir().join(format!(
+        "pitaya-host-old-contract-{}.wasm",
+        std::process::id()
+    ));
+    // In binary: the header, a type section with one empty instance type, and an import
+    // section importing `pitaya:host/log@0.1.0` as that type.
+    let name = b"pitaya:host/log@0.1.0";
+    let mut bytes = b"\0asm\x0d\x00\x01\x00\x07\x03\x01\x42\x00".to_vec();
+    bytes.extend_from_slice(&[0x0a, 5 + name.len() as u8, 0x01, 0x00, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(&[0x05, 0x00]);
+    std::fs::write(&path, bytes)?;
+    let stderr = fails(
+        host()
+            .args(["serve", "--no-cache", "--tcp", "127.0.0.1:0"])
+            .arg(&path),
+    );
+    std::fs::remove_file(&path)?;
+    let stderr = stderr?;
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("built for pitaya:host@0.1.0")
+            && lines[0].contains("rebuild it with this version's guest SDK"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
 fn duplicate_routes_are_refused() -> Result<()> {
     let echo = echo_wasm()?;
     let stderr = fails(

@@ -647,6 +647,22 @@ impl ComponentHandle {
     }
 }
 
+/// The version of the `pitaya:host` WIT package (`wit/pitaya.wit`) this host implements.
+const CONTRACT_VERSION: &str = "0.2.0";
+
+/// The `pitaya:host` version a component was built against, read from the names of its
+/// imports and exports (`pitaya:host/session@0.1.0`), if it names one.
+fn contract_version(component: &Component, engine: &Engine) -> Option<String> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .chain(ty.exports(engine).map(|(name, _)| name));
+    names
+        .filter(|name| name.starts_with("pitaya:host/"))
+        .find_map(|name| name.split_once('@').map(|(_, version)| version.to_owned()))
+}
+
 /// The wasmtime engine and linker shared by every component.
 pub struct Runtime {
     engine: Engine,
@@ -725,6 +741,19 @@ impl Runtime {
             None => Component::new(&self.engine, &bytes),
         }
         .map_err(invalid)?;
+        // Checked first: wasmtime would fail on whichever import or export it meets first
+        // that changed, with a message about that one function, or not until instantiation.
+        if let Some(built_for) = contract_version(&component, &self.engine)
+            && built_for != CONTRACT_VERSION
+        {
+            return Err(LoadError::Invalid {
+                path: path.to_owned(),
+                reason: format!(
+                    "built for pitaya:host@{built_for}, and this host speaks \
+                     pitaya:host@{CONTRACT_VERSION}: rebuild it with this version's guest SDK"
+                ),
+            });
+        }
         let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
         let start_error = |reason| LoadError::Start {
             path: path.to_owned(),
@@ -946,4 +975,40 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_version_is_the_wit_packages() {
+        let wit = include_str!("../../../wit/pitaya.wit");
+        assert!(wit.contains(&format!("package pitaya:host@{CONTRACT_VERSION};")));
+    }
+
+    /// The binary of a component that imports one empty instance named `name` (the `wat`
+    /// text format is not compiled into this host's wasmtime).
+    fn component_importing(name: &str) -> Vec<u8> {
+        let name = name.as_bytes();
+        let mut import = vec![0x01, 0x00, u8::try_from(name.len()).expect("short name")];
+        import.extend_from_slice(name);
+        import.extend_from_slice(&[0x05, 0x00]);
+        let mut bytes = b"\0asm\x0d\x00\x01\x00".to_vec();
+        bytes.extend_from_slice(&[0x07, 0x03, 0x01, 0x42, 0x00]);
+        bytes.extend_from_slice(&[0x0a, u8::try_from(import.len()).expect("short section")]);
+        bytes.extend_from_slice(&import);
+        bytes
+    }
+
+    #[test]
+    fn a_components_contract_version_is_read_from_its_imports() {
+        let engine = Engine::default();
+        let old = Component::new(&engine, component_importing("pitaya:host/log@0.1.0"))
+            .expect("a valid component");
+        assert_eq!(contract_version(&old, &engine).as_deref(), Some("0.1.0"));
+        let unrelated = Component::new(&engine, component_importing("other:pkg/x@9.9.9"))
+            .expect("a valid component");
+        assert_eq!(contract_version(&unrelated, &engine), None);
+    }
 }
