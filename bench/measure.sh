@@ -37,24 +37,8 @@ mkdir -p "$OUT/bin"
 cp "$BENCH" "$HOST" "$ECHO" "$LAB" "$OUT/bin/"
 BENCH=$OUT/bin/pitaya-bench HOST=$OUT/bin/pitaya-host ECHO=$OUT/bin/echo.wasm LAB=$OUT/bin/lab.wasm
 
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-# start NAME CMD...: starts a server, waits (at most 20 s) for its first URL line, sets URL and PID.
-start() {
-    local name=$1; shift
-    "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" &
-    PID=$!
-    PIDS+=("$PID")
-    for _ in $(seq 200); do
-        URL=$(grep -m1 -E '^(tcp|ws)://' "$OUT/$name.stdout" || true)
-        [[ -n $URL ]] && return 0
-        sleep 0.1
-    done
-    echo "$name did not print its address; see $OUT/$name.stderr" >&2
-    exit 1
-}
+# start, cleanup and PIDS.
+source bench/servers.sh
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
