@@ -296,17 +296,9 @@ impl Metrics {
         };
     }
 
+    /// The series of a route [`Self::served`] did not find; another thread may have added it
+    /// since, which the entry below keeps.
     fn route_series(&self, component: &str, handler: &str) -> Arc<RouteSeries> {
-        let found = self
-            .routes
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(component)
-            .and_then(|handlers| handlers.get(handler))
-            .cloned();
-        if let Some(series) = found {
-            return series;
-        }
         let route = format!("{component}.{handler}");
         let latency = self
             .latency

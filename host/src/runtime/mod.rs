@@ -367,15 +367,14 @@ impl<F: Future + Send + 'static> ToTheEnd<F> {
     /// Starts `call`, in the allocation of the last one when that has finished.
     pub(crate) fn start(&mut self, call: F) {
         match self.call.as_mut() {
-            Some(spent) if !self.running => spent.set(call),
-            _ => {
-                // Nothing to reuse, or (a caller's bug) a call still running: that one is
-                // dropped, which runs it to its end on its own.
-                let running = std::mem::replace(self, to_the_end(call));
-                drop(running);
+            Some(spent) if !self.running => {
+                spent.set(call);
+                self.running = true;
             }
+            // Nothing to reuse, or (a caller's bug) a call still running: the old value is
+            // dropped, which runs such a call to its end on its own.
+            _ => *self = to_the_end(call),
         }
-        self.running = true;
     }
 
     /// Gives the allocation back while no call runs (an idle connection keeps none).
