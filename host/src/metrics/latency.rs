@@ -1,6 +1,7 @@
 //! Handler latency as a Prometheus histogram that a request records with two relaxed atomic
 //! additions: no lock, and no search of the bucket bounds, which are powers of two so that the
-//! bucket is computed.
+//! bucket is computed. Each thread adds to counts of its own (see [`super::striped`]),
+//! summed when scraped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,8 @@ use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
+use super::striped::{Padded, STRIPES, stripe};
+
 /// The first bucket's upper bound: 50 µs.
 const FIRST_BOUND_NANOS: u64 = 50_000;
 /// Buckets with an upper bound, 50 µs × 2^i for i below this (the last is about 1.6 s); one
@@ -18,7 +21,7 @@ const BOUNDED: usize = 16;
 
 /// A latency histogram; clones share their counts.
 #[derive(Clone, Debug, Default)]
-pub struct Latency(Arc<Counts>);
+pub struct Latency(Arc<[Padded<Counts>; STRIPES]>);
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -33,8 +36,9 @@ impl Latency {
     /// Records one call that took `elapsed`.
     pub fn observe(&self, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.0.buckets[bucket(nanos)].fetch_add(1, Ordering::Relaxed);
-        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let counts = &self.0[stripe()].0;
+        counts.buckets[bucket(nanos)].fetch_add(1, Ordering::Relaxed);
+        counts.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 }
 
@@ -59,12 +63,18 @@ impl EncodeMetric for Latency {
         // `exponential_buckets(0.000_05, 2.0, 16)` writes.
         let bounds = exponential_buckets(FIRST_BOUND_NANOS as f64 / 1e9, 2.0, BOUNDED as u16)
             .chain(std::iter::once(f64::INFINITY));
+        let total = |read: &dyn Fn(&Counts) -> &AtomicU64| {
+            self.0
+                .iter()
+                .map(|stripe| read(&stripe.0).load(Ordering::Relaxed))
+                .fold(0, u64::wrapping_add)
+        };
         let buckets: Vec<(f64, u64)> = bounds
-            .zip(&self.0.buckets)
-            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
+            .enumerate()
+            .map(|(i, bound)| (bound, total(&|counts| &counts.buckets[i])))
             .collect();
         let count = buckets.iter().map(|(_, count)| count).sum();
-        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = total(&|counts| &counts.sum_nanos) as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 
@@ -118,6 +128,24 @@ mod tests {
         let theirs_text = text(&|r| r.register("latency", "x", theirs.clone()));
         assert_eq!(ours_text, theirs_text);
         assert!(ours_text.contains("latency_count 6"), "{ours_text}");
+        // Observed from more threads than there are stripes: every stripe is summed.
+        std::thread::scope(|scope| {
+            for _ in 0..STRIPES + 1 {
+                scope.spawn(|| {
+                    ours.observe(Duration::from_secs_f64(0.001_953_125));
+                    ours.observe(Duration::ZERO);
+                });
+                theirs.observe(0.001_953_125);
+                theirs.observe(0.0);
+            }
+        });
+        let ours_text = text(&|r| r.register("latency", "x", ours.clone()));
+        let theirs_text = text(&|r| r.register("latency", "x", theirs.clone()));
+        assert_eq!(ours_text, theirs_text);
+        assert!(
+            ours_text.contains(&format!("latency_count {}", 6 + 2 * (STRIPES + 1))),
+            "{ours_text}"
+        );
         // And as a family, the way the host registers it.
         let family = Family::<Vec<(String, String)>, Latency>::default();
         family

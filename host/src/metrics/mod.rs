@@ -16,8 +16,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 mod latency;
+mod striped;
 
 pub use latency::Latency;
+use striped::{Padded, STRIPES, stripe};
+pub use striped::{Striped, StripedCounter};
 
 /// A route and how its call ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,8 +74,8 @@ pub struct Reason {
 struct RouteSeries {
     route: String,
     latency: Latency,
-    ok: OnceLock<Counter>,
-    error: OnceLock<Counter>,
+    ok: OnceLock<StripedCounter>,
+    error: OnceLock<StripedCounter>,
 }
 
 /// A service the cluster depends on.
@@ -89,6 +92,9 @@ pub struct ForwardOutcome {
     pub outcome: &'static str,
 }
 
+/// Served routes' series: component name, then handler name.
+type RouteMap = FxHashMap<String, FxHashMap<String, Arc<RouteSeries>>>;
+
 /// Every metric the host keeps.
 pub struct Metrics {
     registry: Registry,
@@ -97,13 +103,13 @@ pub struct Metrics {
     /// Handshakes by outcome.
     pub handshakes: Family<HandshakeOutcome, Counter>,
     /// Requests and notifies by route and outcome.
-    pub requests: Family<RouteOutcome, Counter>,
+    pub requests: Family<RouteOutcome, StripedCounter>,
     /// Handler latency by route, in seconds.
     pub latency: Family<RouteLabel, Latency>,
     /// Pushes queued for clients.
-    pub pushes: Counter,
+    pub pushes: StripedCounter,
     /// Bytes read from and written to clients.
-    pub bytes: Family<Direction, Counter>,
+    pub bytes: Family<Direction, StripedCounter>,
     /// Instances replaced after a trap or timeout, by component.
     pub restarts: Family<ComponentLabel, Counter>,
     /// Linear memory of each component's current instance, in bytes.
@@ -120,11 +126,13 @@ pub struct Metrics {
     pub forwards: Family<ForwardOutcome, Counter>,
     /// Whether the host is serving (components loaded, listeners bound, not shutting down).
     pub ready: AtomicBool,
-    bytes_in: OnceLock<Counter>,
-    bytes_out: OnceLock<Counter>,
+    bytes_in: OnceLock<StripedCounter>,
+    bytes_out: OnceLock<StripedCounter>,
     /// Component name, then handler name. Only served routes are keys (clients cannot add
-    /// any), so a fast hash is safe here, and it is looked up for every request.
-    routes: RwLock<FxHashMap<String, FxHashMap<String, Arc<RouteSeries>>>>,
+    /// any), so a fast hash is safe here, and it is looked up for every request. One copy per
+    /// stripe, so that the read lock a request takes is on its own thread's cache line; the
+    /// first is the one a new series is added to first.
+    routes: [Padded<RwLock<RouteMap>>; STRIPES],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -140,7 +148,7 @@ impl Default for Metrics {
         registry.register("sessions", "Sessions connected", sessions.clone());
         let handshakes = Family::<HandshakeOutcome, Counter>::default();
         registry.register("handshakes", "Handshakes by outcome", handshakes.clone());
-        let requests = Family::<RouteOutcome, Counter>::default();
+        let requests = Family::<RouteOutcome, StripedCounter>::default();
         registry.register(
             "requests",
             "Requests and notifies by route and outcome",
@@ -152,9 +160,9 @@ impl Default for Metrics {
             "Handler latency by route",
             latency.clone(),
         );
-        let pushes = Counter::default();
+        let pushes = StripedCounter::default();
         registry.register("pushes", "Pushes queued for clients", pushes.clone());
-        let bytes = Family::<Direction, Counter>::default();
+        let bytes = Family::<Direction, StripedCounter>::default();
         registry.register(
             "bytes",
             "Bytes read from and written to clients",
@@ -220,7 +228,7 @@ impl Default for Metrics {
             ready: AtomicBool::new(false),
             bytes_in: OnceLock::new(),
             bytes_out: OnceLock::new(),
-            routes: RwLock::default(),
+            routes: Default::default(),
         }
     }
 }
@@ -253,8 +261,8 @@ impl Metrics {
         // Counted under the read lock: no clone of the series' Arc (two atomic operations on
         // a cache line every worker thread shares) for every request.
         {
-            let routes = self
-                .routes
+            let routes = self.routes[stripe()]
+                .0
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Some(series) = routes.get(component).and_then(|h| h.get(handler)) {
@@ -296,8 +304,9 @@ impl Metrics {
         };
     }
 
-    /// The series of a route [`Self::served`] did not find; another thread may have added it
-    /// since, which the entry below keeps.
+    /// The series of a route [`Self::served`] did not find in its thread's copy of the map.
+    /// The first copy decides: another thread may have added the series since, which its
+    /// entry keeps, and the caller's copy then learns it.
     fn route_series(&self, component: &str, handler: &str) -> Arc<RouteSeries> {
         let route = format!("{component}.{handler}");
         let latency = self
@@ -306,23 +315,28 @@ impl Metrics {
                 route: route.clone(),
             })
             .clone();
-        let mut routes = self
-            .routes
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        routes
-            .entry(component.to_owned())
-            .or_default()
-            .entry(handler.to_owned())
-            .or_insert_with(|| {
-                Arc::new(RouteSeries {
-                    route,
-                    latency,
-                    ok: OnceLock::new(),
-                    error: OnceLock::new(),
-                })
+        let insert = |copy: &RwLock<RouteMap>, series: &dyn Fn() -> Arc<RouteSeries>| {
+            copy.write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .entry(component.to_owned())
+                .or_default()
+                .entry(handler.to_owned())
+                .or_insert_with(series)
+                .clone()
+        };
+        let series = insert(&self.routes[0].0, &|| {
+            Arc::new(RouteSeries {
+                route: route.clone(),
+                latency: latency.clone(),
+                ok: OnceLock::new(),
+                error: OnceLock::new(),
             })
-            .clone()
+        });
+        let mine = stripe();
+        if mine != 0 {
+            insert(&self.routes[mine].0, &|| series.clone());
+        }
+        series
     }
 
     /// Records whether a cluster service is reachable.
