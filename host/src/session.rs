@@ -112,6 +112,9 @@ pub struct Session {
     close_waker: AtomicWaker,
     /// Indices of the components this session has called, so each hears of its close.
     components_seen: Mutex<Vec<usize>>,
+    /// Bit i set: component i (below 64) is in `components_seen`. Read on every request, so
+    /// that a session calling a component it called before takes no lock.
+    components_seen_bits: AtomicU64,
     /// The groups the session was added to, so it leaves them when it closes.
     groups: Mutex<Vec<String>>,
 }
@@ -265,11 +268,22 @@ impl Session {
 
     /// Records that the session called component `index`; true the first time.
     pub fn note_component(&self, index: usize) -> bool {
+        let bit = u32::try_from(index)
+            .ok()
+            .and_then(|index| 1u64.checked_shl(index));
+        if let Some(bit) = bit
+            && self.components_seen_bits.load(Ordering::Relaxed) & bit != 0
+        {
+            return false;
+        }
         let mut seen = lock(&self.components_seen);
         if seen.contains(&index) {
             false
         } else {
             seen.push(index);
+            if let Some(bit) = bit {
+                self.components_seen_bits.fetch_or(bit, Ordering::Relaxed);
+            }
             true
         }
     }
@@ -372,6 +386,7 @@ impl Registry {
             overflowed: AtomicBool::new(false),
             close_waker: AtomicWaker::new(),
             components_seen: Mutex::new(Vec::new()),
+            components_seen_bits: AtomicU64::new(0),
             groups: Mutex::new(Vec::new()),
         })
     }
@@ -508,6 +523,16 @@ mod tests {
             SendQueue::new(capacity, usize::MAX),
         );
         (registry, session)
+    }
+
+    #[test]
+    fn each_component_called_is_noted_once_whatever_its_index() {
+        let (_registry, session) = registry_with_session(4);
+        for index in [3, 0, 63, 64, 200] {
+            assert!(session.note_component(index), "first call of {index}");
+            assert!(!session.note_component(index), "second call of {index}");
+        }
+        assert_eq!(session.components_seen(), [3, 0, 63, 64, 200]);
     }
 
     #[test]
