@@ -77,6 +77,7 @@ pub mod runtime;
 pub mod send_queue;
 pub mod server;
 pub mod session;
+mod striped;
 pub mod transport;
 
 pub use pitaya_protocol as protocol;

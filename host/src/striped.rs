@@ -1,9 +1,11 @@
-//! Counts that every worker thread adds to on every request, kept per thread and summed only
-//! when scraped: an atomic add on a cache line that another core wrote last waits for that line
-//! to move, and a request made several such adds.
+//! State that every worker thread touches on every request, kept per thread: counts summed only
+//! when scraped, and read-mostly values copied per thread. An atomic write on a cache line that
+//! another core wrote last (an add, or taking a read lock) waits for that line to move, and a
+//! request made several such writes.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use prometheus_client::metrics::counter::{Atomic, Counter};
 
@@ -59,6 +61,47 @@ impl Atomic<u64> for Striped {
 /// A Prometheus counter whose additions stay on the adding thread's cache lines.
 pub type StripedCounter = Counter<u64, Striped>;
 
+/// A value read on every request and changed rarely (a reload, a route first served): one copy
+/// per stripe, so that a reader takes a read lock on its own thread's cache line. Every change
+/// is made to all copies while holding all their locks, so the copies never disagree.
+#[derive(Debug)]
+pub(crate) struct ReadMostly<T>([Padded<RwLock<T>>; STRIPES]);
+
+impl<T: Clone> ReadMostly<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self(std::array::from_fn(|_| Padded(RwLock::new(value.clone()))))
+    }
+}
+
+impl<T: Clone + Default> Default for ReadMostly<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T> ReadMostly<T> {
+    /// The calling thread's copy.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, T> {
+        self.0[stripe()]
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies `change` to every copy. The locks are taken in stripe order, so two changes
+    /// cannot deadlock.
+    pub(crate) fn update(&self, mut change: impl FnMut(&mut T)) {
+        let mut copies: Vec<_> = self
+            .0
+            .iter()
+            .map(|copy| copy.0.write().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        for copy in &mut copies {
+            change(copy);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +120,18 @@ mod tests {
             }
         });
         assert_eq!(counter.get(), (STRIPES as u64 + 3) * 1005);
+    }
+
+    #[test]
+    fn every_thread_reads_the_latest_change() {
+        let value = ReadMostly::new(vec![1]);
+        value.update(|copy| copy.push(2));
+        std::thread::scope(|scope| {
+            for _ in 0..STRIPES + 1 {
+                scope.spawn(|| assert_eq!(*value.read(), [1, 2]));
+            }
+        });
+        assert_eq!(*value.read(), [1, 2]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Handler latency as a Prometheus histogram that a request records with two relaxed atomic
 //! additions: no lock, and no search of the bucket bounds, which are powers of two so that the
-//! bucket is computed. Each thread adds to counts of its own (see [`super::striped`]),
+//! bucket is computed. Each thread adds to counts of its own (see [`crate::striped`]),
 //! summed when scraped.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-use super::striped::{Padded, STRIPES, stripe};
+use crate::striped::{Padded, STRIPES, stripe};
 
 /// The first bucket's upper bound: 50 µs.
 const FIRST_BOUND_NANOS: u64 = 50_000;

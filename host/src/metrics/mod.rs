@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -16,11 +16,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 mod latency;
-mod striped;
 
+use crate::striped::ReadMostly;
+pub use crate::striped::{Striped, StripedCounter};
 pub use latency::Latency;
-use striped::{Padded, STRIPES, stripe};
-pub use striped::{Striped, StripedCounter};
 
 /// A route and how its call ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -129,10 +128,8 @@ pub struct Metrics {
     bytes_in: OnceLock<StripedCounter>,
     bytes_out: OnceLock<StripedCounter>,
     /// Component name, then handler name. Only served routes are keys (clients cannot add
-    /// any), so a fast hash is safe here, and it is looked up for every request. One copy per
-    /// stripe, so that the read lock a request takes is on its own thread's cache line; the
-    /// first is the one a new series is added to first.
-    routes: [Padded<RwLock<RouteMap>>; STRIPES],
+    /// any), so a fast hash is safe here, and it is looked up for every request.
+    routes: ReadMostly<RouteMap>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -261,10 +258,7 @@ impl Metrics {
         // Counted under the read lock: no clone of the series' Arc (two atomic operations on
         // a cache line every worker thread shares) for every request.
         {
-            let routes = self.routes[stripe()]
-                .0
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let routes = self.routes.read();
             if let Some(series) = routes.get(component).and_then(|h| h.get(handler)) {
                 self.count(series, outcome, elapsed);
                 return;
@@ -304,9 +298,8 @@ impl Metrics {
         };
     }
 
-    /// The series of a route [`Self::served`] did not find in its thread's copy of the map.
-    /// The first copy decides: another thread may have added the series since, which its
-    /// entry keeps, and the caller's copy then learns it.
+    /// The series of a route [`Self::served`] did not find. Another thread may have added it
+    /// since: the entry keeps that one.
     fn route_series(&self, component: &str, handler: &str) -> Arc<RouteSeries> {
         let route = format!("{component}.{handler}");
         let latency = self
@@ -315,28 +308,22 @@ impl Metrics {
                 route: route.clone(),
             })
             .clone();
-        let insert = |copy: &RwLock<RouteMap>, series: &dyn Fn() -> Arc<RouteSeries>| {
-            copy.write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        let new = Arc::new(RouteSeries {
+            route,
+            latency,
+            ok: OnceLock::new(),
+            error: OnceLock::new(),
+        });
+        let mut kept = None;
+        self.routes.update(|copy| {
+            let series = copy
                 .entry(component.to_owned())
                 .or_default()
                 .entry(handler.to_owned())
-                .or_insert_with(series)
-                .clone()
-        };
-        let series = insert(&self.routes[0].0, &|| {
-            Arc::new(RouteSeries {
-                route: route.clone(),
-                latency: latency.clone(),
-                ok: OnceLock::new(),
-                error: OnceLock::new(),
-            })
+                .or_insert_with(|| new.clone());
+            kept.get_or_insert_with(|| series.clone());
         });
-        let mine = stripe();
-        if mine != 0 {
-            insert(&self.routes[mine].0, &|| series.clone());
-        }
-        series
+        kept.unwrap_or(new)
     }
 
     /// Records whether a cluster service is reachable.

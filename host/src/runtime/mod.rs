@@ -27,7 +27,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,6 +39,7 @@ use wasmtime::{Config, Engine};
 
 use crate::group::Groups;
 use crate::session::{Registry, SessionId};
+use crate::striped::ReadMostly;
 use bindings::Game;
 pub use bindings::HandlerKind;
 use cache::CompileCache;
@@ -536,8 +537,8 @@ pub struct ComponentHandle {
     shared: Arc<ComponentShared>,
     /// One per instance, never empty.
     shards: Vec<Arc<Shard>>,
-    /// Replaced by a reload.
-    declared: RwLock<Declared>,
+    /// Replaced by a reload. Read for every request (the handler's kind): a copy per thread.
+    declared: ReadMostly<Declared>,
     /// The file it was loaded from.
     pub path: PathBuf,
     /// Its position in load order.
@@ -553,12 +554,13 @@ impl ComponentHandle {
 
     /// Its handlers, as declared by `info`.
     pub fn handlers(&self) -> Vec<HandlerSpec> {
-        read(&self.declared).handlers.clone()
+        self.declared.read().handlers.clone()
     }
 
     /// The kind of handler `name`, if the component serves it.
     pub fn handler_kind(&self, name: &str) -> Option<HandlerKind> {
-        read(&self.declared)
+        self.declared
+            .read()
             .handlers
             .iter()
             .find(|h| h.name == name)
@@ -567,7 +569,7 @@ impl ComponentHandle {
 
     /// Whether the component wants to validate handshakes.
     pub fn validates_handshake(&self) -> bool {
-        read(&self.declared).validates_handshake
+        self.declared.read().validates_handshake
     }
 
     /// The shard that serves `session`. Ids are handed out in sequence, so the remainder
@@ -856,7 +858,7 @@ impl Runtime {
             Ok(ComponentHandle {
                 shared,
                 shards,
-                declared: RwLock::new(declared),
+                declared: ReadMostly::new(declared),
                 path,
                 index,
                 spec,
@@ -913,7 +915,7 @@ impl Runtime {
                 return Err(LoadError::Handover { path, reason });
             }
         }
-        *write(&handle.declared) = declared;
+        handle.declared.update(|copy| *copy = declared.clone());
         for (slot, instance) in slots.iter_mut().zip(instances) {
             // The old instance goes, and its timers with it.
             **slot = Some(instance);
@@ -965,15 +967,6 @@ impl Runtime {
             Ok(DirectInstance(instance))
         })
     }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
