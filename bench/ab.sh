@@ -11,7 +11,9 @@
 # ws) are read from the environment. Needs python3, target/dist/pitaya-host,
 # target/dist/pitaya-bench and target/wasm32-wasip2/release/echo.wasm (cargo xtask build, then
 # cargo build --profile dist -p pitaya-host -p pitaya-bench). Both servers listen on 127.0.0.1
-# port 0 and are stopped when it ends; one JSON file per load is kept in OUT_DIR.
+# port 0 and are stopped when it ends; one JSON file per load is kept in OUT_DIR, and what is
+# printed is also written to OUT_DIR/summary.txt. BENCH, HOST and ECHO name other binaries to
+# measure (measure.sh passes its copies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,9 +27,9 @@ CONNECTIONS=${CONNECTIONS:-50}
 IN_FLIGHT=${IN_FLIGHT:-1}
 SECS=${SECS:-5}
 TRANSPORT=${TRANSPORT:-tcp}
-BENCH=target/$PROFILE/pitaya-bench
-HOST=target/$PROFILE/pitaya-host
-ECHO=target/wasm32-wasip2/release/echo.wasm
+BENCH=${BENCH:-target/$PROFILE/pitaya-bench}
+HOST=${HOST:-target/$PROFILE/pitaya-host}
+ECHO=${ECHO:-target/wasm32-wasip2/release/echo.wasm}
 for f in "$BENCH" "$HOST" "$ECHO"; do
     [[ -e $f ]] || { echo "missing $f: run cargo xtask build and cargo build --profile $PROFILE -p pitaya-host -p pitaya-bench" >&2; exit 1; }
 done
@@ -62,7 +64,7 @@ for round in $(seq "$ROUNDS"); do
     else load host "$round"; load floor "$round"; fi
 done
 
-python3 - "$OUT" "$ROUNDS" <<'EOF'
+python3 - "$OUT" "$ROUNDS" <<'EOF' | tee "$OUT/summary.txt"
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 rows = {side: [json.load(open(f"{out}/{side}-{r}.json")) for r in range(1, rounds + 1)]

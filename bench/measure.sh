@@ -8,9 +8,11 @@
 # target/wasm32-wasip2/release/echo.wasm (cargo xtask build, then
 # cargo build --profile dist -p pitaya-host -p pitaya-bench).
 # The three are copied to OUT_DIR/bin first, so a rebuild during the run cannot change what is
-# measured. Everything listens on 127.0.0.1 with port 0; every run is bounded (10 s loads, 20 s
-# holds, one 120 s hold of 19,000 connections, 10 s broadcasts), and the servers it started are
-# stopped by pid when it ends. About 14 minutes in all.
+# measured. Each echo load runs as ROUNDS (default 6) alternating rounds of LOAD_SECS (5 s) on
+# the floor and on the host, through bench/ab.sh (one directory per shape, with its
+# summary.txt of medians). Everything listens on 127.0.0.1 with port 0; every run is bounded
+# (5 s loads, 20 s holds, one 120 s hold of 19,000 connections, 10 s broadcasts), and the
+# servers it started are stopped by pid when it ends. About 20 minutes in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +21,8 @@ cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-dist}
 
 OUT=${1:-target/bench-results}
-LOAD_SECS=${LOAD_SECS:-10}
+LOAD_SECS=${LOAD_SECS:-5}
+ROUNDS=${ROUNDS:-6}
 HOLD_SECS=${HOLD_SECS:-20}
 IDLE_CONNS=${IDLE_CONNS:-5000}
 BIG_CONNS=${BIG_CONNS:-19000}
@@ -58,22 +61,15 @@ run() {
 
 ulimit -n "$(ulimit -Hn)"
 
+# Echo loads: alternating rounds with the floor, medians in each shape's summary.txt.
 for transport in tcp ws; do
-    start "floor-$transport" "$BENCH" floor --listen 127.0.0.1:0 $([[ $transport == ws ]] && echo --ws) --lifetime 900
-    FLOOR_URL=$URL FLOOR_PID=$PID
-    start "host-$transport" "$HOST" serve "--$transport" 127.0.0.1:0 "$ECHO"
-    HOST_URL=$URL HOST_PID=$PID
-    echo "floor $FLOOR_URL (pid $FLOOR_PID)  host $HOST_URL (pid $HOST_PID)" | tee -a "$OUT/commands.txt"
     for shape in "50 1" "500 1" "50 16"; do
         read -r c n <<<"$shape"
-        for side in floor host; do
-            if [[ $side == floor ]]; then url=$FLOOR_URL pid=$FLOOR_PID; else url=$HOST_URL pid=$HOST_PID; fi
-            run "load-$transport-c$c-n$n-$side" load --url "$url" --connections "$c" --in-flight "$n" \
-                --route echo.echo --body '{"a":1}' --duration "$LOAD_SECS" --server-pid "$pid"
-        done
+        dir=$OUT/load-$transport-c$c-n$n
+        echo "+ [$(date -u +%T)] ROUNDS=$ROUNDS CONNECTIONS=$c IN_FLIGHT=$n SECS=$LOAD_SECS TRANSPORT=$transport bench/ab.sh $dir" | tee -a "$OUT/commands.txt"
+        ROUNDS=$ROUNDS CONNECTIONS=$c IN_FLIGHT=$n SECS=$LOAD_SECS TRANSPORT=$transport \
+            BENCH=$BENCH HOST=$HOST ECHO=$ECHO bench/ab.sh "$dir"
     done
-    stop "$HOST_PID"
-    stop "$FLOOR_PID"
 done
 
 # Idle: fresh servers, so that the memory before the connections is the server's resting size.
