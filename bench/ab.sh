@@ -3,7 +3,7 @@
 # than one long run each on a shared machine, where the speed of the cores drifts from minute to
 # minute (docs/performance.md, run t4). Each round loads both servers, in an order that flips
 # from round to round, so that drift falls on both alike; the medians of the rounds and their
-# ratios are printed.
+# ratios are printed, with each round's own ratios and their median.
 #
 #   bench/ab.sh [OUT_DIR]     (default target/ab-results)
 #
@@ -73,11 +73,13 @@ def figures(run):
     return (run["requests_per_sec"], run["server"]["cpu_us_per_request"],
             run["latency"]["p99_us"] / 1000, run["errors"])
 print(f"{'round':>5} {'floor req/s':>12} {'host req/s':>11} {'floor µs':>9} {'host µs':>8}"
-      f" {'floor p99':>10} {'host p99':>9}")
+      f" {'floor p99':>10} {'host p99':>9} {'req x':>6} {'CPU x':>6}")
+ratios = []
 for r in range(rounds):
     f, h = figures(rows["floor"][r]), figures(rows["host"][r])
+    ratios.append((h[0] / f[0], h[1] / f[1], h[2] / f[2]))
     print(f"{r + 1:>5} {f[0]:>12,.0f} {h[0]:>11,.0f} {f[1]:>9.2f} {h[1]:>8.2f}"
-          f" {f[2]:>8.2f}ms {h[2]:>7.2f}ms")
+          f" {f[2]:>8.2f}ms {h[2]:>7.2f}ms {ratios[-1][0]:>6.2f} {ratios[-1][1]:>6.2f}")
 med = {side: [statistics.median(figures(run)[i] for run in rows[side]) for i in range(3)]
        for side in rows}
 errors = sum(figures(run)[3] for side in rows for run in rows[side])
@@ -86,4 +88,9 @@ print(f"median: floor {med['floor'][0]:,.0f} req/s at {med['floor'][1]:.2f} µs,
       f" p99 {med['host'][2]:.2f} ms")
 print(f"host / floor: {med['host'][0] / med['floor'][0]:.2f}x the requests,"
       f" {med['host'][1] / med['floor'][1]:.2f}x the CPU per request; errors {errors}")
+# The two loads of a round ran back to back, so a round's own ratio is the least touched by
+# the machine's drift; their median can differ from the ratio of the medians above.
+print(f"median of the rounds' ratios: {statistics.median(x[0] for x in ratios):.2f}x the"
+      f" requests, {statistics.median(x[1] for x in ratios):.2f}x the CPU per request,"
+      f" {statistics.median(x[2] for x in ratios):.2f}x the p99")
 EOF
