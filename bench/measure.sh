@@ -12,7 +12,7 @@
 # the floor and on the host, through bench/ab.sh (one directory per shape, with its
 # summary.txt of medians). Everything listens on 127.0.0.1 with port 0; every run is bounded
 # (5 s loads, 20 s holds, one 120 s hold of 19,000 connections, 10 s broadcasts), and the
-# servers it started are stopped by pid when it ends. About 20 minutes in all.
+# servers it started are stopped by pid when it ends. About 14 minutes in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
