@@ -352,7 +352,9 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts traffic.
+    /// Counts traffic. Inlined, so that the direction, a constant at every call, picks its
+    /// counter at compile time: out of line it was about 30 instructions a call, twice a request.
+    #[inline]
     pub fn bytes(&self, direction: &'static str, n: usize) {
         let slot = match direction {
             "in" => &self.bytes_in,
