@@ -95,7 +95,9 @@ pub enum BindError {
 pub struct Session {
     id: SessionId,
     remote: SocketAddr,
-    handshake: ClientHandshake,
+    /// The client's handshake as components receive it, `{"sys":…,"user":…}`. Kept as text:
+    /// parsed JSON values cost several times the bytes, on every idle connection.
+    handshake: Box<str>,
     uid: Mutex<Option<String>>,
     /// Values are JSON text by SDK convention; the host does not look inside.
     data: Mutex<HashMap<String, String>>,
@@ -130,8 +132,9 @@ impl Session {
         self.remote
     }
 
-    /// What the client sent in its handshake.
-    pub fn handshake(&self) -> &ClientHandshake {
+    /// What the client sent in its handshake, as the JSON object `{"sys":…,"user":…}` that
+    /// handshake validators and `session.handshake` receive.
+    pub fn handshake(&self) -> &str {
         &self.handshake
     }
 
@@ -377,7 +380,7 @@ impl Registry {
         Arc::new(Session {
             id,
             remote,
-            handshake,
+            handshake: handshake_json(handshake),
             uid: Mutex::new(None),
             data: Mutex::new(HashMap::new()),
             outbound: queue,
@@ -494,6 +497,16 @@ impl Registry {
     }
 }
 
+/// The handshake as the JSON text components receive: an object of `sys` and `user`.
+fn handshake_json(handshake: ClientHandshake) -> Box<str> {
+    let mut object = serde_json::Map::new();
+    object.insert("sys".into(), handshake.sys);
+    object.insert("user".into(), handshake.user);
+    serde_json::Value::Object(object)
+        .to_string()
+        .into_boxed_str()
+}
+
 // A poisoned lock only means another thread panicked while holding it; the maps stay usable,
 // and a host that keeps serving is worth more than one that cascades the panic.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -523,6 +536,23 @@ mod tests {
             SendQueue::new(capacity, usize::MAX),
         );
         (registry, session)
+    }
+
+    #[test]
+    fn the_handshake_is_kept_as_the_json_components_receive() {
+        let (_registry, empty) = registry_with_session(4);
+        assert_eq!(empty.handshake(), r#"{"sys":{},"user":{}}"#);
+        let sent = br#"{"user":{"token":"t","n":[1,2]},"sys":{"platform":"unity","libVersion":"0.3.5"},"extra":1}"#;
+        let handshake = pitaya_protocol::parse_client_handshake(sent).unwrap();
+        let session = Registry::default().create(
+            "127.0.0.1:1".parse().unwrap(),
+            handshake,
+            SendQueue::new(4, usize::MAX),
+        );
+        assert_eq!(
+            session.handshake(),
+            r#"{"sys":{"libVersion":"0.3.5","platform":"unity"},"user":{"n":[1,2],"token":"t"}}"#
+        );
     }
 
     #[test]

@@ -189,8 +189,7 @@ impl session::Host for HostState {
         if session.is_remote() {
             return None;
         }
-        let handshake = session.handshake();
-        Some(serde_json::json!({ "sys": handshake.sys, "user": handshake.user }).to_string())
+        Some(session.handshake().to_owned())
     }
 }
 

@@ -576,11 +576,11 @@ async fn validate(shared: &Shared, session: &Session) -> Result<(), String> {
     if validators.is_empty() {
         return Ok(());
     }
-    let handshake = session.handshake();
-    let json = serde_json::json!({ "sys": handshake.sys, "user": handshake.user }).to_string();
     for component in validators {
         session.note_component(component.index);
-        component.validate(session.id(), json.clone()).await?;
+        component
+            .validate(session.id(), session.handshake().to_owned())
+            .await?;
     }
     Ok(())
 }
