@@ -7,7 +7,7 @@
 //! connection costs one task, not two plus a channel.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -130,91 +130,103 @@ pub(super) async fn accept_loop(listener: TcpListener, kind: TransportKind, shar
             None => None,
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_stream(shared.clone(), stream, peer, kind, permit));
+        // A plain TCP connection has no handshake before `drive`: its task is `drive` alone,
+        // the smallest an idle connection can be.
+        if kind == TransportKind::Tcp && shared.tls.is_none() {
+            tokio::spawn(drive(shared.clone(), Link::Tcp(stream), peer, kind, permit));
+        } else {
+            tokio::spawn(serve_stream(shared.clone(), stream, peer, kind, permit));
+        }
     }
 }
 
 // The handshakes before `drive` (HTTP sniffing, TLS, the WebSocket upgrade) run in boxed futures
 // of their own: their state is large, and as part of this function's future it would stay in
 // the task's allocation for the connection's whole life.
-async fn serve_stream(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
+fn serve_stream(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: std::net::SocketAddr,
     kind: TransportKind,
-    _permit: Option<OwnedSemaphorePermit>,
-) {
-    let timeout = shared.connection.handshake_timeout;
-    // Plain HTTP is only told apart from a WebSocket upgrade on a plain port.
-    if kind == TransportKind::WebSocket
-        && shared.tls.is_none()
-        && let Some(root) = &shared.config.web
-    {
-        match Box::pin(sniff(&stream, timeout)).await {
-            Ok(Sniffed::WebSocket) => {}
-            Ok(request) => {
-                if let Err(error) = Box::pin(serve_file(stream, root, request)).await {
-                    tracing::debug!(%peer, %error, "http request failed");
+    permit: Option<OwnedSemaphorePermit>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let timeout = shared.connection.handshake_timeout;
+        // Plain HTTP is only told apart from a WebSocket upgrade on a plain port.
+        if kind == TransportKind::WebSocket
+            && shared.tls.is_none()
+            && let Some(root) = &shared.config.web
+        {
+            match Box::pin(sniff(&stream, timeout)).await {
+                Ok(Sniffed::WebSocket) => {}
+                Ok(request) => {
+                    if let Err(error) = Box::pin(serve_file(stream, root, request)).await {
+                        tracing::debug!(%peer, %error, "http request failed");
+                    }
+                    return;
                 }
-                return;
-            }
-            Err(error) => {
-                tracing::debug!(%peer, %error, "no request head");
-                return;
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "no request head");
+                    return;
+                }
             }
         }
+        let accepted = match &shared.tls {
+            Some(acceptor) => {
+                match Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await {
+                    Ok(Ok(tls)) => Accepted::Tls(Box::new(tls)),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %kind, %error, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, %kind, "tls handshake timed out");
+                        return;
+                    }
+                }
+            }
+            None => Accepted::Plain(stream),
+        };
+        let link = match kind {
+            TransportKind::Tcp => match accepted {
+                Accepted::Tls(io) => Link::stream(io),
+                Accepted::Plain(stream) => Link::Tcp(stream),
+            },
+            TransportKind::WebSocket => {
+                let io: BoxedIo = match accepted {
+                    Accepted::Tls(io) => io,
+                    Accepted::Plain(stream) => Box::new(stream),
+                };
+                // A packet plus WebSocket framing; several packets may share one frame.
+                let max_message = shared
+                    .connection
+                    .max_packet_body
+                    .saturating_mul(4)
+                    .max(64 * 1024);
+                match Box::pin(tokio::time::timeout(
+                    timeout,
+                    accept_websocket(io, max_message),
+                ))
+                .await
+                {
+                    Ok(Ok(ws)) => Link::ws(ws),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "websocket upgrade failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "websocket upgrade timed out");
+                        return;
+                    }
+                }
+            }
+        };
+        drive(shared, link, peer, kind, permit).await;
     }
-    let accepted = match &shared.tls {
-        Some(acceptor) => {
-            match Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await {
-                Ok(Ok(tls)) => Accepted::Tls(Box::new(tls)),
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %kind, %error, "tls handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, %kind, "tls handshake timed out");
-                    return;
-                }
-            }
-        }
-        None => Accepted::Plain(stream),
-    };
-    let link = match kind {
-        TransportKind::Tcp => match accepted {
-            Accepted::Tls(io) => Link::stream(io),
-            Accepted::Plain(stream) => Link::Tcp(stream),
-        },
-        TransportKind::WebSocket => {
-            let io: BoxedIo = match accepted {
-                Accepted::Tls(io) => io,
-                Accepted::Plain(stream) => Box::new(stream),
-            };
-            // A packet plus WebSocket framing; several packets may share one frame.
-            let max_message = shared
-                .connection
-                .max_packet_body
-                .saturating_mul(4)
-                .max(64 * 1024);
-            match Box::pin(tokio::time::timeout(
-                timeout,
-                accept_websocket(io, max_message),
-            ))
-            .await
-            {
-                Ok(Ok(ws)) => Link::ws(ws),
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "websocket upgrade failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "websocket upgrade timed out");
-                    return;
-                }
-            }
-        }
-    };
-    drive(shared, link, peer, kind).await;
 }
 
 /// An accepted socket, after the TLS handshake when TLS is on.
@@ -320,250 +332,266 @@ impl WriteSide {
 }
 
 /// Runs one connection from accept to close.
-async fn drive(
+///
+/// A plain function around an `async move` block rather than an `async fn`: an `async fn` keeps
+/// its arguments twice in its state (as arguments and as the body's locals), 120 bytes more in
+/// every connection's task. The same holds for [`serve_stream`].
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
+fn drive(
     shared: Arc<Shared>,
     mut link: Link,
     peer: std::net::SocketAddr,
     kind: TransportKind,
-) {
-    let metrics = shared.context.metrics.clone();
-    let queue = SendQueue::new(shared.config.send_queue, shared.config.send_queue_bytes);
-    let start = std::time::Instant::now();
-    let mut protocol = Connection::new(
-        shared.connection.clone(),
-        shared.router.dict().clone(),
-        start,
-    );
-    let mut limiter = shared
-        .config
-        .rate_limit
-        .map(|rate| RateLimiter::new(rate, start));
-    let mut session: Option<Arc<Session>> = None;
-    let mut pending: VecDeque<Pending> = VecDeque::new();
-    // The message being handled. Its call runs to its end even if the connection ends first
-    // (`to_the_end`), so an instance is never left half-way through a call.
-    let mut in_flight = ToTheEnd::idle();
-    // Lent to each dispatch and given back at its end, so that a request does not count the
-    // shared state's references up and down, on a cache line every worker thread writes.
-    let mut lent: Option<Arc<Shared>> = None;
-    let mut answered_inline = false;
-    let mut write_side = WriteSide::default();
-    let timer = tokio::time::sleep_until(Instant::now());
-    tokio::pin!(timer);
-    let mut armed: Option<std::time::Instant> = None;
-    // Set when the connection may have gone quiet, to give back the buffers it used.
-    let mut trim = false;
-    let (mut reader, mut writer) = link.halves();
+    permit: Option<OwnedSemaphorePermit>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let metrics = shared.context.metrics.clone();
+        let queue = SendQueue::new(shared.config.send_queue, shared.config.send_queue_bytes);
+        let start = std::time::Instant::now();
+        let mut protocol = Connection::new(
+            shared.connection.clone(),
+            shared.router.dict().clone(),
+            start,
+        );
+        let mut limiter = shared
+            .config
+            .rate_limit
+            .map(|rate| RateLimiter::new(rate, start));
+        let mut session: Option<Arc<Session>> = None;
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        // The message being handled. Its call runs to its end even if the connection ends first
+        // (`to_the_end`), so an instance is never left half-way through a call.
+        let mut in_flight = ToTheEnd::idle();
+        // Lent to each dispatch and given back at its end, so that a request does not count the
+        // shared state's references up and down, on a cache line every worker thread writes.
+        let mut lent: Option<Arc<Shared>> = None;
+        let mut answered_inline = false;
+        let mut write_side = WriteSide::default();
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<std::time::Instant> = None;
+        // Set when the connection may have gone quiet, to give back the buffers it used.
+        let mut trim = false;
+        let (mut reader, mut writer) = link.halves();
 
-    let reason = 'conn: loop {
-        while let Some(packet) = protocol.poll_transmit() {
-            if queue.try_push_own(Outbound::Packet(packet)).is_err() {
-                break 'conn "send queue full";
-            }
-        }
-        if protocol.state() == State::Closed {
-            break 'conn "protocol closed";
-        }
-        // A message just taken is polled at once: most handlers answer in that first poll,
-        // and a pass of the select below costs as much again as the call's own bookkeeping.
-        // If it is not done, the select polls it again when it is woken. Never twice in a
-        // row, so that a pipelining client's responses are written (the select polls the
-        // write side first) between its requests.
-        let mut answered = None;
-        if !in_flight.is_running()
-            && let Some(session) = &session
-            && let Some(next) = pending.pop_front()
-        {
-            in_flight.start(dispatch(
-                lent.take().unwrap_or_else(|| shared.clone()),
-                session.clone(),
-                next.message,
-                next.limited,
-            ));
-            if !answered_inline
-                && let Poll::Ready(response) =
-                    poll_fn(|cx| Poll::Ready(in_flight.poll_unpin(cx))).await
-            {
-                answered = Some(Wake::Dispatched(response));
-            }
-        }
-        answered_inline = answered.is_some();
-        if trim && !in_flight.is_running() && pending.is_empty() && write_side.out.is_empty() {
-            in_flight.release();
-            protocol.shrink_buffers();
-            write_side.out.shrink_if_empty();
-            queue.shrink_if_empty();
-            if pending.capacity() > 0 {
-                pending = VecDeque::new();
-            }
-            trim = false;
-        }
-        let deadline = protocol.poll_timeout();
-        match (deadline, armed) {
-            // Every packet moves the heartbeat deadline later. Rather than move the timer
-            // each time, it is left to fire at the earlier time; the state machine then finds
-            // nothing due, and the timer is armed again for the deadline of that moment.
-            (Some(next), Some(current)) if next >= current => {}
-            (Some(next), _) => {
-                timer.as_mut().reset(Instant::from_std(next));
-                armed = Some(next);
-            }
-            (None, _) => armed = None,
-        }
-        let wake = if let Some(answered) = answered {
-            answered
-        } else {
-            tokio::select! {
-                biased;
-                _ = poll_fn(|cx| session.as_ref().expect("guarded").poll_closed(cx)), if session.is_some() => Wake::Closed,
-                written = poll_fn(|cx| write_side.poll(cx, &mut writer, &queue, &metrics, false)) => Wake::Written(written),
-                response = &mut in_flight, if in_flight.is_running() => {
-                    Wake::Dispatched(response)
-                }
-                // A client that pipelines faster than its handlers answer waits in its socket
-                // buffer, not in the host's memory.
-                read = poll_fn(|cx| reader.poll_read(cx, |bytes| {
-                    metrics.bytes("in", bytes.len());
-                    protocol.receive(bytes, std::time::Instant::now())
-                })), if pending.len() < MAX_PENDING => Wake::Read(read),
-                // Last: a pass that finds bytes to read does not poll the timer as well, which
-                // costs about as much as the read's own bookkeeping. A client that never stops
-                // sending still lets it run, whenever the read is not ready (the runtime's
-                // cooperative budget makes it so from time to time), and it is only ever late.
-                () = &mut timer, if armed.is_some() => Wake::Timer,
-            }
-        };
-        // Read from the clock only when something needs the time: it is a measurable part of
-        // a request's cost when every wake-up reads it.
-        let mut woke_at = None;
-        let mut now = || *woke_at.get_or_insert_with(std::time::Instant::now);
-        let was_read = matches!(wake, Wake::Read(_));
-        match wake {
-            Wake::Read(Ok(Some(Ok(())))) => {}
-            Wake::Read(Ok(Some(Err(error)))) => {
-                tracing::debug!(%peer, %kind, %error, "protocol error, closing");
-                // Flush what the state machine queued (a 400 handshake reply) before closing.
-                while let Some(packet) = protocol.poll_transmit() {
-                    let _ = queue.try_push(Outbound::Packet(packet));
-                }
-                break 'conn "protocol error";
-            }
-            Wake::Read(Ok(None)) => break 'conn "closed by client",
-            Wake::Read(Err(error)) => {
-                tracing::debug!(%peer, %kind, %error, "read failed");
-                break 'conn "read error";
-            }
-            Wake::Timer => {
-                armed = None;
-                trim = true;
-                if let Err(error) = protocol.handle_timeout(now()) {
-                    if matches!(error, ProtocolError::HeartbeatTimeout) {
-                        metrics.heartbeat_timeouts.inc();
-                    }
-                    tracing::debug!(%peer, %kind, %error, "timed out, closing");
-                    break 'conn "timeout";
-                }
-            }
-            Wake::Dispatched((response, given_back)) => {
-                lent = Some(given_back);
-                if let (Some(packet), Some(session)) = (response, &session)
-                    && session.send_own(packet).is_err()
-                {
+        let reason = 'conn: loop {
+            while let Some(packet) = protocol.poll_transmit() {
+                if queue.try_push_own(Outbound::Packet(packet)).is_err() {
                     break 'conn "send queue full";
                 }
             }
-            Wake::Closed => break 'conn "closed by the server",
-            Wake::Written(Ok(())) => break 'conn "last packet written",
-            Wake::Written(Err(error)) => {
-                tracing::debug!(%peer, %kind, %error, "write failed");
-                break 'conn "write error";
+            if protocol.state() == State::Closed {
+                break 'conn "protocol closed";
             }
-        }
-        let mut messages = false;
-        while let Some(event) = protocol.poll_event() {
-            match event {
-                Event::Handshake(handshake) => {
-                    let created = shared.registry.create(peer, handshake, queue.clone());
-                    if shared.context.cluster().is_some() {
-                        // Go frontends tell backends the client's IP version this way.
-                        let version = if peer.is_ipv4() {
-                            "\"ipv4\""
-                        } else {
-                            "\"ipv6\""
-                        };
-                        created.set("ipversion".into(), version.into());
+            // A message just taken is polled at once: most handlers answer in that first poll,
+            // and a pass of the select below costs as much again as the call's own bookkeeping.
+            // If it is not done, the select polls it again when it is woken. Never twice in a
+            // row, so that a pipelining client's responses are written (the select polls the
+            // write side first) between its requests.
+            let mut answered = None;
+            if !in_flight.is_running()
+                && let Some(session) = &session
+                && let Some(next) = pending.pop_front()
+            {
+                in_flight.start(dispatch(
+                    lent.take().unwrap_or_else(|| shared.clone()),
+                    session.clone(),
+                    next.message,
+                    next.limited,
+                ));
+                if !answered_inline
+                    && let Poll::Ready(response) =
+                        poll_fn(|cx| Poll::Ready(in_flight.poll_unpin(cx))).await
+                {
+                    answered = Some(Wake::Dispatched(response));
+                }
+            }
+            answered_inline = answered.is_some();
+            if trim && !in_flight.is_running() && pending.is_empty() && write_side.out.is_empty() {
+                in_flight.release();
+                protocol.shrink_buffers();
+                write_side.out.shrink_if_empty();
+                queue.shrink_if_empty();
+                if pending.capacity() > 0 {
+                    pending = VecDeque::new();
+                }
+                trim = false;
+            }
+            let deadline = protocol.poll_timeout();
+            match (deadline, armed) {
+                // Every packet moves the heartbeat deadline later. Rather than move the timer
+                // each time, it is left to fire at the earlier time; the state machine then finds
+                // nothing due, and the timer is armed again for the deadline of that moment.
+                (Some(next), Some(current)) if next >= current => {}
+                (Some(next), _) => {
+                    timer.as_mut().reset(Instant::from_std(next));
+                    armed = Some(next);
+                }
+                (None, _) => armed = None,
+            }
+            let wake = if let Some(answered) = answered {
+                answered
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = poll_fn(|cx| session.as_ref().expect("guarded").poll_closed(cx)), if session.is_some() => Wake::Closed,
+                    written = poll_fn(|cx| write_side.poll(cx, &mut writer, &queue, &metrics, false)) => Wake::Written(written),
+                    response = &mut in_flight, if in_flight.is_running() => {
+                        Wake::Dispatched(response)
                     }
-                    tracing::debug!(%peer, %kind, session = created.id(), "handshake");
-                    let verdict = Box::pin(validate(&shared, &created)).await;
-                    session = Some(created);
-                    metrics.sessions.inc();
-                    let outcome = if verdict.is_ok() { "ok" } else { "refused" };
-                    metrics
-                        .handshakes
-                        .get_or_create(&crate::metrics::HandshakeOutcome { outcome })
-                        .inc();
-                    match verdict {
-                        // Packets that came behind the handshake are decoded now; their events
-                        // join the queue this loop is draining.
-                        Ok(()) => {
-                            if let Err(error) = protocol.accept_handshake() {
-                                tracing::debug!(%peer, %kind, %error, "protocol error, closing");
+                    // A client that pipelines faster than its handlers answer waits in its socket
+                    // buffer, not in the host's memory.
+                    read = poll_fn(|cx| reader.poll_read(cx, |bytes| {
+                        metrics.bytes("in", bytes.len());
+                        protocol.receive(bytes, std::time::Instant::now())
+                    })), if pending.len() < MAX_PENDING => Wake::Read(read),
+                    // Last: a pass that finds bytes to read does not poll the timer as well, which
+                    // costs about as much as the read's own bookkeeping. A client that never stops
+                    // sending still lets it run, whenever the read is not ready (the runtime's
+                    // cooperative budget makes it so from time to time), and it is only ever late.
+                    () = &mut timer, if armed.is_some() => Wake::Timer,
+                }
+            };
+            // Read from the clock only when something needs the time: it is a measurable part of
+            // a request's cost when every wake-up reads it.
+            let mut woke_at = None;
+            let mut now = || *woke_at.get_or_insert_with(std::time::Instant::now);
+            let was_read = matches!(wake, Wake::Read(_));
+            match wake {
+                Wake::Read(Ok(Some(Ok(())))) => {}
+                Wake::Read(Ok(Some(Err(error)))) => {
+                    tracing::debug!(%peer, %kind, %error, "protocol error, closing");
+                    // Flush what the state machine queued (a 400 handshake reply) before closing.
+                    while let Some(packet) = protocol.poll_transmit() {
+                        let _ = queue.try_push(Outbound::Packet(packet));
+                    }
+                    break 'conn "protocol error";
+                }
+                Wake::Read(Ok(None)) => break 'conn "closed by client",
+                Wake::Read(Err(error)) => {
+                    tracing::debug!(%peer, %kind, %error, "read failed");
+                    break 'conn "read error";
+                }
+                Wake::Timer => {
+                    armed = None;
+                    trim = true;
+                    if let Err(error) = protocol.handle_timeout(now()) {
+                        if matches!(error, ProtocolError::HeartbeatTimeout) {
+                            metrics.heartbeat_timeouts.inc();
+                        }
+                        tracing::debug!(%peer, %kind, %error, "timed out, closing");
+                        break 'conn "timeout";
+                    }
+                }
+                Wake::Dispatched((response, given_back)) => {
+                    lent = Some(given_back);
+                    if let (Some(packet), Some(session)) = (response, &session)
+                        && session.send_own(packet).is_err()
+                    {
+                        break 'conn "send queue full";
+                    }
+                }
+                Wake::Closed => break 'conn "closed by the server",
+                Wake::Written(Ok(())) => break 'conn "last packet written",
+                Wake::Written(Err(error)) => {
+                    tracing::debug!(%peer, %kind, %error, "write failed");
+                    break 'conn "write error";
+                }
+            }
+            let mut messages = false;
+            while let Some(event) = protocol.poll_event() {
+                match event {
+                    Event::Handshake(handshake) => {
+                        let created = shared.registry.create(peer, handshake, queue.clone());
+                        if shared.context.cluster().is_some() {
+                            // Go frontends tell backends the client's IP version this way.
+                            let version = if peer.is_ipv4() {
+                                "\"ipv4\""
+                            } else {
+                                "\"ipv6\""
+                            };
+                            created.set("ipversion".into(), version.into());
+                        }
+                        tracing::debug!(%peer, %kind, session = created.id(), "handshake");
+                        let verdict = Box::pin(validate(&shared, &created)).await;
+                        session = Some(created);
+                        metrics.sessions.inc();
+                        let outcome = if verdict.is_ok() { "ok" } else { "refused" };
+                        metrics
+                            .handshakes
+                            .get_or_create(&crate::metrics::HandshakeOutcome { outcome })
+                            .inc();
+                        match verdict {
+                            // Packets that came behind the handshake are decoded now; their events
+                            // join the queue this loop is draining.
+                            Ok(()) => {
+                                if let Err(error) = protocol.accept_handshake() {
+                                    tracing::debug!(%peer, %kind, %error, "protocol error, closing");
+                                }
+                            }
+                            Err(reason) => {
+                                tracing::info!(%peer, %kind, reason, "handshake refused");
+                                protocol.refuse_handshake(400, &reason);
                             }
                         }
-                        Err(reason) => {
-                            tracing::info!(%peer, %kind, reason, "handshake refused");
-                            protocol.refuse_handshake(400, &reason);
-                        }
+                    }
+                    Event::Ready => trim = true,
+                    Event::Message(message) => {
+                        messages = true;
+                        let limited = limiter
+                            .as_mut()
+                            .is_some_and(|limiter| !limiter.allow(now()));
+                        pending.push_back(Pending { message, limited });
                     }
                 }
-                Event::Ready => trim = true,
-                Event::Message(message) => {
-                    messages = true;
-                    let limited = limiter
-                        .as_mut()
-                        .is_some_and(|limiter| !limiter.allow(now()));
-                    pending.push_back(Pending { message, limited });
-                }
             }
-        }
-        // A read of heartbeats only: the connection is idle.
-        if was_read && !messages {
-            trim = true;
-        }
-    };
+            // A read of heartbeats only: the connection is idle.
+            if was_read && !messages {
+                trim = true;
+            }
+        };
 
-    drop(in_flight);
-    let cleanup = async {
-        if let Some(session) = &session {
-            tracing::debug!(session = session.id(), %peer, reason, "session closed");
-            session.close();
-            metrics.sessions.dec();
-            if session.overflowed() {
-                metrics.dropped("queue_full");
+        drop(in_flight);
+        let cleanup = async {
+            if let Some(session) = &session {
+                tracing::debug!(session = session.id(), %peer, reason, "session closed");
+                session.close();
+                metrics.sessions.dec();
+                if session.overflowed() {
+                    metrics.dropped("queue_full");
+                }
+                if let (Some(cluster), Some(uid)) = (shared.context.cluster(), session.uid()) {
+                    cluster.forget_user(&uid, session.id());
+                }
+                release(&shared, session).await;
+            } else {
+                tracing::debug!(%peer, %kind, reason, "connection closed before a session began");
             }
-            if let (Some(cluster), Some(uid)) = (shared.context.cluster(), session.uid()) {
-                cluster.forget_user(&uid, session.id());
+        };
+        // What is queued (a kick, a refusal, the last responses) still goes out, while the session
+        // is cleaned up; a client that does not read cannot hold this up for long.
+        let flush = async {
+            if !matches!(reason, "write error" | "read error") {
+                let _ = tokio::time::timeout(
+                    FINAL_FLUSH,
+                    poll_fn(|cx| write_side.poll(cx, &mut writer, &queue, &metrics, true)),
+                )
+                .await;
             }
-            release(&shared, session).await;
-        } else {
-            tracing::debug!(%peer, %kind, reason, "connection closed before a session began");
-        }
-    };
-    // What is queued (a kick, a refusal, the last responses) still goes out, while the session
-    // is cleaned up; a client that does not read cannot hold this up for long.
-    let flush = async {
-        if !matches!(reason, "write error" | "read error") {
-            let _ = tokio::time::timeout(
-                FINAL_FLUSH,
-                poll_fn(|cx| write_side.poll(cx, &mut writer, &queue, &metrics, true)),
-            )
-            .await;
-        }
-    };
-    Box::pin(async { tokio::join!(cleanup, flush) }).await;
-    queue.close();
-    drop(session);
-    let _ = tokio::time::timeout(FINAL_FLUSH, link.shutdown()).await;
+        };
+        Box::pin(async { tokio::join!(cleanup, flush) }).await;
+        queue.close();
+        drop(session);
+        // Boxed: its state would otherwise widen every connection's task.
+        let _ = Box::pin(tokio::time::timeout(FINAL_FLUSH, link.shutdown())).await;
+        // The connection counts against the limit until its socket is closed. Named here so
+        // that the block captures the permit at all.
+        drop(link);
+        drop(permit);
+    }
 }
 
 /// Asks every component that validates handshakes; the first refusal wins.
