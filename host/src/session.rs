@@ -105,7 +105,9 @@ pub struct Session {
     /// remote session.
     outbound: Option<SendQueue>,
     /// Set for a session a frontend elsewhere in the cluster holds.
-    remote_link: Option<RemoteLink>,
+    /// Boxed: only a backend's stand-ins have one, and every local session would carry its
+    /// bytes otherwise.
+    remote_link: Option<Box<RemoteLink>>,
     closing: AtomicBool,
     /// Set when the session was closed for not reading (its queue filled up).
     overflowed: AtomicBool,
@@ -140,7 +142,7 @@ impl Session {
 
     /// How to reach the frontend holding this session, if another server holds it.
     pub fn remote_link(&self) -> Option<&RemoteLink> {
-        self.remote_link.as_ref()
+        self.remote_link.as_deref()
     }
 
     /// Whether another server of the cluster holds the connection.
@@ -384,7 +386,7 @@ impl Registry {
             uid: Mutex::new(None),
             data: Mutex::new(HashMap::new()),
             outbound: queue,
-            remote_link,
+            remote_link: remote_link.map(Box::new),
             closing: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
             close_waker: AtomicWaker::new(),
