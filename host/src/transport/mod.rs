@@ -98,7 +98,9 @@ pub enum Link {
         /// Receiving half.
         stream: SplitStream<Ws>,
         /// Sending half.
-        sink: SplitSink<Ws, Message>,
+        /// Boxed: the sink is 64 bytes, and as the widest variant it would make every link,
+        /// plain TCP ones included, that wide inside the connection's task.
+        sink: Box<SplitSink<Ws, Message>>,
         /// Frames were queued since the last flush.
         unflushed: bool,
     },
@@ -118,6 +120,7 @@ impl Link {
     /// A WebSocket after its upgrade.
     pub fn ws(ws: Ws) -> Self {
         let (sink, stream) = ws.split();
+        let sink = Box::new(sink);
         Link::Ws {
             stream,
             sink,
