@@ -350,16 +350,20 @@ fn drive(
     async move {
         let metrics = shared.context.metrics.clone();
         let queue = SendQueue::new(shared.config.send_queue, shared.config.send_queue_bytes);
-        let start = std::time::Instant::now();
-        let mut protocol = Connection::new(
-            shared.connection.clone(),
-            shared.router.dict().clone(),
-            start,
-        );
-        let mut limiter = shared
-            .config
-            .rate_limit
-            .map(|rate| RateLimiter::new(rate, start));
+        // In a block of its own, so that `start` is not kept in the task's state.
+        let (mut protocol, mut limiter) = {
+            let start = std::time::Instant::now();
+            let protocol = Connection::new(
+                shared.connection.clone(),
+                shared.router.dict().clone(),
+                start,
+            );
+            let limiter = shared
+                .config
+                .rate_limit
+                .map(|rate| RateLimiter::new(rate, start));
+            (protocol, limiter)
+        };
         let mut session: Option<Arc<Session>> = None;
         let mut pending: VecDeque<Pending> = VecDeque::new();
         // The message being handled. Its call runs to its end even if the connection ends first
@@ -386,30 +390,6 @@ fn drive(
             if protocol.state() == State::Closed {
                 break 'conn "protocol closed";
             }
-            // A message just taken is polled at once: most handlers answer in that first poll,
-            // and a pass of the select below costs as much again as the call's own bookkeeping.
-            // If it is not done, the select polls it again when it is woken. Never twice in a
-            // row, so that a pipelining client's responses are written (the select polls the
-            // write side first) between its requests.
-            let mut answered = None;
-            if !in_flight.is_running()
-                && let Some(session) = &session
-                && let Some(next) = pending.pop_front()
-            {
-                in_flight.start(dispatch(
-                    lent.take().unwrap_or_else(|| shared.clone()),
-                    session.clone(),
-                    next.message,
-                    next.limited,
-                ));
-                if !answered_inline
-                    && let Poll::Ready(response) =
-                        poll_fn(|cx| Poll::Ready(in_flight.poll_unpin(cx))).await
-                {
-                    answered = Some(Wake::Dispatched(response));
-                }
-            }
-            answered_inline = answered.is_some();
             if trim && !in_flight.is_running() && pending.is_empty() && write_side.out.is_empty() {
                 in_flight.release();
                 protocol.shrink_buffers();
@@ -432,9 +412,32 @@ fn drive(
                 }
                 (None, _) => armed = None,
             }
-            let wake = if let Some(answered) = answered {
-                answered
-            } else {
+            // A message just taken is polled at once: most handlers answer in that first poll,
+            // and a pass of the select below costs as much again as the call's own bookkeeping.
+            // If it is not done, the select polls it again when it is woken. Never twice in a
+            // row, so that a pipelining client's responses are written (the select polls the
+            // write side first) between its requests. An answer here leaves the block at once,
+            // so that no value is held across the select's await, in every connection's task.
+            let wake = 'wake: {
+                if !in_flight.is_running()
+                    && let Some(session) = &session
+                    && let Some(next) = pending.pop_front()
+                {
+                    in_flight.start(dispatch(
+                        lent.take().unwrap_or_else(|| shared.clone()),
+                        session.clone(),
+                        next.message,
+                        next.limited,
+                    ));
+                    if !answered_inline
+                        && let Poll::Ready(response) =
+                            poll_fn(|cx| Poll::Ready(in_flight.poll_unpin(cx))).await
+                    {
+                        answered_inline = true;
+                        break 'wake Wake::Dispatched(response);
+                    }
+                }
+                answered_inline = false;
                 tokio::select! {
                     biased;
                     _ = poll_fn(|cx| session.as_ref().expect("guarded").poll_closed(cx)), if session.is_some() => Wake::Closed,
