@@ -140,9 +140,9 @@ pub(super) async fn accept_loop(listener: TcpListener, kind: TransportKind, shar
     }
 }
 
-// The handshakes before `drive` (HTTP sniffing, TLS, the WebSocket upgrade) run in boxed futures
-// of their own: their state is large, and as part of this function's future it would stay in
-// the task's allocation for the connection's whole life.
+// The handshakes before `drive` (HTTP sniffing, TLS, the WebSocket upgrade), in a task that
+// ends with them: `drive` then runs in a task of its own, so that their state, large, does not
+// stay in the connection's allocation for its whole life.
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn stores its arguments twice"
@@ -225,7 +225,9 @@ fn serve_stream(
                 }
             }
         };
-        drive(shared, link, peer, kind, permit).await;
+        // A task of its own, sized for `drive` alone: this one, sized for the handshakes as
+        // well, ends here instead of staying around it for the connection's life.
+        tokio::spawn(drive(shared, link, peer, kind, permit));
     }
 }
 
