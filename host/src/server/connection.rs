@@ -130,105 +130,93 @@ pub(super) async fn accept_loop(listener: TcpListener, kind: TransportKind, shar
             None => None,
         };
         let _ = stream.set_nodelay(true);
-        // A plain TCP connection has no handshake before `drive`: its task is `drive` alone,
-        // the smallest an idle connection can be.
-        if kind == TransportKind::Tcp && shared.tls.is_none() {
-            tokio::spawn(drive(shared.clone(), Link::Tcp(stream), peer, kind, permit));
-        } else {
-            tokio::spawn(serve_stream(shared.clone(), stream, peer, kind, permit));
-        }
+        tokio::spawn(serve_stream(shared.clone(), stream, peer, kind, permit));
     }
 }
 
 // The handshakes before `drive` (HTTP sniffing, TLS, the WebSocket upgrade), in a task that
 // ends with them: `drive` then runs in a task of its own, so that their state, large, does not
 // stay in the connection's allocation for its whole life.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn stores its arguments twice"
-)]
-fn serve_stream(
+async fn serve_stream(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: std::net::SocketAddr,
     kind: TransportKind,
     permit: Option<OwnedSemaphorePermit>,
-) -> impl Future<Output = ()> + Send {
-    async move {
-        let timeout = shared.connection.handshake_timeout;
-        // Plain HTTP is only told apart from a WebSocket upgrade on a plain port.
-        if kind == TransportKind::WebSocket
-            && shared.tls.is_none()
-            && let Some(root) = &shared.config.web
-        {
-            match Box::pin(sniff(&stream, timeout)).await {
-                Ok(Sniffed::WebSocket) => {}
-                Ok(request) => {
-                    if let Err(error) = Box::pin(serve_file(stream, root, request)).await {
-                        tracing::debug!(%peer, %error, "http request failed");
-                    }
+) {
+    let timeout = shared.connection.handshake_timeout;
+    // Plain HTTP is only told apart from a WebSocket upgrade on a plain port.
+    if kind == TransportKind::WebSocket
+        && shared.tls.is_none()
+        && let Some(root) = &shared.config.web
+    {
+        match Box::pin(sniff(&stream, timeout)).await {
+            Ok(Sniffed::WebSocket) => {}
+            Ok(request) => {
+                if let Err(error) = Box::pin(serve_file(stream, root, request)).await {
+                    tracing::debug!(%peer, %error, "http request failed");
+                }
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%peer, %error, "no request head");
+                return;
+            }
+        }
+    }
+    let accepted = match &shared.tls {
+        Some(acceptor) => {
+            match Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await {
+                Ok(Ok(tls)) => Accepted::Tls(Box::new(tls)),
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %kind, %error, "tls handshake failed");
                     return;
                 }
-                Err(error) => {
-                    tracing::debug!(%peer, %error, "no request head");
+                Err(_) => {
+                    tracing::debug!(%peer, %kind, "tls handshake timed out");
                     return;
                 }
             }
         }
-        let accepted = match &shared.tls {
-            Some(acceptor) => {
-                match Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await {
-                    Ok(Ok(tls)) => Accepted::Tls(Box::new(tls)),
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %kind, %error, "tls handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, %kind, "tls handshake timed out");
-                        return;
-                    }
+        None => Accepted::Plain(stream),
+    };
+    let link = match kind {
+        TransportKind::Tcp => match accepted {
+            Accepted::Tls(io) => Link::stream(io),
+            Accepted::Plain(stream) => Link::Tcp(stream),
+        },
+        TransportKind::WebSocket => {
+            let io: BoxedIo = match accepted {
+                Accepted::Tls(io) => io,
+                Accepted::Plain(stream) => Box::new(stream),
+            };
+            // A packet plus WebSocket framing; several packets may share one frame.
+            let max_message = shared
+                .connection
+                .max_packet_body
+                .saturating_mul(4)
+                .max(64 * 1024);
+            match Box::pin(tokio::time::timeout(
+                timeout,
+                accept_websocket(io, max_message),
+            ))
+            .await
+            {
+                Ok(Ok(ws)) => Link::ws(ws),
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "websocket upgrade failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "websocket upgrade timed out");
+                    return;
                 }
             }
-            None => Accepted::Plain(stream),
-        };
-        let link = match kind {
-            TransportKind::Tcp => match accepted {
-                Accepted::Tls(io) => Link::stream(io),
-                Accepted::Plain(stream) => Link::Tcp(stream),
-            },
-            TransportKind::WebSocket => {
-                let io: BoxedIo = match accepted {
-                    Accepted::Tls(io) => io,
-                    Accepted::Plain(stream) => Box::new(stream),
-                };
-                // A packet plus WebSocket framing; several packets may share one frame.
-                let max_message = shared
-                    .connection
-                    .max_packet_body
-                    .saturating_mul(4)
-                    .max(64 * 1024);
-                match Box::pin(tokio::time::timeout(
-                    timeout,
-                    accept_websocket(io, max_message),
-                ))
-                .await
-                {
-                    Ok(Ok(ws)) => Link::ws(ws),
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "websocket upgrade failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "websocket upgrade timed out");
-                        return;
-                    }
-                }
-            }
-        };
-        // A task of its own, sized for `drive` alone: this one, sized for the handshakes as
-        // well, ends here instead of staying around it for the connection's life.
-        tokio::spawn(drive(shared, link, peer, kind, permit));
-    }
+        }
+    };
+    // A task of its own, sized for `drive` alone: this one, sized for the handshakes as
+    // well, ends here instead of staying around it for the connection's life.
+    tokio::spawn(drive(shared, link, peer, kind, permit));
 }
 
 /// An accepted socket, after the TLS handshake when TLS is on.
@@ -337,7 +325,7 @@ impl WriteSide {
 ///
 /// A plain function around an `async move` block rather than an `async fn`: an `async fn` keeps
 /// its arguments twice in its state (as arguments and as the body's locals), 120 bytes more in
-/// every connection's task. The same holds for [`serve_stream`].
+/// every connection's task.
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn stores its arguments twice"
