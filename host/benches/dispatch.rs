@@ -84,6 +84,13 @@ fn context(runtime: &tokio::runtime::Runtime) -> (Arc<HostContext>, Client) {
 fn warm_calls(c: &mut Criterion) {
     let wasm = echo_wasm();
     if !wasm.is_file() {
+        // Named on purpose (as `cargo xtask test` does, which runs each bench once): an error,
+        // not a bench that measured nothing and passed.
+        assert!(
+            std::env::var_os("PITAYA_COMPONENTS_DIR").is_none(),
+            "{} does not exist",
+            wasm.display()
+        );
         eprintln!(
             "{} does not exist: run `cargo xtask build` (or set PITAYA_COMPONENTS_DIR); nothing measured",
             wasm.display()
@@ -101,6 +108,11 @@ fn warm_calls(c: &mut Criterion) {
     let mut direct = runtime
         .direct(wasm.clone(), ComponentOptions::default())
         .expect("echo starts");
+    // What is measured must work: echo answers with its payload.
+    assert!(
+        matches!(tokio.block_on(direct.call(id, "echo", BODY)), Ok(Ok(out)) if out == BODY),
+        "echo.echo did not echo"
+    );
     let mut group = c.benchmark_group("direct");
     group.bench_function("echo.echo", |b| {
         b.iter(|| black_box(tokio.block_on(direct.call(id, "echo", black_box(BODY)))))
@@ -124,6 +136,10 @@ fn warm_calls(c: &mut Criterion) {
         .load(wasm, 0, &|_, _| ComponentOptions::default())
         .expect("echo loads");
     let payload = Bytes::from_static(BODY);
+    assert!(
+        matches!(tokio.block_on(handle.call(id, "echo".to_owned(), payload.clone())), Ok(Ok(out)) if out == BODY),
+        "echo.echo did not echo through the shard"
+    );
     let mut group = c.benchmark_group("dispatch");
     group.bench_function("echo.echo", |b| {
         b.iter(|| black_box(tokio.block_on(handle.call(id, "echo".to_owned(), payload.clone()))))

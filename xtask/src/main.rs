@@ -261,6 +261,23 @@ fn test() -> anyhow::Result<()> {
             .env("PITAYA_COMPONENTS_DIR", &components)
             .env("XDG_CACHE_HOME", &cache),
     )?;
+    // The criterion benches, each run once as a test (criterion's test mode): they keep
+    // compiling, and what they measure keeps working. Their figures come from `cargo bench`.
+    run_command(
+        cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "pitaya-protocol",
+                "-p",
+                "pitaya-host",
+            ])
+            .args(["--bench", "codec", "--bench", "dispatch"])
+            .env("PITAYA_COMPONENTS_DIR", &components)
+            .env("XDG_CACHE_HOME", &cache),
+    )
+    .context("the criterion benches, run once")?;
     // The browser test: Debian's chromium driven by playwright-core, both installed by setup.sh.
     let browser = root().join("tests").join("browser");
     run_command(Command::new("bash").arg(browser.join("setup.sh")))
