@@ -25,7 +25,6 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A byte stream a connection runs over: a TCP stream, or TLS over one.
@@ -38,7 +37,7 @@ pub type BoxedIo = Box<dyn Io>;
 
 pub use ws::accept_websocket;
 
-type Ws = WebSocketStream<BoxedIo>;
+type Ws = ws::Stream;
 
 /// Which transport a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
