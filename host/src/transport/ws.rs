@@ -116,7 +116,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// What one read from the socket brought beyond what was asked for comes out of later reads,
-    /// in order, without touching the socket; then the socket is read again.
+    /// in order, and is not kept once handed out; then the socket is read again.
     #[tokio::test]
     async fn the_rest_of_a_read_is_handed_out_in_order() {
         let (mut client, server) = tokio::io::duplex(1 << 16);
