@@ -7,6 +7,7 @@
 # cost) are not in it.
 #
 #   bench/instructions.sh [HOST_BINARY]     (default target/dist/pitaya-host)
+#   TRANSPORT=ws bench/instructions.sh     (over WebSocket; default tcp)
 #
 # Needs valgrind, target/dist/pitaya-bench, and target/wasm32-wasip2/release/echo.wasm
 # (cargo xtask build; cargo build --profile dist -p pitaya-host -p pitaya-bench). Each server
@@ -23,6 +24,12 @@ HOST=${1:-target/$PROFILE/pitaya-host}
 BENCH=target/$PROFILE/pitaya-bench
 ECHO=target/wasm32-wasip2/release/echo.wasm
 REQUESTS=${REQUESTS:-3000}
+TRANSPORT=${TRANSPORT:-tcp}
+case $TRANSPORT in
+    tcp) floor_flag=() ;;
+    ws) floor_flag=(--ws) ;;
+    *) echo "TRANSPORT must be tcp or ws, not $TRANSPORT" >&2; exit 1 ;;
+esac
 for f in "$HOST" "$BENCH" "$ECHO"; do
     [[ -e $f ]] || { echo "missing $f: run cargo xtask build and cargo build --profile $PROFILE -p pitaya-host -p pitaya-bench" >&2; exit 1; }
 done
@@ -41,7 +48,7 @@ count() {
     PID=$!
     local url=
     for _ in $(seq 600); do
-        url=$(grep -m1 -E '^tcp://' "$WORK/$name.stdout" || true)
+        url=$(grep -m1 -E "^$TRANSPORT://" "$WORK/$name.stdout" || true)
         [[ -n $url ]] && break
         sleep 0.2
     done
@@ -63,5 +70,5 @@ print(f"{name:6} {ok} requests  {total:,} instructions  {total / ok:,.0f} per re
 EOF
 }
 
-count floor "$BENCH" floor --listen 127.0.0.1:0
-count host "$HOST" serve --tcp 127.0.0.1:0 "$ECHO"
+count floor "$BENCH" floor "${floor_flag[@]}" --listen 127.0.0.1:0
+count host "$HOST" serve "--$TRANSPORT" 127.0.0.1:0 "$ECHO"
