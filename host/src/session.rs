@@ -501,10 +501,7 @@ impl Registry {
 
 /// The handshake as the JSON text components receive: an object of `sys` and `user`.
 fn handshake_json(handshake: ClientHandshake) -> Box<str> {
-    let mut object = serde_json::Map::new();
-    object.insert("sys".into(), handshake.sys);
-    object.insert("user".into(), handshake.user);
-    serde_json::Value::Object(object)
+    serde_json::json!({ "sys": handshake.sys, "user": handshake.user })
         .to_string()
         .into_boxed_str()
 }
