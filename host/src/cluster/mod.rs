@@ -437,20 +437,25 @@ impl Cluster {
                 ));
             }
         };
-        let request = Request {
+        let request = self.user_request(route, payload.to_vec(), String::new());
+        self.call_type(server_type, None, &request).await
+    }
+
+    /// A User request with no session, as pitaya's RPC and `sys.*` calls send it.
+    fn user_request(&self, route: &str, data: Vec<u8>, frontend_id: String) -> Request {
+        Request {
             r#type: RpcType::User as i32,
             session: None,
             msg: Some(Msg {
                 id: 0,
                 route: route.to_owned(),
-                data: payload.to_vec(),
+                data,
                 reply: String::new(),
                 r#type: MsgType::Request as i32,
             }),
-            frontend_id: String::new(),
+            frontend_id,
             metadata: self.metadata(route),
-        };
-        self.call_type(server_type, None, &request).await
+        }
     }
 
     /// Sends `request` to one server of `server_type`. A server that has no responder on NATS
@@ -578,19 +583,7 @@ impl Cluster {
                 }
             },
         };
-        let request = Request {
-            r#type: RpcType::User as i32,
-            session: None,
-            msg: Some(Msg {
-                id: 0,
-                route: route.to_owned(),
-                data,
-                reply: String::new(),
-                r#type: MsgType::Request as i32,
-            }),
-            frontend_id: self.me.id.clone(),
-            metadata: self.metadata(route),
-        };
+        let request = self.user_request(route, data, self.me.id.clone());
         let subject = format!("pitaya/servers/{frontend_type}/{frontend_id}");
         match self.request(subject, request.encode_to_vec().into()).await {
             Ok(data) => Ok(data),
