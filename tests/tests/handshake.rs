@@ -95,22 +95,24 @@ async fn handshake_with_unknown_keys_is_accepted() -> Result<()> {
         .await
 }
 
-/// Invalid JSON: the server answers `{"code":400,...}` and closes.
+/// Invalid JSON (an empty body included): the server answers `{"code":400,...}` and closes.
 async fn invalid_handshake(server: &Server, t: Transport) -> Result<()> {
-    let mut c = server.connect(t).await?;
-    c.send_handshake("{this is not json").await?;
-    let reply = c
-        .wait_handshake()
-        .await
-        .context("the server must answer an invalid handshake")?;
-    ensure!(
-        reply.code == 400,
-        "expected code 400 for an invalid handshake, got {}",
-        reply.json
-    );
-    c.wait_closed()
-        .await
-        .context("the server must close after refusing a handshake")?;
+    for body in ["{this is not json", ""] {
+        let mut c = server.connect(t).await?;
+        c.send_handshake(body).await?;
+        let reply = c
+            .wait_handshake()
+            .await
+            .with_context(|| format!("the server must answer the handshake {body:?}"))?;
+        ensure!(
+            reply.code == 400,
+            "expected code 400 for the handshake {body:?}, got {}",
+            reply.json
+        );
+        c.wait_closed()
+            .await
+            .with_context(|| format!("the server must close after refusing {body:?}"))?;
+    }
     Ok(())
 }
 

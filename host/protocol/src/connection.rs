@@ -514,7 +514,7 @@ mod tests {
         let now = Instant::now();
         let mut conn = Connection::new(Arc::new(config), Arc::default(), now);
         assert_eq!(conn.poll_timeout(), None);
-        conn.receive(&[1, 0, 0, 0], now).unwrap();
+        conn.receive(&[1, 0, 0, 2, b'{', b'}'], now).unwrap();
         conn.accept_handshake().unwrap();
         conn.receive(&[2, 0, 0, 0], now).unwrap();
         assert_eq!(

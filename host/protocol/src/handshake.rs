@@ -17,7 +17,7 @@ pub struct ClientHandshake {
 }
 
 impl Default for ClientHandshake {
-    /// The handshake an empty body stands for: both parts empty objects.
+    /// The handshake `{}` stands for: both parts empty objects.
     fn default() -> Self {
         Self {
             sys: Value::Object(Map::new()),
@@ -37,14 +37,12 @@ pub enum HandshakeError {
     NotAnObject,
 }
 
-/// Parses the client handshake. An empty (or all-whitespace) body is treated as `{}`.
+/// Parses the client handshake. An empty body is not JSON, so it is refused like any other
+/// invalid JSON (protocol.md section 2: 400 and close); `{}` is the smallest valid handshake.
 ///
 /// `sys` and `user` must be objects when present and not null, because pitaya refuses any other
 /// type there and validators expect to look keys up in them.
 pub fn parse_client_handshake(body: &[u8]) -> Result<ClientHandshake, HandshakeError> {
-    if body.trim_ascii().is_empty() {
-        return Ok(ClientHandshake::default());
-    }
     let value: Value = serde_json::from_slice(body)
         .map_err(|error| HandshakeError::InvalidJson(error.to_string()))?;
     let Value::Object(mut top) = value else {
@@ -108,14 +106,6 @@ mod tests {
         assert_eq!(hs.sys, json!({}));
         assert_eq!(hs.user, json!({"age": 30}));
         assert_eq!(
-            parse_client_handshake(b"").unwrap(),
-            ClientHandshake::default()
-        );
-        assert_eq!(
-            parse_client_handshake(b" \n").unwrap(),
-            ClientHandshake::default()
-        );
-        assert_eq!(
             parse_client_handshake(b"{}").unwrap(),
             ClientHandshake::default()
         );
@@ -138,6 +128,12 @@ mod tests {
             parse_client_handshake(b"\xff"),
             Err(HandshakeError::InvalidJson(_))
         ));
+        for empty in [&b""[..], b" \n"] {
+            assert!(matches!(
+                parse_client_handshake(empty),
+                Err(HandshakeError::InvalidJson(_))
+            ));
+        }
         for body in [
             &b"[]"[..],
             b"1",

@@ -310,7 +310,7 @@ proptest! {
         let mut conn = new_connection(start);
         // Half the runs skip the handshake, so that most of their steps reach Data handling.
         if start_working {
-            conn.receive(&[1, 0, 0, 0], start).unwrap();
+            conn.receive(&[1, 0, 0, 2, b'{', b'}'], start).unwrap();
             conn.accept_handshake().unwrap();
             conn.receive(&[2, 0, 0, 0], start).unwrap();
             while conn.poll_event().is_some() {}
