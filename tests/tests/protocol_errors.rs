@@ -5,7 +5,7 @@
 use anyhow::{Context, Result, ensure};
 use pitaya_tests::checks::ensure_nothing_else;
 use pitaya_tests::codec::{self, Message, PITAYA_HANDSHAKE, Route};
-use pitaya_tests::{Client, MessageType, Server, Transport};
+use pitaya_tests::{Client, MessageType, Server, ServerOptions, Transport};
 
 /// Sends `bytes` (one write / one frame) and expects the server to close the connection without answering
 /// any request; then checks that a new connection still works.
@@ -247,4 +247,88 @@ async fn truncated_messages_close() -> Result<()> {
     server
         .each_transport(|t| truncated_messages(&server, t))
         .await
+}
+
+/// The messages a client sent before a protocol error, or before closing its side: `echo.echo`
+/// id 1, `echo.notify` (a push back), `echo.echo` id 3, in one write.
+fn three_messages() -> Result<Vec<u8>> {
+    let mut bytes = Message::request(1, "echo.echo", br#"{"n":1}"#).to_packet()?;
+    bytes.extend(Message::notify("echo.notify", br#"{"n":2}"#).to_packet()?);
+    bytes.extend(Message::request(3, "echo.echo", br#"{"n":3}"#).to_packet()?);
+    Ok(bytes)
+}
+
+/// Checks that the three messages were each handled, in the order they were sent.
+async fn ensure_three_answered(c: &mut Client, what: &str) -> Result<()> {
+    let expected = [
+        (MessageType::Response, 1, &br#"{"n":1}"#[..]),
+        (MessageType::Push, 0, br#"{"n":2}"#),
+        (MessageType::Response, 3, br#"{"n":3}"#),
+    ];
+    for (kind, id, payload) in expected {
+        let m = c.next_message().await.with_context(|| {
+            format!(
+                "{what}: waiting for the {kind:?} {}",
+                String::from_utf8_lossy(payload)
+            )
+        })?;
+        ensure!(
+            m.kind == kind && m.id == id && m.payload == payload,
+            "{what}: expected the {kind:?} id {id} {}, got {m:?}",
+            String::from_utf8_lossy(payload)
+        );
+    }
+    Ok(())
+}
+
+/// Messages that arrived whole before a protocol error are still handled, in order, before the
+/// close: whether the bad bytes came in the same write as them must not change what is handled.
+async fn messages_before_an_error(server: &Server, t: Transport) -> Result<()> {
+    let mut c = server.connect_ready(t).await?;
+    let mut bytes = three_messages()?;
+    bytes.extend([0x09, 0, 0, 0]);
+    c.send_raw(&bytes).await?;
+    ensure_three_answered(&mut c, "messages before a packet of type 0x09").await?;
+    c.wait_closed()
+        .await
+        .context("the packet of type 0x09 must close the connection")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn messages_before_a_protocol_error_are_handled_then_the_connection_closes() -> Result<()> {
+    let server = Server::start_default().await?;
+    server
+        .each_transport(|t| messages_before_an_error(&server, t))
+        .await
+}
+
+/// TCP: a client that sends its last messages and shuts down its side (a half-close) still gets
+/// them handled and answered, then the server closes. The first message is a `lab.work` call
+/// long enough (tens of ms) that the end of stream arrives while the rest wait their turn. (A
+/// WebSocket Close frame ends the data in both directions, so this is TCP's alone.)
+#[tokio::test]
+async fn messages_before_the_clients_end_of_stream_are_handled() -> Result<()> {
+    let server = Server::start(ServerOptions {
+        components: vec!["echo.wasm".into(), "lab.wasm".into()],
+        ..ServerOptions::default()
+    })
+    .await?;
+    let mut c = server.connect_ready(Transport::Tcp).await?;
+    let work = br#"{"iterations":30000000}"#;
+    let mut bytes = Message::request(9, "lab.work", work).to_packet()?;
+    bytes.extend(three_messages()?);
+    c.send_raw(&bytes).await?;
+    c.close()
+        .await
+        .context("the server must close after the client's end of stream")?;
+    let m = c
+        .next_message()
+        .await
+        .context("waiting for lab.work's response")?;
+    ensure!(
+        m.kind == MessageType::Response && m.id == 9 && m.payload == br#"{"done":30000000}"#,
+        "expected lab.work's response, got {m:?}"
+    );
+    ensure_three_answered(&mut c, "messages before the end of stream").await
 }

@@ -369,6 +369,11 @@ fn drive(
         let mut armed: Option<std::time::Instant> = None;
         // Set when the connection may have gone quiet, to give back the buffers it used.
         let mut trim = false;
+        // Set when the client stopped sending (end of stream) or broke the protocol: nothing more
+        // is read, and the messages that arrived whole before that are still handled, in order,
+        // before the connection ends for this reason. What a client sent is then handled the same
+        // whether the bad bytes came in the same read as its messages or in a later one.
+        let mut ending: Option<&'static str> = None;
         let (mut reader, mut writer) = link.halves();
 
         let reason = 'conn: loop {
@@ -377,7 +382,11 @@ fn drive(
                     break 'conn "send queue full";
                 }
             }
-            if protocol.state() == State::Closed {
+            if let Some(reason) = ending {
+                if pending.is_empty() && !in_flight.is_running() {
+                    break 'conn reason;
+                }
+            } else if protocol.state() == State::Closed {
                 break 'conn "protocol closed";
             }
             if trim && !in_flight.is_running() && pending.is_empty() && write_side.out.is_empty() {
@@ -440,7 +449,7 @@ fn drive(
                     read = poll_fn(|cx| reader.poll_read(cx, |bytes| {
                         metrics.bytes("in", bytes.len());
                         protocol.receive(bytes, std::time::Instant::now())
-                    })), if pending.len() < MAX_PENDING => Wake::Read(read),
+                    })), if pending.len() < MAX_PENDING && ending.is_none() => Wake::Read(read),
                     // Last: a pass that finds bytes to read does not poll the timer as well, which
                     // costs about as much as the read's own bookkeeping. A client that never stops
                     // sending still lets it run, whenever the read is not ready (the runtime's
@@ -461,9 +470,13 @@ fn drive(
                     while let Some(packet) = protocol.poll_transmit() {
                         let _ = queue.try_push(Outbound::Packet(packet));
                     }
-                    break 'conn "protocol error";
+                    ending = Some("protocol error");
                 }
-                Wake::Read(Ok(None)) => break 'conn "closed by client",
+                Wake::Read(Ok(None)) => {
+                    // No more heartbeats are sent or expected.
+                    protocol.close();
+                    ending = Some("closed by client");
+                }
                 Wake::Read(Err(error)) => {
                     tracing::debug!(%peer, %kind, %error, "read failed");
                     break 'conn "read error";
@@ -523,6 +536,7 @@ fn drive(
                             Ok(()) => {
                                 if let Err(error) = protocol.accept_handshake() {
                                     tracing::debug!(%peer, %kind, %error, "protocol error, closing");
+                                    ending = Some("protocol error");
                                 }
                             }
                             Err(reason) => {
