@@ -79,6 +79,8 @@ pub struct FileConfig {
     pub compress_handshake: Option<bool>,
     /// `--push-route-codes`.
     pub push_route_codes: Option<bool>,
+    /// `--push-route`, as a list.
+    pub push_routes: Option<Vec<String>>,
     /// `--kick-reasons`.
     pub kick_reasons: Option<bool>,
     /// `--duplicate-login`.

@@ -105,10 +105,16 @@ struct ServeArgs {
     #[arg(long)]
     compress_handshake: bool,
 
-    /// Send push routes as dictionary codes when they are in the dictionary. Off by default:
-    /// libpitaya crashes on coded push routes.
+    /// Send push routes as dictionary codes when they are in the dictionary (see --push-route).
+    /// Off by default: libpitaya crashes on coded push routes.
     #[arg(long)]
     push_route_codes: bool,
+
+    /// A push route (e.g. `onMessage`) to offer in the handshake's dictionary beside the handler
+    /// routes, so that clients that read the dictionary can decode it as a code and
+    /// --push-route-codes can send it as one. Repeatable; 1 to 255 bytes.
+    #[arg(long = "push-route", value_name = "ROUTE")]
+    push_routes: Vec<String>,
 
     /// Bytes queued for one client before it counts as not reading and is disconnected.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
@@ -426,6 +432,7 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
             compress: pick!(compress),
             push_route_codes: pick!(push_route_codes),
         },
+        push_routes: push_routes(&args.push_routes, file.push_routes.as_deref())?,
         send_queue: pick!(send_queue),
         send_queue_bytes: pick!(send_queue_bytes),
         max_response: pick!(max_response),
@@ -456,6 +463,25 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
         components,
         cluster,
     })
+}
+
+/// The push routes for the dictionary: the command line's, else the file's. A route is sent as
+/// one length byte and its bytes, so it must be 1 to 255 bytes long.
+fn push_routes(args: &[String], file: Option<&[String]>) -> anyhow::Result<Vec<String>> {
+    let (routes, field) = if args.is_empty() {
+        (file.unwrap_or_default(), "push-routes")
+    } else {
+        (args, "--push-route")
+    };
+    for route in routes {
+        if route.is_empty() || route.len() > 255 {
+            bail!(
+                "{field}: {route:?} is {} bytes; a route is 1 to 255 bytes",
+                route.len()
+            );
+        }
+    }
+    Ok(routes.to_vec())
 }
 
 /// Splits `NAME=REST` (the component name, then its value).

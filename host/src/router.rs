@@ -58,8 +58,13 @@ pub struct Router {
 }
 
 impl Router {
-    /// Builds the router for `server_type` from the loaded components.
-    pub fn new(server_type: &str, loaded: Vec<ComponentHandle>) -> Result<Self, RouterError> {
+    /// Builds the router for `server_type` from the loaded components. The dictionary holds
+    /// every handler route and the given push routes.
+    pub fn new(
+        server_type: &str,
+        loaded: Vec<ComponentHandle>,
+        push_routes: &[String],
+    ) -> Result<Self, RouterError> {
         let mut components: FxHashMap<String, Arc<ComponentHandle>> = FxHashMap::default();
         for component in loaded {
             if let Some(first) = components.get(component.name()) {
@@ -89,7 +94,9 @@ impl Router {
                 ]
             })
         });
-        let dict = Arc::new(RouteDict::from_routes(routes));
+        let dict = Arc::new(RouteDict::from_routes(
+            routes.chain(push_routes.iter().cloned()),
+        ));
         Ok(Self {
             server_type: server_type.to_owned(),
             components,
@@ -166,7 +173,7 @@ mod tests {
     use super::*;
 
     fn router() -> Router {
-        Router::new("room", Vec::new()).expect("no components, no clash")
+        Router::new("room", Vec::new(), &[]).expect("no components, no clash")
     }
 
     #[test]

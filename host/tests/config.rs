@@ -195,3 +195,41 @@ fn command_line_tweaks_layer_on_the_file_settings() -> Result<()> {
     );
     Ok(())
 }
+
+/// `push-routes` in the file puts those push routes in the handshake's dictionary.
+#[test]
+fn push_routes_in_the_file_join_the_dict() -> Result<()> {
+    let echo = component("echo.wasm")?;
+    let dir = temp_dir("push-routes");
+    let config = write_config(
+        &dir,
+        "host.toml",
+        &format!(
+            "tcp = \"127.0.0.1:0\"\npush-routes = [\"onEcho\", \"onMembers\"]\n\n[[component]]\npath = {:?}\n",
+            echo.display().to_string()
+        ),
+    )?;
+    let host = start(&["--config".as_ref(), config.as_os_str()], 1)?;
+    let reply = handshake_reply(host.tcp.as_deref().unwrap_or_default())?;
+    std::fs::remove_dir_all(&dir)?;
+    let reply: serde_json::Value = serde_json::from_str(&reply)?;
+    let dict = &reply["sys"]["dict"];
+    ensure!(
+        dict["onEcho"].is_u64() && dict["onMembers"].is_u64() && dict["echo.echo"].is_u64(),
+        "the push routes or the handler routes are missing from the dict: {dict}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_empty_push_route_is_named() -> Result<()> {
+    let lines = refused(
+        "empty-push-route",
+        "tcp = \"127.0.0.1:0\"\npush-routes = [\"\"]\n",
+    )?;
+    ensure!(
+        lines.len() == 1 && lines[0].contains("push-routes: \"\" is 0 bytes"),
+        "{lines:?}"
+    );
+    Ok(())
+}

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, ensure};
 use pitaya_tests::checks::{ensure_echo, ensure_error, ensure_nothing_else, ensure_push};
-use pitaya_tests::{Server, ServerOptions, Transport};
+use pitaya_tests::{MessageType, Route, Server, ServerOptions, Transport};
 
 /// With `--server-type game`, `game.echo.echo` and `echo.echo` are the same handler and are in the dict;
 /// `connector.echo.echo` names another server type and is not found.
@@ -94,4 +94,45 @@ async fn outgoing_compression_when_configured() -> Result<()> {
     )
     .await?;
     server.each_transport(|t| compression(&server, t)).await
+}
+
+/// `--push-route onEcho` offers the push route in the handshake's dict, beside the handler routes.
+/// With `--push-route-codes` the push that `echo.notify` sends back carries flag 0x01 and that
+/// code; without it the push still goes out as the string (libpitaya's default).
+async fn push_route_in_dict(server: &Server, t: Transport, coded: bool) -> Result<()> {
+    let (mut c, reply) = server.connect_ready_with_reply(t).await?;
+    let code = reply.code_of("onEcho")?;
+    reply.code_of("echo.echo")?;
+    c.send_notify("echo.notify", br#"{"x":1}"#).await?;
+    let m = c.next_message().await?;
+    let expected = if coded {
+        Route::Code(code)
+    } else {
+        Route::from("onEcho")
+    };
+    ensure!(
+        m.kind == MessageType::Push
+            && m.route.as_ref() == Some(&expected)
+            && m.payload == br#"{"x":1}"#,
+        "expected the push onEcho {{\"x\":1}} with the route {expected:?}, got {m:?}"
+    );
+    ensure_nothing_else(&mut c).await
+}
+
+#[tokio::test]
+async fn push_routes_join_the_dict_and_are_coded_only_with_push_route_codes() -> Result<()> {
+    for coded in [false, true] {
+        let mut opts = ServerOptions::default()
+            .args("--push-route", "onEcho")
+            .args("--push-route", "onMembers");
+        if coded {
+            opts = opts.arg("--push-route-codes");
+        }
+        let server = Server::start(opts).await?;
+        server
+            .each_transport(|t| push_route_in_dict(&server, t, coded))
+            .await
+            .with_context(|| format!("with --push-route-codes {coded}"))?;
+    }
+    Ok(())
 }

@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub connection: ConnectionConfig,
     /// How responses and pushes are encoded.
     pub encode: EncodeOptions,
+    /// Push routes (such as `onMessage`) to offer in the handshake's dictionary beside the
+    /// handler routes, so that `push_route_codes` can send them as codes.
+    pub push_routes: Vec<String>,
     /// The payload serializer advertised in the handshake; the host's own error payloads use it.
     pub serializer: Serializer,
     /// Packets queued for one client before it counts as not reading and is disconnected.
@@ -94,6 +97,7 @@ impl Default for ServerConfig {
                 compress: false,
                 push_route_codes: false,
             },
+            push_routes: Vec::new(),
             serializer: Serializer::Json,
             send_queue: 1024,
             send_queue_bytes: 4 << 20,
@@ -256,7 +260,7 @@ impl Server {
                 );
             }
         }
-        let router = Router::new(&config.server_type, loaded)?;
+        let router = Router::new(&config.server_type, loaded, &config.push_routes)?;
         // Host functions encode coded push routes with the same dict the handshake offers.
         let _ = context.dict.set(router.dict().clone());
         let tcp = match config.tcp {
