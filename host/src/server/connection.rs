@@ -225,6 +225,23 @@ enum Accepted {
     Tls(BoxedIo),
 }
 
+/// Why a connection reads no more but still handles the messages it has (a byte, where the
+/// reason's string would be 16 in every connection's task).
+#[derive(Clone, Copy)]
+enum Ending {
+    ProtocolError,
+    ClosedByClient,
+}
+
+impl Ending {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::ProtocolError => "protocol error",
+            Self::ClosedByClient => "closed by client",
+        }
+    }
+}
+
 /// What woke the connection.
 enum Wake {
     Read(io::Result<Option<Result<(), ProtocolError>>>),
@@ -371,9 +388,9 @@ fn drive(
         let mut trim = false;
         // Set when the client stopped sending (end of stream) or broke the protocol: nothing more
         // is read, and the messages that arrived whole before that are still handled, in order,
-        // before the connection ends for this reason. What a client sent is then handled the same
-        // whether the bad bytes came in the same read as its messages or in a later one.
-        let mut ending: Option<&'static str> = None;
+        // before the connection ends. What a client sent is then handled the same whether the
+        // bad bytes came in the same read as its messages or in a later one.
+        let mut ending: Option<Ending> = None;
         let (mut reader, mut writer) = link.halves();
 
         let reason = 'conn: loop {
@@ -382,9 +399,9 @@ fn drive(
                     break 'conn "send queue full";
                 }
             }
-            if let Some(reason) = ending {
+            if let Some(ending) = ending {
                 if pending.is_empty() && !in_flight.is_running() {
-                    break 'conn reason;
+                    break 'conn ending.reason();
                 }
             } else if protocol.state() == State::Closed {
                 break 'conn "protocol closed";
@@ -470,12 +487,12 @@ fn drive(
                     while let Some(packet) = protocol.poll_transmit() {
                         let _ = queue.try_push(Outbound::Packet(packet));
                     }
-                    ending = Some("protocol error");
+                    ending = Some(Ending::ProtocolError);
                 }
                 Wake::Read(Ok(None)) => {
                     // No more heartbeats are sent or expected.
                     protocol.close();
-                    ending = Some("closed by client");
+                    ending = Some(Ending::ClosedByClient);
                 }
                 Wake::Read(Err(error)) => {
                     tracing::debug!(%peer, %kind, %error, "read failed");
@@ -536,7 +553,7 @@ fn drive(
                             Ok(()) => {
                                 if let Err(error) = protocol.accept_handshake() {
                                     tracing::debug!(%peer, %kind, %error, "protocol error, closing");
-                                    ending = Some("protocol error");
+                                    ending = Some(Ending::ProtocolError);
                                 }
                             }
                             Err(reason) => {
