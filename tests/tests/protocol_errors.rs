@@ -5,7 +5,7 @@
 use anyhow::{Context, Result, ensure};
 use pitaya_tests::checks::ensure_nothing_else;
 use pitaya_tests::codec::{self, Message, PITAYA_HANDSHAKE, Route};
-use pitaya_tests::{Client, MessageType, Server, ServerOptions, Transport};
+use pitaya_tests::{Client, DEFAULT_WAIT, Incoming, MessageType, Server, ServerOptions, Transport};
 
 /// Sends `bytes` (one write / one frame) and expects the server to close the connection without answering
 /// any request; then checks that a new connection still works.
@@ -289,9 +289,18 @@ async fn messages_before_an_error(server: &Server, t: Transport) -> Result<()> {
     bytes.extend([0x09, 0, 0, 0]);
     c.send_raw(&bytes).await?;
     ensure_three_answered(&mut c, "messages before a packet of type 0x09").await?;
-    c.wait_closed()
+    let (why, _) = c
+        .wait_for("the close", DEFAULT_WAIT, |e| match e {
+            Incoming::Closed(why) => Some(why.clone()),
+            _ => None,
+        })
         .await
         .context("the packet of type 0x09 must close the connection")?;
+    // RFC 6455 section 7.4.1: 1002, the endpoint is terminating because of a protocol error.
+    ensure!(
+        t == Transport::Tcp || why.contains("code: Protocol"),
+        "a protocol error must end a WebSocket with close code 1002, got {why}"
+    );
     Ok(())
 }
 

@@ -30,7 +30,9 @@ use crate::runtime::{CallFailure, HandlerKind, ToTheEnd};
 use crate::send_queue::Taken;
 use crate::session::{Outbound, SendQueue, Session};
 use crate::transport::http::{Sniffed, serve_file, sniff};
-use crate::transport::{BoxedIo, Link, Outgoing, TransportKind, Writer, accept_websocket};
+use crate::transport::{
+    BoxedIo, Farewell, Link, Outgoing, TransportKind, Writer, accept_websocket,
+};
 
 /// Seconds between two log lines about refused connections; the ones between are counted.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(5);
@@ -610,7 +612,12 @@ fn drive(
         queue.close();
         drop(session);
         // Boxed: its state would otherwise widen every connection's task.
-        let _ = Box::pin(tokio::time::timeout(FINAL_FLUSH, link.shutdown())).await;
+        let farewell = if reason == Ending::ProtocolError.reason() {
+            Farewell::ProtocolError
+        } else {
+            Farewell::Normal
+        };
+        let _ = Box::pin(tokio::time::timeout(FINAL_FLUSH, link.shutdown(farewell))).await;
         // The connection counts against the limit until its socket is closed. Named here so
         // that the block captures the permit at all.
         drop(link);

@@ -26,6 +26,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// A byte stream a connection runs over: a TCP stream, or TLS over one.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -144,8 +146,9 @@ impl Link {
         }
     }
 
-    /// Closes the sending direction after what was written (a FIN, or a WebSocket close).
-    pub async fn shutdown(&mut self) {
+    /// Closes the sending direction after what was written (a FIN, or a WebSocket close frame
+    /// whose code says whether the peer broke the protocol: 1002, or 1000).
+    pub async fn shutdown(&mut self, farewell: Farewell) {
         match self {
             Link::Tcp(stream) => {
                 let _ = stream.shutdown().await;
@@ -154,10 +157,30 @@ impl Link {
                 let _ = write.shutdown().await;
             }
             Link::Ws { sink, .. } => {
+                let code = match farewell {
+                    Farewell::Normal => CloseCode::Normal,
+                    Farewell::ProtocolError => CloseCode::Protocol,
+                };
+                let frame = CloseFrame {
+                    code,
+                    reason: Default::default(),
+                };
+                // `send` flushes the frame; `close` then ends the sink (a second close frame is
+                // not sent).
+                let _ = sink.send(Message::Close(Some(frame))).await;
                 let _ = sink.close().await;
             }
         }
     }
+}
+
+/// How a connection ends, for transports that can say so (a WebSocket close code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Farewell {
+    /// The connection ends normally (1000): the client closed, was kicked, or the server stops.
+    Normal,
+    /// The peer broke the protocol (1002).
+    ProtocolError,
 }
 
 /// The receiving half of a [`Link`].
