@@ -314,14 +314,18 @@ async fn messages_before_a_protocol_error_are_handled_then_the_connection_closes
 
 /// TCP: a client that sends its last messages and shuts down its side (a half-close) still gets
 /// them handled and answered, then the server closes. The first message is a `lab.work` call
-/// long enough (tens of ms) that the end of stream arrives while the rest wait their turn. (A
-/// WebSocket Close frame ends the data in both directions, so this is TCP's alone.)
+/// long enough (tens of ms) that the end of stream arrives while the rest wait their turn; the
+/// call timeout is raised so that a slow machine cannot turn it into PIT-503. (A WebSocket Close
+/// frame ends the data in both directions, so this is TCP's alone.)
 #[tokio::test]
 async fn messages_before_the_clients_end_of_stream_are_handled() -> Result<()> {
-    let server = Server::start(ServerOptions {
-        components: vec!["echo.wasm".into(), "lab.wasm".into()],
-        ..ServerOptions::default()
-    })
+    let server = Server::start(
+        ServerOptions {
+            components: vec!["echo.wasm".into(), "lab.wasm".into()],
+            ..ServerOptions::default()
+        }
+        .args("--call-timeout-ms", 30_000),
+    )
     .await?;
     let mut c = server.connect_ready(Transport::Tcp).await?;
     let work = br#"{"iterations":30000000}"#;
