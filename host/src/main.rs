@@ -12,7 +12,7 @@ use pitaya_host::config::{DuplicateLogin, FileConfig, Grant};
 
 use pitaya_host::runtime::MAX_INSTANCES;
 use pitaya_host::{ComponentOptions, Grants, Limits, Reloader, Server, ServerConfig, Tweak};
-use pitaya_protocol::{ConnectionConfig, EncodeOptions, Serializer};
+use pitaya_protocol::{ConnectionConfig, EncodeOptions, MAX_ROUTE_LEN, Serializer};
 
 // The host allocates and frees per request (a dispatch's future, the decoded message, the
 // response); glibc's malloc served the larger of these through its slow bins. Measured in
@@ -474,10 +474,11 @@ fn push_routes(args: &[String], file: Option<&[String]>) -> anyhow::Result<Vec<S
         (args, "--push-route")
     };
     for route in routes {
-        if route.is_empty() || route.len() > 255 {
+        if route.is_empty() || route.len() > MAX_ROUTE_LEN {
             bail!(
-                "{field}: {route:?} is {} bytes; a route is 1 to 255 bytes",
-                route.len()
+                "{field}: {route:?} is {} bytes; a route is 1 to {} bytes",
+                route.len(),
+                MAX_ROUTE_LEN
             );
         }
     }

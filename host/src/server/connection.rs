@@ -612,10 +612,9 @@ fn drive(
         queue.close();
         drop(session);
         // Boxed: its state would otherwise widen every connection's task.
-        let farewell = if reason == Ending::ProtocolError.reason() {
-            Farewell::ProtocolError
-        } else {
-            Farewell::Normal
+        let farewell = match ending {
+            Some(Ending::ProtocolError) => Farewell::ProtocolError,
+            _ => Farewell::Normal,
         };
         let _ = Box::pin(tokio::time::timeout(FINAL_FLUSH, link.shutdown(farewell))).await;
         // The connection counts against the limit until its socket is closed. Named here so
