@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Prepares the browser test: Debian's Chromium and the npm packages (playwright-core). Idempotent.
+# Prepares the browser test: Debian's Chromium, Node.js and npm, and the npm packages
+# (playwright-core). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if [ ! -x /usr/bin/chromium ]; then
-  echo "setup: installing chromium with apt-get"
+# Debian's packages for what is missing: Chromium, and Node.js with npm to run the test.
+PACKAGES=()
+[ -x /usr/bin/chromium ] || PACKAGES+=(chromium)
+command -v node >/dev/null || PACKAGES+=(nodejs)
+command -v npm >/dev/null || PACKAGES+=(npm)
+if [ ${#PACKAGES[@]} -gt 0 ]; then
+  echo "setup: installing ${PACKAGES[*]} with apt-get"
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${PACKAGES[@]}" >/dev/null
 fi
 
 # node_modules is stale when it was installed from another package-lock.json.
