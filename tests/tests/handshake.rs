@@ -170,3 +170,59 @@ async fn websocket_upgrades_at_any_path() -> Result<()> {
         })
         .await
 }
+
+/// A request on the WebSocket port that is not an acceptable upgrade gets an HTTP error saying
+/// why, then the close, and the port goes on upgrading others (RFC 6455 §4.2.1, §4.4).
+#[tokio::test]
+async fn a_request_that_is_not_an_upgrade_gets_an_http_error() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = Server::start_default().await?;
+    let upgrade = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let cases = [
+        (
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_owned(),
+            "HTTP/1.1 400 ",
+        ),
+        (upgrade.replacen("GET", "POST", 1), "HTTP/1.1 405 "),
+        (
+            upgrade.replacen("Version: 13", "Version: 8", 1),
+            "HTTP/1.1 426 ",
+        ),
+        (
+            upgrade.replacen("dGhlIHNhbXBsZSBub25jZQ==", "short", 1),
+            "HTTP/1.1 400 ",
+        ),
+        (
+            "\x16\x03\x01\x00\x05hello\r\n\r\n".to_owned(),
+            "HTTP/1.1 400 ",
+        ),
+    ];
+    for (request, status) in cases {
+        let mut stream = tokio::net::TcpStream::connect(server.ws).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        // Reading to the end also checks that the server closes.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut answer),
+        )
+        .await
+        .with_context(|| format!("no close after {request:?}"))??;
+        let answer = String::from_utf8_lossy(&answer);
+        ensure!(
+            answer.starts_with(status),
+            "{request:?} got {answer:?}, not {status}"
+        );
+        if status.contains("426") {
+            ensure!(
+                answer.contains("\r\nSec-WebSocket-Version: 13\r\n"),
+                "a 426 names the version: {answer:?}"
+            );
+        }
+    }
+    let mut c = Client::connect_at(Transport::Ws, server.ws, "/").await?;
+    c.handshake(PITAYA_HANDSHAKE).await?;
+    ensure_nothing_else(&mut c).await
+}

@@ -12,6 +12,7 @@
 pub mod http;
 mod tcp;
 pub mod tls;
+pub mod upgrade;
 mod ws;
 
 use std::cell::RefCell;

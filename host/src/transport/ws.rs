@@ -1,16 +1,17 @@
 //! WebSocket: binary frames over TCP. Any URL path upgrades; no subprotocol is required.
 //! A frame may hold one or several packets; every packet sent goes in a frame of its own.
 
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use super::upgrade::{self, Parsed, UpgradeError, Verdict};
 use super::{BoxedIo, with_scratch};
 
 pub(super) type Stream = WebSocketStream<Scratched>;
@@ -95,19 +96,84 @@ impl AsyncWrite for Scratched {
     }
 }
 
-/// Completes the WebSocket upgrade on an accepted TCP stream. Frames and messages larger than
-/// `max_message` are refused by tungstenite before they are buffered whole.
-pub async fn accept_websocket(stream: BoxedIo, max_message: usize) -> Result<Stream, WsError> {
+impl Scratched {
+    /// Reads until a whole request head is in, and judges it. `partial` holds the head so far
+    /// only when it comes in pieces; a head that arrives in one read is parsed where it was read.
+    /// What follows the head stays in `rest`, for tungstenite.
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        partial: &mut Vec<u8>,
+    ) -> Poll<io::Result<Verdict>> {
+        loop {
+            let step = with_scratch(|scratch| {
+                let mut read = ReadBuf::new(scratch);
+                ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
+                let got = read.filled();
+                if got.is_empty() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed before the end of the upgrade request",
+                    )));
+                }
+                let pieces = !partial.is_empty();
+                if pieces {
+                    partial.extend_from_slice(got);
+                }
+                let head = if pieces { &partial[..] } else { got };
+                Poll::Ready(Ok(match upgrade::parse(head) {
+                    Parsed::Complete { verdict, len } => {
+                        if len < head.len() {
+                            self.rest = Bytes::copy_from_slice(&head[len..]);
+                        }
+                        Some(verdict)
+                    }
+                    Parsed::Partial => {
+                        if !pieces {
+                            partial.extend_from_slice(got);
+                        }
+                        None
+                    }
+                }))
+            });
+            if let Some(verdict) = ready!(step)? {
+                return Poll::Ready(Ok(verdict));
+            }
+        }
+    }
+}
+
+/// Completes the WebSocket upgrade on an accepted TCP stream: a request that is not one gets an
+/// HTTP error saying why, then the close. Frames and messages larger than `max_message` are
+/// refused by tungstenite before they are buffered whole.
+pub async fn accept_websocket(stream: BoxedIo, max_message: usize) -> Result<Stream, UpgradeError> {
+    let mut stream = Scratched {
+        io: stream,
+        rest: Bytes::new(),
+    };
+    let mut partial = Vec::new();
+    let verdict = poll_fn(|cx| stream.poll_head(cx, &mut partial)).await?;
+    drop(partial);
+    match verdict {
+        Verdict::Accept(key) => {
+            stream
+                .write_all(upgrade::switching_protocols(&key).as_bytes())
+                .await?;
+        }
+        Verdict::Refuse(refusal) => {
+            stream
+                .write_all(upgrade::refusal(refusal).as_bytes())
+                .await?;
+            stream.shutdown().await?;
+            return Err(UpgradeError::Refused(refusal.reason));
+        }
+    }
     // tungstenite's default 128 KiB read buffer would stay resident for every connection.
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
-    let stream = Scratched {
-        io: stream,
-        rest: Bytes::new(),
-    };
-    tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
+    Ok(WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await)
 }
 
 #[cfg(test)]
@@ -143,5 +209,64 @@ mod tests {
         let mut tail = Vec::new();
         scratched.read_to_end(&mut tail).await.unwrap();
         assert_eq!(tail, b"more");
+    }
+
+    /// A head that comes a byte at a time is put together and answered with the RFC's accept
+    /// key, and a frame sent right behind it is not lost.
+    #[tokio::test]
+    async fn an_upgrade_in_pieces_is_answered_and_what_follows_it_is_kept() {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let head: &[u8] = b"GET /x HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+            Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        let client = tokio::spawn(async move {
+            for byte in head {
+                client.write_all(&[*byte]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            // A masked binary frame holding "hi", with a zero mask.
+            client
+                .write_all(&[0x82, 0x82, 0, 0, 0, 0, b'h', b'i'])
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            while !answer.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8];
+                client.read_exact(&mut byte).await.unwrap();
+                answer.push(byte[0]);
+            }
+            (client, String::from_utf8(answer).unwrap())
+        });
+        let mut ws = accept_websocket(Box::new(server), 1 << 16).await.unwrap();
+        let message = ws.next().await.unwrap().unwrap();
+        assert_eq!(message, Message::Binary(Bytes::from_static(b"hi")));
+        let (_client, answer) = client.await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    }
+
+    /// A request that is not an upgrade is answered with the reason and refused.
+    #[tokio::test]
+    async fn a_plain_request_gets_an_http_error_and_no_websocket() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let outcome = accept_websocket(Box::new(server), 1 << 16).await;
+        assert!(matches!(outcome, Err(UpgradeError::Refused(_))));
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        assert!(answer.ends_with("not a WebSocket upgrade: no Upgrade: websocket\n"));
     }
 }

@@ -1,0 +1,303 @@
+//! The server's half of the WebSocket opening handshake (RFC 6455 §4.2): what a request head
+//! asks for, and the answer to write. Pure: the bytes are read by `ws`, through the worker
+//! thread's scratch buffer, so that a handshake in progress holds no buffer of its own unless
+//! its head arrives in pieces (tungstenite's handshake holds 8 KiB per connection while it
+//! runs, which a burst of connects leaves behind in the allocator).
+
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+/// Longest request head accepted.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// Most header lines a request head may have.
+const MAX_HEADERS: usize = 32;
+
+/// Why an upgrade did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// Reading the request or writing the answer failed, or the client left before its head
+    /// was complete.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The request is not an acceptable WebSocket upgrade; the client was answered with an HTTP
+    /// error saying why.
+    #[error("refused: {0}")]
+    Refused(&'static str),
+}
+
+/// What a complete request head gets.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Switching protocols, with this `Sec-WebSocket-Accept` value.
+    Accept(String),
+    /// An HTTP error.
+    Refuse(Refusal),
+}
+
+/// An HTTP error answer to a request head.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct Refusal {
+    /// The status, as in the status line (`400 Bad Request`).
+    pub status: &'static str,
+    /// Why, for the body and the log.
+    pub reason: &'static str,
+}
+
+/// What the bytes read so far hold.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole head of `len` bytes (anything after it is the client's first frames).
+    Complete { verdict: Verdict, len: usize },
+    /// Not yet a whole head.
+    Partial,
+}
+
+const fn refuse(status: &'static str, reason: &'static str) -> Verdict {
+    Verdict::Refuse(Refusal { status, reason })
+}
+
+/// Judges the request head at the start of `bytes`.
+pub fn parse(bytes: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let len = match request.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+        Ok(httparse::Status::Partial) if bytes.len() < MAX_HEAD => return Parsed::Partial,
+        Ok(_) => {
+            return Parsed::Complete {
+                verdict: refuse(
+                    "431 Request Header Fields Too Large",
+                    "request head too large",
+                ),
+                len: bytes.len(),
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Complete {
+                verdict: refuse(
+                    "431 Request Header Fields Too Large",
+                    "too many header lines",
+                ),
+                len: bytes.len(),
+            };
+        }
+        Err(_) => {
+            return Parsed::Complete {
+                verdict: refuse("400 Bad Request", "malformed request head"),
+                len: bytes.len(),
+            };
+        }
+    };
+    Parsed::Complete {
+        verdict: judge(&request),
+        len,
+    }
+}
+
+/// The checks of RFC 6455 §4.2.1, in tungstenite's order.
+fn judge(request: &httparse::Request<'_, '_>) -> Verdict {
+    if request.method != Some("GET") {
+        return refuse("405 Method Not Allowed", "a WebSocket upgrade is a GET");
+    }
+    if request.version != Some(1) {
+        return refuse("400 Bad Request", "a WebSocket upgrade needs HTTP/1.1");
+    }
+    let values = |name: &'static str| {
+        request
+            .headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+    };
+    if !values("upgrade").any(|v| v.trim().eq_ignore_ascii_case("websocket")) {
+        return refuse(
+            "400 Bad Request",
+            "not a WebSocket upgrade: no Upgrade: websocket",
+        );
+    }
+    let connection_upgrade = values("connection").any(|v| {
+        v.split(',')
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+    });
+    if !connection_upgrade {
+        return refuse("400 Bad Request", "no Connection: Upgrade");
+    }
+    if !values("sec-websocket-version").any(|v| v.trim() == "13") {
+        // §4.4: the answer names the version this server speaks.
+        return refuse(
+            "426 Upgrade Required",
+            "only WebSocket version 13 is spoken",
+        );
+    }
+    match values("sec-websocket-key").next().map(str::trim) {
+        Some(key) if is_valid_key(key) => Verdict::Accept(derive_accept_key(key.as_bytes())),
+        _ => refuse("400 Bad Request", "no valid Sec-WebSocket-Key"),
+    }
+}
+
+/// A key is 16 bytes in base64: 22 characters, the last with its low four bits zero, then `==`.
+fn is_valid_key(key: &str) -> bool {
+    let key = key.as_bytes();
+    let base64 = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    key.len() == 24
+        && key[..22].iter().all(base64)
+        && matches!(key[21], b'A' | b'Q' | b'g' | b'w')
+        && &key[22..] == b"=="
+}
+
+/// The answer that completes an upgrade.
+pub fn switching_protocols(accept: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+}
+
+/// The answer to a refused request; the connection closes after it.
+pub fn refusal(refusal: Refusal) -> String {
+    let version = if refusal.status.starts_with("426") {
+        "Sec-WebSocket-Version: 13\r\n"
+    } else {
+        ""
+    };
+    format!(
+        "HTTP/1.1 {}\r\n{version}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{}\n",
+        refusal.status,
+        refusal.reason.len() + 1,
+        refusal.reason
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 6455 §1.3's example request.
+    const EXAMPLE: &str = "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    fn verdict(head: &str) -> Verdict {
+        match parse(head.as_bytes()) {
+            Parsed::Complete { verdict, len } => {
+                assert_eq!(len, head.len());
+                verdict
+            }
+            Parsed::Partial => panic!("partial: {head:?}"),
+        }
+    }
+
+    fn status(head: &str) -> &'static str {
+        match verdict(head) {
+            Verdict::Refuse(refusal) => refusal.status,
+            Verdict::Accept(_) => panic!("accepted: {head:?}"),
+        }
+    }
+
+    #[test]
+    fn the_rfc_example_is_accepted_with_the_rfc_answer() {
+        assert_eq!(
+            verdict(EXAMPLE),
+            Verdict::Accept("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into())
+        );
+        let answer = switching_protocols("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert!(answer.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        assert!(answer.contains("\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(answer.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn every_prefix_of_a_head_is_partial_and_what_follows_it_is_not_part_of_it() {
+        for end in 0..EXAMPLE.len() {
+            assert_eq!(parse(&EXAMPLE.as_bytes()[..end]), Parsed::Partial, "{end}");
+        }
+        let with_frame = [EXAMPLE.as_bytes(), &[0x82, 0x00]].concat();
+        assert!(matches!(
+            parse(&with_frame),
+            Parsed::Complete { verdict: Verdict::Accept(_), len } if len == EXAMPLE.len()
+        ));
+    }
+
+    #[test]
+    fn header_names_and_tokens_are_matched_as_http_says() {
+        let browser = "GET / HTTP/1.1\r\nhost: a\r\nconnection: keep-alive, Upgrade\r\n\
+            upgrade: WebSocket\r\nsec-websocket-version: 13\r\n\
+            sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        assert!(matches!(verdict(browser), Verdict::Accept(_)));
+    }
+
+    #[test]
+    fn what_is_not_an_upgrade_is_refused_with_a_status() {
+        let with = |from: &str, to: &str| EXAMPLE.replacen(from, to, 1);
+        assert_eq!(status(&with("GET", "POST")), "405 Method Not Allowed");
+        assert_eq!(status(&with("HTTP/1.1", "HTTP/1.0")), "400 Bad Request");
+        assert_eq!(
+            status(&with("Upgrade: websocket", "Upgrade: h2c")),
+            "400 Bad Request"
+        );
+        assert_eq!(
+            status(&with("Connection: Upgrade", "Connection: close")),
+            "400 Bad Request"
+        );
+        assert_eq!(
+            status(&with(
+                "Sec-WebSocket-Version: 13",
+                "Sec-WebSocket-Version: 8"
+            )),
+            "426 Upgrade Required"
+        );
+        for key in [
+            "dGhlIHNhbXBsZSBub25jZQ=",
+            "dGhlIHNhbXBsZSBub25jZR==",
+            "dGhlIHNhbXBsZSBub25j!Q==",
+        ] {
+            assert_eq!(
+                status(&with("dGhlIHNhbXBsZSBub25jZQ==", key)),
+                "400 Bad Request",
+                "{key}"
+            );
+        }
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            "400 Bad Request"
+        );
+        assert_eq!(status("\x16\x03\x01\x02\x00\r\n\r\n"), "400 Bad Request");
+    }
+
+    #[test]
+    fn a_head_too_large_is_refused_before_it_is_all_read() {
+        let long = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD));
+        assert!(matches!(
+            parse(long.as_bytes()),
+            Parsed::Complete { verdict: Verdict::Refuse(r), .. } if r.status.starts_with("431")
+        ));
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("X{i}: a\r\n"))
+            .collect();
+        assert_eq!(
+            status(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            "431 Request Header Fields Too Large"
+        );
+    }
+
+    #[test]
+    fn a_refusal_says_why_and_426_names_the_version() {
+        let answer = refusal(Refusal {
+            status: "426 Upgrade Required",
+            reason: "only WebSocket version 13 is spoken",
+        });
+        assert!(answer.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(answer.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        assert!(answer.contains("\r\nContent-Length: 36\r\n"));
+        assert!(answer.ends_with("\r\n\r\nonly WebSocket version 13 is spoken\n"));
+        assert!(
+            !refusal(Refusal {
+                status: "400 Bad Request",
+                reason: "x"
+            })
+            .contains("Version")
+        );
+    }
+}
