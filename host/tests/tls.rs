@@ -1,5 +1,5 @@
 //! TLS on both listeners: a client that trusts the server's certificate completes the pitaya
-//! handshake and gets an echo over TCP+TLS and over WSS.
+//! handshake and gets an echo over TCP+TLS and over WSS, and a `--web` page over HTTPS.
 
 mod common;
 
@@ -48,13 +48,16 @@ async fn read_packet(stream: &mut (impl AsyncReadExt + Unpin)) -> Result<(u8, Ve
 }
 
 #[tokio::test]
-async fn echo_over_tls_and_wss() -> Result<()> {
+async fn echo_over_tls_and_wss_and_a_page_over_https() -> Result<()> {
     let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
     let dir = std::env::temp_dir().join(format!("pitaya-host-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, generated.cert.pem())?;
     std::fs::write(&key_path, generated.signing_key.serialize_pem())?;
+    let web = dir.join("web");
+    std::fs::create_dir_all(&web)?;
+    std::fs::write(web.join("hello.txt"), "hello over https")?;
     let echo = component("echo.wasm")?;
     let host = common::start(
         &[
@@ -66,6 +69,8 @@ async fn echo_over_tls_and_wss() -> Result<()> {
             cert_path.as_os_str(),
             "--tls-key".as_ref(),
             key_path.as_os_str(),
+            "--web".as_ref(),
+            web.as_os_str(),
             echo.as_os_str(),
         ],
         2,
@@ -103,7 +108,7 @@ async fn echo_over_tls_and_wss() -> Result<()> {
     // WebSocket over TLS.
     let socket = TcpStream::connect(&ws).await?;
     let tls = connector
-        .connect(name, socket)
+        .connect(name.clone(), socket)
         .await
         .context("tls handshake over ws")?;
     let url = format!(
@@ -139,6 +144,22 @@ async fn echo_over_tls_and_wss() -> Result<()> {
         seen[1] == packet(4, b"\x04\x01{\"over\":\"wss\"}"),
         "wss echo answered {:?}",
         seen[1]
+    );
+
+    // A page from the web folder, over HTTPS on the same port.
+    let socket = TcpStream::connect(&ws).await?;
+    let mut tls = connector
+        .connect(name, socket)
+        .await
+        .context("tls handshake for https")?;
+    tls.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await??;
+    let answer = String::from_utf8_lossy(&answer);
+    ensure!(
+        answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("\r\n\r\nhello over https"),
+        "https answered {answer:?}"
     );
     std::fs::remove_dir_all(&dir)?;
     Ok(())

@@ -226,3 +226,56 @@ async fn a_request_that_is_not_an_upgrade_gets_an_http_error() -> Result<()> {
     c.handshake(PITAYA_HANDSHAKE).await?;
     ensure_nothing_else(&mut c).await
 }
+
+/// With `--web DIR`, a plain GET on the WebSocket port gets a file from DIR (or 404, never one
+/// outside it), another method 405, and an upgrade on the same port still upgrades.
+#[tokio::test]
+async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
+    use pitaya_tests::ServerOptions;
+    use pitaya_tests::tempdir::TempDir;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = TempDir::new("web")?;
+    std::fs::write(dir.0.join("index.html"), "<p>lobby</p>")?;
+    let server = Server::start(ServerOptions::default().args("--web", dir.0.display())).await?;
+    let cases = [
+        (
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n",
+            Some("<p>lobby</p>"),
+        ),
+        (
+            "GET /index.html?v=2 HTTP/1.1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n",
+            Some("<p>lobby</p>"),
+        ),
+        ("GET /missing.js HTTP/1.1\r\n\r\n", "HTTP/1.1 404 ", None),
+        ("GET /../Cargo.toml HTTP/1.1\r\n\r\n", "HTTP/1.1 404 ", None),
+        ("DELETE / HTTP/1.1\r\n\r\n", "HTTP/1.1 405 ", None),
+    ];
+    for (request, status, body) in cases {
+        let mut stream = tokio::net::TcpStream::connect(server.ws).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut answer),
+        )
+        .await
+        .with_context(|| format!("no close after {request:?}"))??;
+        let answer = String::from_utf8_lossy(&answer);
+        ensure!(
+            answer.starts_with(status),
+            "{request:?} got {answer:?}, not {status}"
+        );
+        if let Some(body) = body {
+            ensure!(
+                answer.ends_with(&format!("\r\n\r\n{body}")),
+                "{request:?} got {answer:?}"
+            );
+        }
+    }
+    let mut c = Client::connect_at(Transport::Ws, server.ws, "/").await?;
+    c.handshake(PITAYA_HANDSHAKE).await?;
+    ensure_nothing_else(&mut c).await
+}

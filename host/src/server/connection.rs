@@ -29,7 +29,6 @@ use crate::router::Resolved;
 use crate::runtime::{CallFailure, HandlerKind, ToTheEnd};
 use crate::send_queue::Taken;
 use crate::session::{Outbound, SendQueue, Session};
-use crate::transport::http::{Sniffed, serve_file, sniff};
 use crate::transport::{
     BoxedIo, Farewell, Link, Outgoing, TransportKind, Writer, accept_websocket,
 };
@@ -136,7 +135,7 @@ pub(super) async fn accept_loop(listener: TcpListener, kind: TransportKind, shar
     }
 }
 
-// The handshakes before `drive` (HTTP sniffing, TLS, the WebSocket upgrade), in a task that
+// The handshakes before `drive` (TLS, the WebSocket upgrade or a web page), in a task that
 // ends with them: `drive` then runs in a task of its own, so that their state, large, does not
 // stay in the connection's allocation for its whole life.
 async fn serve_stream(
@@ -147,25 +146,6 @@ async fn serve_stream(
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let timeout = shared.connection.handshake_timeout;
-    // Plain HTTP is only told apart from a WebSocket upgrade on a plain port.
-    if kind == TransportKind::WebSocket
-        && shared.tls.is_none()
-        && let Some(root) = &shared.config.web
-    {
-        match Box::pin(sniff(&stream, timeout)).await {
-            Ok(Sniffed::WebSocket) => {}
-            Ok(request) => {
-                if let Err(error) = Box::pin(serve_file(stream, root, request)).await {
-                    tracing::debug!(%peer, %error, "http request failed");
-                }
-                return;
-            }
-            Err(error) => {
-                tracing::debug!(%peer, %error, "no request head");
-                return;
-            }
-        }
-    }
     let accepted = match &shared.tls {
         Some(acceptor) => {
             match Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await {
@@ -200,11 +180,13 @@ async fn serve_stream(
                 .max(64 * 1024);
             match Box::pin(tokio::time::timeout(
                 timeout,
-                accept_websocket(io, max_message),
+                accept_websocket(io, max_message, shared.config.web.as_deref()),
             ))
             .await
             {
-                Ok(Ok(ws)) => Link::ws(ws),
+                Ok(Ok(Some(ws))) => Link::ws(ws),
+                // A plain GET, answered with a file from the web folder.
+                Ok(Ok(None)) => return,
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "websocket upgrade failed");
                     return;

@@ -4,81 +4,22 @@
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-/// Longest request head read while deciding.
-const MAX_HEAD: usize = 8 * 1024;
-
-/// What a new connection on the WebSocket port asks for.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Sniffed {
-    /// A WebSocket upgrade: hand the untouched stream to the WebSocket handshake.
-    WebSocket,
-    /// A plain GET for this path.
-    Get(String),
-    /// Something else (another method, a malformed head).
-    Other,
-}
-
-/// Peeks at the request head without consuming it.
-pub async fn sniff(stream: &TcpStream, timeout: Duration) -> io::Result<Sniffed> {
-    let mut buf = vec![0u8; MAX_HEAD];
-    let peek = async {
-        loop {
-            let n = stream.peek(&mut buf).await?;
-            if n == 0 {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-            }
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut request = httparse::Request::new(&mut headers);
-            match request.parse(&buf[..n]) {
-                Ok(httparse::Status::Complete(_)) => {
-                    let upgrade = request.headers.iter().any(|h| {
-                        h.name.eq_ignore_ascii_case("upgrade")
-                            && std::str::from_utf8(h.value)
-                                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
-                    });
-                    return Ok(match (upgrade, request.method, request.path) {
-                        (true, _, _) => Sniffed::WebSocket,
-                        (false, Some("GET" | "HEAD"), Some(path)) => Sniffed::Get(path.to_owned()),
-                        _ => Sniffed::Other,
-                    });
-                }
-                Ok(httparse::Status::Partial) if n < MAX_HEAD => {
-                    // Peek returns what is buffered; wait for more to arrive.
-                    stream.readable().await?;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                _ => return Ok(Sniffed::Other),
-            }
-        }
-    };
-    tokio::time::timeout(timeout, peek)
-        .await
-        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
-}
-
-/// Answers one plain HTTP request with a file from `root`, then closes.
-pub async fn serve_file(mut stream: TcpStream, root: &Path, request: Sniffed) -> io::Result<()> {
-    // Consume the head that was only peeked.
-    let mut head = vec![0u8; MAX_HEAD];
-    let _ = stream.read(&mut head).await?;
-    let response = match request {
-        Sniffed::Get(path) => match resolve(root, &path) {
-            Some(file) => match tokio::fs::read(&file).await {
-                Ok(body) => response("200 OK", content_type(&file), &body),
-                Err(_) => response("404 Not Found", "text/plain", b"not found\n"),
-            },
-            None => response("404 Not Found", "text/plain", b"not found\n"),
+/// Answers a plain GET for `path` with a file from `root`, then closes. The request head has
+/// been read already (by the WebSocket port's upgrade, which told it apart).
+pub async fn serve_file(
+    stream: &mut (impl AsyncWrite + Unpin),
+    root: &Path,
+    path: &str,
+) -> io::Result<()> {
+    let response = match resolve(root, path) {
+        Some(file) => match tokio::fs::read(&file).await {
+            Ok(body) => response("200 OK", content_type(&file), &body),
+            Err(_) => response("404 Not Found", "text/plain", b"not found\n"),
         },
-        _ => response(
-            "405 Method Not Allowed",
-            "text/plain",
-            b"only GET, or a WebSocket upgrade\n",
-        ),
+        None => response("404 Not Found", "text/plain", b"not found\n"),
     };
     stream.write_all(&response).await?;
     stream.shutdown().await

@@ -9,7 +9,7 @@
 //! no read buffer: it waits for the socket to become readable, then reads into a buffer owned by
 //! the worker thread ([`with_scratch`]) and hands the bytes on before anything else runs there.
 
-pub mod http;
+mod http;
 mod tcp;
 pub mod tls;
 pub mod upgrade;

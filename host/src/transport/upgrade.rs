@@ -1,5 +1,6 @@
 //! The server's half of the WebSocket opening handshake (RFC 6455 §4.2): what a request head
-//! asks for, and the answer to write. Pure: the bytes are read by `ws`, through the worker
+//! on the WebSocket port asks for (an upgrade, or a plain GET for `--web`), and the answer to
+//! write. Pure: the bytes are read by `ws`, through the worker
 //! thread's scratch buffer, so that a handshake in progress holds no buffer of its own unless
 //! its head arrives in pieces (tungstenite's handshake holds 8 KiB per connection while it
 //! runs, which a burst of connects leaves behind in the allocator).
@@ -30,6 +31,9 @@ pub enum UpgradeError {
 pub enum Verdict {
     /// Switching protocols, with this `Sec-WebSocket-Accept` value.
     Accept(String),
+    /// A plain GET or HEAD (no `Upgrade: websocket`) for this path: a file when the host serves
+    /// a web folder, else [`NOT_AN_UPGRADE`].
+    Get(String),
     /// An HTTP error.
     Refuse(Refusal),
 }
@@ -51,6 +55,12 @@ pub enum Parsed {
     /// Not yet a whole head.
     Partial,
 }
+
+/// The answer to a plain GET where no web folder is served.
+pub const NOT_AN_UPGRADE: Refusal = Refusal {
+    status: "400 Bad Request",
+    reason: "not a WebSocket upgrade: no Upgrade: websocket",
+};
 
 const fn refuse(status: &'static str, reason: &'static str) -> Verdict {
     Verdict::Refuse(Refusal { status, reason })
@@ -94,14 +104,8 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     }
 }
 
-/// The checks of RFC 6455 §4.2.1, in tungstenite's order.
+/// The checks of RFC 6455 §4.2.1, once the request asks for an upgrade at all.
 fn judge(request: &httparse::Request<'_, '_>) -> Verdict {
-    if request.method != Some("GET") {
-        return refuse("405 Method Not Allowed", "a WebSocket upgrade is a GET");
-    }
-    if request.version != Some(1) {
-        return refuse("400 Bad Request", "a WebSocket upgrade needs HTTP/1.1");
-    }
     let values = |name: &'static str| {
         request
             .headers
@@ -110,10 +114,16 @@ fn judge(request: &httparse::Request<'_, '_>) -> Verdict {
             .filter_map(|h| std::str::from_utf8(h.value).ok())
     };
     if !values("upgrade").any(|v| v.trim().eq_ignore_ascii_case("websocket")) {
-        return refuse(
-            "400 Bad Request",
-            "not a WebSocket upgrade: no Upgrade: websocket",
-        );
+        return match (request.method, request.path) {
+            (Some("GET" | "HEAD"), Some(path)) => Verdict::Get(path.to_owned()),
+            _ => refuse("405 Method Not Allowed", "only GET, or a WebSocket upgrade"),
+        };
+    }
+    if request.method != Some("GET") {
+        return refuse("405 Method Not Allowed", "a WebSocket upgrade is a GET");
+    }
+    if request.version != Some(1) {
+        return refuse("400 Bad Request", "a WebSocket upgrade needs HTTP/1.1");
     }
     let connection_upgrade = values("connection").any(|v| {
         v.split(',')
@@ -192,7 +202,7 @@ mod tests {
     fn status(head: &str) -> &'static str {
         match verdict(head) {
             Verdict::Refuse(refusal) => refusal.status,
-            Verdict::Accept(_) => panic!("accepted: {head:?}"),
+            other => panic!("{other:?}: {head:?}"),
         }
     }
 
@@ -234,8 +244,8 @@ mod tests {
         assert_eq!(status(&with("GET", "POST")), "405 Method Not Allowed");
         assert_eq!(status(&with("HTTP/1.1", "HTTP/1.0")), "400 Bad Request");
         assert_eq!(
-            status(&with("Upgrade: websocket", "Upgrade: h2c")),
-            "400 Bad Request"
+            verdict(&with("Upgrade: websocket", "Upgrade: h2c")),
+            Verdict::Get("/chat".into())
         );
         assert_eq!(
             status(&with("Connection: Upgrade", "Connection: close")),
@@ -260,10 +270,19 @@ mod tests {
             );
         }
         assert_eq!(
-            status("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
-            "400 Bad Request"
+            status("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"),
+            "405 Method Not Allowed"
         );
         assert_eq!(status("\x16\x03\x01\x02\x00\r\n\r\n"), "400 Bad Request");
+    }
+
+    #[test]
+    fn a_plain_get_is_told_apart_from_an_upgrade() {
+        assert_eq!(
+            verdict("GET /chat.html?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Verdict::Get("/chat.html?x=1".into())
+        );
+        assert_eq!(verdict("HEAD / HTTP/1.0\r\n\r\n"), Verdict::Get("/".into()));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -11,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use super::http::serve_file;
 use super::upgrade::{self, Parsed, UpgradeError, Verdict};
 use super::{BoxedIo, with_scratch};
 
@@ -143,10 +145,15 @@ impl Scratched {
     }
 }
 
-/// Completes the WebSocket upgrade on an accepted TCP stream: a request that is not one gets an
-/// HTTP error saying why, then the close. Frames and messages larger than `max_message` are
-/// refused by tungstenite before they are buffered whole.
-pub async fn accept_websocket(stream: BoxedIo, max_message: usize) -> Result<Stream, UpgradeError> {
+/// Completes the WebSocket upgrade on an accepted stream (plain or TLS): a request that is not
+/// one gets an HTTP error saying why, then the close, except a plain GET when `web` names a
+/// folder: that gets a file from it (`Ok(None)`). Frames and messages larger than `max_message`
+/// are refused by tungstenite before they are buffered whole.
+pub async fn accept_websocket(
+    stream: BoxedIo,
+    max_message: usize,
+    web: Option<&Path>,
+) -> Result<Option<Stream>, UpgradeError> {
     let mut stream = Scratched {
         io: stream,
         rest: Bytes::new(),
@@ -154,26 +161,37 @@ pub async fn accept_websocket(stream: BoxedIo, max_message: usize) -> Result<Str
     let mut partial = Vec::new();
     let verdict = poll_fn(|cx| stream.poll_head(cx, &mut partial)).await?;
     drop(partial);
-    match verdict {
+    let refusal = match verdict {
         Verdict::Accept(key) => {
             stream
                 .write_all(upgrade::switching_protocols(&key).as_bytes())
                 .await?;
+            None
         }
-        Verdict::Refuse(refusal) => {
-            stream
-                .write_all(upgrade::refusal(refusal).as_bytes())
-                .await?;
-            stream.shutdown().await?;
-            return Err(UpgradeError::Refused(refusal.reason));
-        }
+        Verdict::Get(path) => match web {
+            Some(root) => {
+                serve_file(&mut stream, root, &path).await?;
+                return Ok(None);
+            }
+            None => Some(upgrade::NOT_AN_UPGRADE),
+        },
+        Verdict::Refuse(refusal) => Some(refusal),
+    };
+    if let Some(refusal) = refusal {
+        stream
+            .write_all(upgrade::refusal(refusal).as_bytes())
+            .await?;
+        stream.shutdown().await?;
+        return Err(UpgradeError::Refused(refusal.reason));
     }
     // tungstenite's default 128 KiB read buffer would stay resident for every connection.
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
-    Ok(WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await)
+    Ok(Some(
+        WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await,
+    ))
 }
 
 #[cfg(test)]
@@ -240,7 +258,10 @@ mod tests {
             }
             (client, String::from_utf8(answer).unwrap())
         });
-        let mut ws = accept_websocket(Box::new(server), 1 << 16).await.unwrap();
+        let mut ws = accept_websocket(Box::new(server), 1 << 16, None)
+            .await
+            .unwrap()
+            .expect("an upgrade");
         let message = ws.next().await.unwrap().unwrap();
         assert_eq!(message, Message::Binary(Bytes::from_static(b"hi")));
         let (_client, answer) = client.await.unwrap();
@@ -259,7 +280,7 @@ mod tests {
             .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             .await
             .unwrap();
-        let outcome = accept_websocket(Box::new(server), 1 << 16).await;
+        let outcome = accept_websocket(Box::new(server), 1 << 16, None).await;
         assert!(matches!(outcome, Err(UpgradeError::Refused(_))));
         let mut answer = String::new();
         client.read_to_string(&mut answer).await.unwrap();
