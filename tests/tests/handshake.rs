@@ -228,7 +228,8 @@ async fn a_request_that_is_not_an_upgrade_gets_an_http_error() -> Result<()> {
 }
 
 /// With `--web DIR`, a plain GET on the WebSocket port gets a file from DIR (or 404, never one
-/// outside it), another method 405, and an upgrade on the same port still upgrades.
+/// outside it), a HEAD its headers, another method 405, and an upgrade on the same port still
+/// upgrades.
 #[tokio::test]
 async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
     use pitaya_tests::ServerOptions;
@@ -252,6 +253,8 @@ async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
         ("GET /missing.js HTTP/1.1\r\n\r\n", "HTTP/1.1 404 ", None),
         ("GET /../Cargo.toml HTTP/1.1\r\n\r\n", "HTTP/1.1 404 ", None),
         ("DELETE / HTTP/1.1\r\n\r\n", "HTTP/1.1 405 ", None),
+        // HEAD: a GET's headers, no body.
+        ("HEAD / HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK\r\n", Some("")),
     ];
     for (request, status, body) in cases {
         let mut stream = tokio::net::TcpStream::connect(server.ws).await?;
@@ -272,6 +275,10 @@ async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
             ensure!(
                 answer.ends_with(&format!("\r\n\r\n{body}")),
                 "{request:?} got {answer:?}"
+            );
+            ensure!(
+                answer.contains("\r\nContent-Length: 12\r\n"),
+                "{request:?} got {answer:?}: not the length of index.html"
             );
         }
     }

@@ -7,32 +7,34 @@ use std::path::{Component, Path, PathBuf};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-/// Answers a plain GET for `path` with a file from `root`, then closes. The request head has
+use super::upgrade::Page;
+
+/// Answers a plain GET (or HEAD) with a file from `root`, then closes. The request head has
 /// been read already (by the WebSocket port's upgrade, which told it apart).
 pub async fn serve_file(
     stream: &mut (impl AsyncWrite + Unpin),
     root: &Path,
-    path: &str,
+    page: &Page,
 ) -> io::Result<()> {
-    let response = match resolve(root, path) {
+    let (status, content_type, body) = match resolve(root, &page.path) {
         Some(file) => match tokio::fs::read(&file).await {
-            Ok(body) => response("200 OK", content_type(&file), &body),
-            Err(_) => response("404 Not Found", "text/plain", b"not found\n"),
+            Ok(body) => ("200 OK", content_type(&file), body),
+            Err(_) => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
         },
-        None => response("404 Not Found", "text/plain", b"not found\n"),
+        None => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
     };
-    stream.write_all(&response).await?;
-    stream.shutdown().await
-}
-
-fn response(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-cache\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
-    out.extend_from_slice(body);
-    out
+    // HEAD: the length of what a GET would get, and no body.
+    if !page.head_only {
+        out.extend_from_slice(&body);
+    }
+    stream.write_all(&out).await?;
+    stream.shutdown().await
 }
 
 /// Maps a request path to a file under `root`, refusing anything that would leave it.

@@ -31,11 +31,20 @@ pub enum UpgradeError {
 pub enum Verdict {
     /// Switching protocols, with this `Sec-WebSocket-Accept` value.
     Accept(String),
-    /// A plain GET or HEAD (no `Upgrade: websocket`) for this path: a file when the host serves
-    /// a web folder, else [`NOT_AN_UPGRADE`].
-    Get(String),
+    /// A plain GET or HEAD (no `Upgrade: websocket`): a file when the host serves a web folder,
+    /// else [`NOT_AN_UPGRADE`].
+    Get(Page),
     /// An HTTP error.
     Refuse(Refusal),
+}
+
+/// What a plain GET or HEAD asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The request's path, query included.
+    pub path: String,
+    /// HEAD: the answer has the headers and no body.
+    pub head_only: bool,
 }
 
 /// An HTTP error answer to a request head.
@@ -115,7 +124,10 @@ fn judge(request: &httparse::Request<'_, '_>) -> Verdict {
     };
     if !values("upgrade").any(|v| v.trim().eq_ignore_ascii_case("websocket")) {
         return match (request.method, request.path) {
-            (Some("GET" | "HEAD"), Some(path)) => Verdict::Get(path.to_owned()),
+            (Some(method @ ("GET" | "HEAD")), Some(path)) => Verdict::Get(Page {
+                path: path.to_owned(),
+                head_only: method == "HEAD",
+            }),
             _ => refuse("405 Method Not Allowed", "only GET, or a WebSocket upgrade"),
         };
     }
@@ -245,7 +257,10 @@ mod tests {
         assert_eq!(status(&with("HTTP/1.1", "HTTP/1.0")), "400 Bad Request");
         assert_eq!(
             verdict(&with("Upgrade: websocket", "Upgrade: h2c")),
-            Verdict::Get("/chat".into())
+            Verdict::Get(Page {
+                path: "/chat".into(),
+                head_only: false
+            })
         );
         assert_eq!(
             status(&with("Connection: Upgrade", "Connection: close")),
@@ -280,9 +295,18 @@ mod tests {
     fn a_plain_get_is_told_apart_from_an_upgrade() {
         assert_eq!(
             verdict("GET /chat.html?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Verdict::Get("/chat.html?x=1".into())
+            Verdict::Get(Page {
+                path: "/chat.html?x=1".into(),
+                head_only: false
+            })
         );
-        assert_eq!(verdict("HEAD / HTTP/1.0\r\n\r\n"), Verdict::Get("/".into()));
+        assert_eq!(
+            verdict("HEAD / HTTP/1.0\r\n\r\n"),
+            Verdict::Get(Page {
+                path: "/".into(),
+                head_only: true
+            })
+        );
     }
 
     #[test]

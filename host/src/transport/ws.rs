@@ -168,9 +168,9 @@ pub async fn accept_websocket(
                 .await?;
             None
         }
-        Verdict::Get(path) => match web {
+        Verdict::Get(page) => match web {
             Some(root) => {
-                serve_file(&mut stream, root, &path).await?;
+                serve_file(&mut stream, root, &page).await?;
                 return Ok(None);
             }
             None => Some(upgrade::NOT_AN_UPGRADE),
