@@ -217,8 +217,8 @@ async fn a_request_that_is_not_an_upgrade_gets_an_http_error() -> Result<()> {
         );
         if status.contains("426") {
             ensure!(
-                answer.contains("\r\nSec-WebSocket-Version: 13\r\n"),
-                "a 426 names the version: {answer:?}"
+                answer.contains("\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"),
+                "a 426 names the protocol and its version: {answer:?}"
             );
         }
     }
@@ -238,6 +238,7 @@ async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
 
     let dir = TempDir::new("web")?;
     std::fs::write(dir.0.join("index.html"), "<p>lobby</p>")?;
+    std::fs::write(dir.0.join("a b.html"), "<p>spaced</p>")?;
     let server = Server::start(ServerOptions::default().args("--web", dir.0.display())).await?;
     let cases = [
         (
@@ -249,6 +250,12 @@ async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
             "GET /index.html?v=2 HTTP/1.1\r\n\r\n",
             "HTTP/1.1 200 OK\r\n",
             Some("<p>lobby</p>"),
+        ),
+        // Browsers percent-encode a space.
+        (
+            "GET /a%20b.html HTTP/1.1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n",
+            Some("<p>spaced</p>"),
         ),
         ("GET /missing.js HTTP/1.1\r\n\r\n", "HTTP/1.1 404 ", None),
         ("GET /../Cargo.toml HTTP/1.1\r\n\r\n", "HTTP/1.1 404 ", None),
@@ -276,9 +283,21 @@ async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
                 answer.ends_with(&format!("\r\n\r\n{body}")),
                 "{request:?} got {answer:?}"
             );
+            // HEAD gets no body, and index.html's length.
+            let length = if body.is_empty() {
+                "<p>lobby</p>".len()
+            } else {
+                body.len()
+            };
             ensure!(
-                answer.contains("\r\nContent-Length: 12\r\n"),
-                "{request:?} got {answer:?}: not the length of index.html"
+                answer.contains(&format!("\r\nContent-Length: {length}\r\n")),
+                "{request:?} got {answer:?}: not the file's length"
+            );
+        }
+        if status.contains("405") {
+            ensure!(
+                answer.contains("\r\nAllow: GET, HEAD\r\n"),
+                "a 405 says what is allowed: {answer:?}"
             );
         }
     }

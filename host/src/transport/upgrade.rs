@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 pub const MAX_HEAD: usize = 8 * 1024;
 
 /// Most header lines a request head may have.
-const MAX_HEADERS: usize = 32;
+const MAX_HEADERS: usize = 64;
 
 /// Why an upgrade did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,9 @@ pub struct Refusal {
     pub status: &'static str,
     /// Why, for the body and the log.
     pub reason: &'static str,
+    /// Header lines the status calls for, each ending in CRLF (`Allow` for 405, `Upgrade` for
+    /// 426), or none.
+    pub headers: &'static str,
 }
 
 /// What the bytes read so far hold.
@@ -69,10 +72,19 @@ pub enum Parsed {
 pub const NOT_AN_UPGRADE: Refusal = Refusal {
     status: "400 Bad Request",
     reason: "not a WebSocket upgrade: no Upgrade: websocket",
+    headers: "",
 };
 
 const fn refuse(status: &'static str, reason: &'static str) -> Verdict {
-    Verdict::Refuse(Refusal { status, reason })
+    refuse_with(status, reason, "")
+}
+
+const fn refuse_with(status: &'static str, reason: &'static str, headers: &'static str) -> Verdict {
+    Verdict::Refuse(Refusal {
+        status,
+        reason,
+        headers,
+    })
 }
 
 /// Judges the request head at the start of `bytes`.
@@ -122,20 +134,40 @@ fn judge(request: &httparse::Request<'_, '_>) -> Verdict {
             .filter(move |h| h.name.eq_ignore_ascii_case(name))
             .filter_map(|h| std::str::from_utf8(h.value).ok())
     };
-    if !values("upgrade").any(|v| v.trim().eq_ignore_ascii_case("websocket")) {
+    // Upgrade is a list (RFC 9110 §7.8): `h2c, websocket` asks for WebSocket too.
+    let upgrade = values("upgrade").any(|v| {
+        v.split(',')
+            .any(|token| token.trim().eq_ignore_ascii_case("websocket"))
+    });
+    if !upgrade {
         return match (request.method, request.path) {
             (Some(method @ ("GET" | "HEAD")), Some(path)) => Verdict::Get(Page {
                 path: path.to_owned(),
                 head_only: method == "HEAD",
             }),
-            _ => refuse("405 Method Not Allowed", "only GET, or a WebSocket upgrade"),
+            _ => refuse_with(
+                "405 Method Not Allowed",
+                "only GET, or a WebSocket upgrade",
+                "Allow: GET, HEAD\r\n",
+            ),
         };
     }
     if request.method != Some("GET") {
-        return refuse("405 Method Not Allowed", "a WebSocket upgrade is a GET");
+        return refuse_with(
+            "405 Method Not Allowed",
+            "a WebSocket upgrade is a GET",
+            "Allow: GET\r\n",
+        );
     }
     if request.version != Some(1) {
         return refuse("400 Bad Request", "a WebSocket upgrade needs HTTP/1.1");
+    }
+    // The protocol switches after the request (RFC 9110 §7.8), so a body would be read as
+    // WebSocket frames.
+    let body = values("transfer-encoding").next().is_some()
+        || values("content-length").any(|v| v.trim() != "0");
+    if body {
+        return refuse("400 Bad Request", "a WebSocket upgrade has no body");
     }
     let connection_upgrade = values("connection").any(|v| {
         v.split(',')
@@ -145,10 +177,12 @@ fn judge(request: &httparse::Request<'_, '_>) -> Verdict {
         return refuse("400 Bad Request", "no Connection: Upgrade");
     }
     if !values("sec-websocket-version").any(|v| v.trim() == "13") {
-        // §4.4: the answer names the version this server speaks.
-        return refuse(
+        // RFC 6455 §4.4: the answer names the version this server speaks; RFC 9110
+        // §15.5.22: and the protocol to upgrade to.
+        return refuse_with(
             "426 Upgrade Required",
             "only WebSocket version 13 is spoken",
+            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
         );
     }
     match values("sec-websocket-key").next().map(str::trim) {
@@ -177,15 +211,11 @@ pub fn switching_protocols(accept: &str) -> String {
 
 /// The answer to a refused request; the connection closes after it.
 pub fn refusal(refusal: Refusal) -> String {
-    let version = if refusal.status.starts_with("426") {
-        "Sec-WebSocket-Version: 13\r\n"
-    } else {
-        ""
-    };
     format!(
-        "HTTP/1.1 {}\r\n{version}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {}\r\n{}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n{}\n",
         refusal.status,
+        refusal.headers,
         refusal.reason.len() + 1,
         refusal.reason
     )
@@ -292,6 +322,23 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_is_a_list_and_an_upgrade_has_no_body() {
+        let with = |from: &str, to: &str| EXAMPLE.replacen(from, to, 1);
+        assert!(matches!(
+            verdict(&with("Upgrade: websocket", "Upgrade: h2c, WebSocket")),
+            Verdict::Accept(_)
+        ));
+        let with_length = with("Host:", "Content-Length: 5\r\nHost:");
+        assert_eq!(status(&with_length), "400 Bad Request");
+        let chunked = with("Host:", "Transfer-Encoding: chunked\r\nHost:");
+        assert_eq!(status(&chunked), "400 Bad Request");
+        assert!(matches!(
+            verdict(&with("Host:", "Content-Length: 0\r\nHost:")),
+            Verdict::Accept(_)
+        ));
+    }
+
+    #[test]
     fn a_plain_get_is_told_apart_from_an_upgrade() {
         assert_eq!(
             verdict("GET /chat.html?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
@@ -327,20 +374,26 @@ mod tests {
 
     #[test]
     fn a_refusal_says_why_and_426_names_the_version() {
-        let answer = refusal(Refusal {
-            status: "426 Upgrade Required",
-            reason: "only WebSocket version 13 is spoken",
-        });
+        let Verdict::Refuse(version) = verdict(&EXAMPLE.replacen("Version: 13", "Version: 8", 1))
+        else {
+            panic!("version 8 accepted");
+        };
+        let answer = refusal(version);
         assert!(answer.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
-        assert!(answer.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        assert!(answer.contains("\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"));
         assert!(answer.contains("\r\nContent-Length: 36\r\n"));
         assert!(answer.ends_with("\r\n\r\nonly WebSocket version 13 is spoken\n"));
         assert!(
             !refusal(Refusal {
                 status: "400 Bad Request",
-                reason: "x"
+                reason: "x",
+                headers: ""
             })
             .contains("Version")
         );
+        let Verdict::Refuse(post) = verdict(&EXAMPLE.replacen("GET", "POST", 1)) else {
+            panic!("POST accepted");
+        };
+        assert!(refusal(post).contains("\r\nAllow: GET\r\n"));
     }
 }
