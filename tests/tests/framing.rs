@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use pitaya_tests::checks::{ensure_echo, ensure_nothing_else, ensure_push};
 use pitaya_tests::codec::{self, Message, PITAYA_HANDSHAKE};
-use pitaya_tests::{Server, ServerOptions, Transport};
+use pitaya_tests::{Incoming, Server, ServerOptions, Transport};
 
 fn payload_of(i: u64) -> Vec<u8> {
     format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat((i % 7) as usize)).into_bytes()
@@ -187,7 +187,7 @@ async fn whole_exchange_one_byte_at_a_time_over_tcp() -> Result<()> {
 
 /// With `--max-packet 1024`: a packet under the limit is served; a header claiming 2000 bytes closes the
 /// connection (over TCP without the body ever being sent; over WebSocket the whole 2000-byte packet is sent,
-/// since a frame holds whole packets).
+/// since a frame holds whole packets, and the close says 1009).
 async fn oversized(server: &Server, t: Transport) -> Result<()> {
     let mut c = server.connect_ready(t).await?;
     let ok = format!(r#"{{"fits":"{}"}}"#, "y".repeat(880)).into_bytes();
@@ -217,9 +217,18 @@ async fn oversized(server: &Server, t: Transport) -> Result<()> {
         Transport::Tcp => c.send_raw(&packet[..4]).await?,
         Transport::Ws => c.send_raw(&packet).await?,
     }
-    c.wait_closed_within(Duration::from_secs(5))
+    let (why, _) = c
+        .wait_for("the close", Duration::from_secs(5), |e| match e {
+            Incoming::Closed(why) => Some(why.clone()),
+            _ => None,
+        })
         .await
         .context("a packet over --max-packet must close the connection")?;
+    // RFC 6455 section 7.4.1: 1009, a message too big to process.
+    ensure!(
+        t == Transport::Tcp || why.contains("code: Size"),
+        "a packet over --max-packet must end a WebSocket with close code 1009, got {why}"
+    );
     ensure!(
         c.unclaimed_messages().iter().all(|m| m.id != id || m.error),
         "the oversized request was answered: {:?}",

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use pitaya_protocol::{
-    Connection, Event, Message, MessageType, ProtocolError, State, encode_response,
+    Connection, Event, Message, MessageType, PacketError, ProtocolError, State, encode_response,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
@@ -214,6 +214,8 @@ enum Accepted {
 #[derive(Clone, Copy)]
 enum Ending {
     ProtocolError,
+    /// A packet over `--max-packet`: a protocol error that WebSocket names apart (1009).
+    TooLarge,
     ClosedByClient,
 }
 
@@ -221,6 +223,7 @@ impl Ending {
     fn reason(self) -> &'static str {
         match self {
             Self::ProtocolError => "protocol error",
+            Self::TooLarge => "packet too large",
             Self::ClosedByClient => "closed by client",
         }
     }
@@ -471,7 +474,10 @@ fn drive(
                     while let Some(packet) = protocol.poll_transmit() {
                         let _ = queue.try_push(Outbound::Packet(packet));
                     }
-                    ending = Some(Ending::ProtocolError);
+                    ending = Some(match error {
+                        ProtocolError::Packet(PacketError::TooLarge { .. }) => Ending::TooLarge,
+                        _ => Ending::ProtocolError,
+                    });
                 }
                 Wake::Read(Ok(None)) => {
                     // No more heartbeats are sent or expected.
@@ -596,7 +602,8 @@ fn drive(
         // Boxed: its state would otherwise widen every connection's task.
         let farewell = match ending {
             Some(Ending::ProtocolError) => Farewell::ProtocolError,
-            _ => Farewell::Normal,
+            Some(Ending::TooLarge) => Farewell::TooLarge,
+            Some(Ending::ClosedByClient) | None => Farewell::Normal,
         };
         let _ = Box::pin(tokio::time::timeout(FINAL_FLUSH, link.shutdown(farewell))).await;
         // The connection counts against the limit until its socket is closed. Named here so

@@ -161,6 +161,7 @@ impl Link {
                 let code = match farewell {
                     Farewell::Normal => CloseCode::Normal,
                     Farewell::ProtocolError => CloseCode::Protocol,
+                    Farewell::TooLarge => CloseCode::Size,
                 };
                 let frame = CloseFrame {
                     code,
@@ -182,6 +183,8 @@ pub enum Farewell {
     Normal,
     /// The peer broke the protocol (1002).
     ProtocolError,
+    /// The peer sent a packet over the size limit (1009).
+    TooLarge,
 }
 
 /// The receiving half of a [`Link`].
