@@ -171,12 +171,33 @@ async fn websocket_upgrades_at_any_path() -> Result<()> {
         .await
 }
 
+/// Sends one raw HTTP request to `addr`, reads the answer up to the server's close, and checks
+/// that its status line starts with `status`.
+async fn http_answer(addr: std::net::SocketAddr, request: &str, status: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    // Reading to the end also checks that the server closes.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .with_context(|| format!("no close after {request:?}"))??;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    ensure!(
+        answer.starts_with(status),
+        "{request:?} got {answer:?}, not {status}"
+    );
+    Ok(answer)
+}
+
 /// A request on the WebSocket port that is not an acceptable upgrade gets an HTTP error saying
 /// why, then the close, and the port goes on upgrading others (RFC 6455 §4.2.1, §4.4).
 #[tokio::test]
 async fn a_request_that_is_not_an_upgrade_gets_an_http_error() -> Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let server = Server::start_default().await?;
     let upgrade = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
@@ -200,21 +221,7 @@ async fn a_request_that_is_not_an_upgrade_gets_an_http_error() -> Result<()> {
         ),
     ];
     for (request, status) in cases {
-        let mut stream = tokio::net::TcpStream::connect(server.ws).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        // Reading to the end also checks that the server closes.
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            stream.read_to_end(&mut answer),
-        )
-        .await
-        .with_context(|| format!("no close after {request:?}"))??;
-        let answer = String::from_utf8_lossy(&answer);
-        ensure!(
-            answer.starts_with(status),
-            "{request:?} got {answer:?}, not {status}"
-        );
+        let answer = http_answer(server.ws, &request, status).await?;
         if status.contains("426") {
             ensure!(
                 answer.contains("\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"),
@@ -234,7 +241,6 @@ async fn a_request_that_is_not_an_upgrade_gets_an_http_error() -> Result<()> {
 async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
     use pitaya_tests::ServerOptions;
     use pitaya_tests::tempdir::TempDir;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let dir = TempDir::new("web")?;
     std::fs::write(dir.0.join("index.html"), "<p>lobby</p>")?;
@@ -264,20 +270,7 @@ async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
         ("HEAD / HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK\r\n", Some("")),
     ];
     for (request, status, body) in cases {
-        let mut stream = tokio::net::TcpStream::connect(server.ws).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            stream.read_to_end(&mut answer),
-        )
-        .await
-        .with_context(|| format!("no close after {request:?}"))??;
-        let answer = String::from_utf8_lossy(&answer);
-        ensure!(
-            answer.starts_with(status),
-            "{request:?} got {answer:?}, not {status}"
-        );
+        let answer = http_answer(server.ws, request, status).await?;
         if let Some(body) = body {
             ensure!(
                 answer.ends_with(&format!("\r\n\r\n{body}")),
