@@ -149,6 +149,8 @@ mod tests {
     #[tokio::test]
     async fn links_out_and_fifos_are_not_served() {
         let dir = std::env::temp_dir().join(format!("pitaya-http-{}", std::process::id()));
+        // Left by an earlier run with the same pid, its links would stop this one's.
+        let _ = std::fs::remove_dir_all(&dir);
         let root = dir.join("web");
         std::fs::create_dir_all(root.join("sub")).unwrap();
         std::fs::write(root.join("index.html"), "top").unwrap();

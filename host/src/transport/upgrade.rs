@@ -1,9 +1,9 @@
 //! The server's half of the WebSocket opening handshake (RFC 6455 §4.2): what a request head
 //! on the WebSocket port asks for (an upgrade, or a plain GET for `--web`), and the answer to
-//! write. Pure: the bytes are read by `ws`, through the worker
-//! thread's scratch buffer, so that a handshake in progress holds no buffer of its own unless
-//! its head arrives in pieces (tungstenite's handshake holds 8 KiB per connection while it
-//! runs, which a burst of connects leaves behind in the allocator).
+//! write. Pure: `ws` reads the bytes through the worker thread's scratch buffer, so that a
+//! handshake in progress holds no buffer of its own unless its head arrives in pieces
+//! (tungstenite's handshake held 8 KiB per connection while it ran, which a burst of connects
+//! left behind in the allocator).
 
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -125,7 +125,7 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     }
 }
 
-/// The checks of RFC 6455 §4.2.1, once the request asks for an upgrade at all.
+/// Tells a plain GET from an upgrade, and checks an upgrade as RFC 6455 §4.2.1 asks.
 fn judge(request: &httparse::Request<'_, '_>) -> Verdict {
     let values = |name: &'static str| {
         request
