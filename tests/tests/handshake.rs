@@ -298,3 +298,104 @@ async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
     c.handshake(PITAYA_HANDSHAKE).await?;
     ensure_nothing_else(&mut c).await
 }
+
+/// A page larger than the sockets can buffer, read slowly for longer than the handshake timeout,
+/// arrives whole: the timeout bounds the request head, not the download of a game's assets.
+#[tokio::test]
+async fn a_large_page_read_slowly_arrives_whole() -> Result<()> {
+    use std::time::{Duration, Instant};
+
+    use pitaya_tests::ServerOptions;
+    use pitaya_tests::tempdir::TempDir;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SIZE: usize = 16 << 20;
+    let dir = TempDir::new("web-large")?;
+    let file: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.0.join("big.bin"), &file)?;
+    let server = Server::start(
+        ServerOptions::default()
+            .args("--web", dir.0.display())
+            .args("--handshake-timeout", 1),
+    )
+    .await?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    // A small receive buffer, so that most of the file waits on the host's side.
+    socket.set_recv_buffer_size(64 * 1024)?;
+    let mut stream = socket.connect(server.ws).await?;
+    stream.write_all(b"GET /big.bin HTTP/1.1\r\n\r\n").await?;
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut piece = vec![0; 64 * 1024];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut piece))
+            .await
+            .context("the host stopped sending")??;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&piece[..n]);
+        // At most 64 KiB per 10 ms: the 16 MiB take over 2.5 s, more than twice the timeout.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = started.elapsed();
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of the answer's head")?;
+    let (head, body) = (
+        String::from_utf8_lossy(&answer[..split]),
+        &answer[split + 4..],
+    );
+    ensure!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    ensure!(
+        head.contains(&format!("\r\nContent-Length: {SIZE}")),
+        "{head}"
+    );
+    ensure!(
+        body.len() == SIZE && body == &file[..],
+        "{} of {SIZE} bytes came, in {took:?}, with the handshake timeout at 1 s",
+        body.len()
+    );
+    Ok(())
+}
+
+/// With `--handshake-timeout 0` (no timeout), an upgrade whose request comes a while after the
+/// connect is still answered: zero must not mean "at once".
+#[tokio::test]
+async fn no_handshake_timeout_waits_for_a_late_upgrade() -> Result<()> {
+    use std::time::Duration;
+
+    use pitaya_tests::ServerOptions;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = Server::start(ServerOptions::default().args("--handshake-timeout", 0)).await?;
+    let mut stream = tokio::net::TcpStream::connect(server.ws).await?;
+    // The host is waiting for the head by the time it comes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stream
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await?;
+    let mut answer = Vec::new();
+    let mut byte = [0u8];
+    while !answer.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte))
+            .await
+            .context("no answer to the upgrade")??;
+        ensure!(
+            n == 1,
+            "closed after {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.push(byte[0]);
+    }
+    ensure!(
+        answer.starts_with(b"HTTP/1.1 101 "),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    Ok(())
+}

@@ -145,7 +145,12 @@ async fn serve_stream(
     kind: TransportKind,
     permit: Option<OwnedSemaphorePermit>,
 ) {
-    let timeout = shared.connection.handshake_timeout;
+    // Zero turns the timeout off, as the protocol's own handshake timer reads it; here it would
+    // otherwise fail every TLS handshake and upgrade whose bytes were not there at once.
+    let timeout = match shared.connection.handshake_timeout {
+        Duration::ZERO => Duration::MAX,
+        timeout => timeout,
+    };
     let accepted = match &shared.tls {
         Some(acceptor) => {
             match Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await {
@@ -178,21 +183,21 @@ async fn serve_stream(
                 .max_packet_body
                 .saturating_mul(4)
                 .max(64 * 1024);
-            match Box::pin(tokio::time::timeout(
+            // The timeout bounds the request head and the upgrade; a page from the web folder
+            // may take longer to send, as long as the client keeps reading.
+            match Box::pin(accept_websocket(
+                io,
+                max_message,
+                shared.config.web.as_deref(),
                 timeout,
-                accept_websocket(io, max_message, shared.config.web.as_deref()),
             ))
             .await
             {
-                Ok(Ok(Some(ws))) => Link::ws(ws),
+                Ok(Some(ws)) => Link::ws(ws),
                 // A plain GET, answered with a file from the web folder.
-                Ok(Ok(None)) => return,
-                Ok(Err(error)) => {
+                Ok(None) => return,
+                Err(error) => {
                     tracing::debug!(%peer, %error, "websocket upgrade failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "websocket upgrade timed out");
                     return;
                 }
             }

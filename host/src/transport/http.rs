@@ -4,37 +4,77 @@
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::upgrade::Page;
 
 /// Answers a plain GET (or HEAD) with a file from `root`, then closes. The request head has
-/// been read already (by the WebSocket port's upgrade, which told it apart).
+/// been read already (by the WebSocket port's upgrade, which told it apart). The file is sent
+/// a piece at a time, so a large one costs no more memory than a small one; a client that
+/// stops reading for `stall` is dropped.
 pub async fn serve_file(
     stream: &mut (impl AsyncWrite + Unpin),
     root: &Path,
     page: &Page,
+    stall: Duration,
 ) -> io::Result<()> {
-    let (status, content_type, body) = match servable(root, &page.path).await {
-        Some(file) => match tokio::fs::read(&file).await {
-            Ok(body) => ("200 OK", content_type(&file), body),
-            Err(_) => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
+    let opened = match servable(root, &page.path).await {
+        Some(path) => match tokio::fs::File::open(&path).await {
+            Ok(file) => Some((content_type(&path), file)),
+            Err(_) => None,
         },
-        None => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
+        None => None,
     };
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-cache\r\nConnection: close\r\n\r\n",
-        body.len()
+    let Some((content_type, file)) = opened else {
+        let answer = head("404 Not Found", "text/plain", NOT_FOUND.len() as u64);
+        within(
+            stall,
+            stream.write_all(&[answer.as_bytes(), NOT_FOUND].concat()),
+        )
+        .await?;
+        return within(stall, stream.shutdown()).await;
+    };
+    let len = file.metadata().await?.len();
+    within(
+        stall,
+        stream.write_all(head("200 OK", content_type, len).as_bytes()),
     )
-    .into_bytes();
+    .await?;
     // HEAD: the length of what a GET would get, and no body.
     if !page.head_only {
-        out.extend_from_slice(&body);
+        // No more than the length announced, should the file grow meanwhile.
+        let mut file = file.take(len);
+        let mut piece = vec![0; PIECE];
+        loop {
+            let n = file.read(&mut piece).await?;
+            if n == 0 {
+                break;
+            }
+            within(stall, stream.write_all(&piece[..n])).await?;
+        }
     }
-    stream.write_all(&out).await?;
-    stream.shutdown().await
+    within(stall, stream.shutdown()).await
+}
+
+/// Bytes of a file read and written at a time.
+const PIECE: usize = 64 * 1024;
+
+const NOT_FOUND: &[u8] = b"not found\n";
+
+fn head(status: &str, content_type: &str, len: u64) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\
+         Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// `io` unless it stalls for `limit`.
+async fn within<T>(limit: Duration, io: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(limit, io)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading"))?
 }
 
 /// The file a request path names, if it may be served: a regular file inside `root` once the

@@ -24,6 +24,9 @@ pub enum UpgradeError {
     /// error saying why.
     #[error("refused: {0}")]
     Refused(&'static str),
+    /// The request head and the answer did not pass within the handshake timeout.
+    #[error("timed out")]
+    TimedOut,
 }
 
 /// What a complete request head gets.

@@ -6,6 +6,7 @@ use std::io;
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -147,42 +148,47 @@ impl Scratched {
 
 /// Completes the WebSocket upgrade on an accepted stream (plain or TLS): a request that is not
 /// one gets an HTTP error saying why, then the close, except a plain GET when `web` names a
-/// folder: that gets a file from it (`Ok(None)`). Frames and messages larger than `max_message`
-/// are refused by tungstenite before they are buffered whole.
+/// folder: that gets a file from it (`Ok(None)`). `timeout` bounds the request head and the
+/// answer to it; a file takes as long as it takes, but no write of it may stall that long.
+/// Frames and messages larger than `max_message` are refused by tungstenite before they are
+/// buffered whole.
 pub async fn accept_websocket(
     stream: BoxedIo,
     max_message: usize,
     web: Option<&Path>,
+    timeout: Duration,
 ) -> Result<Option<Stream>, UpgradeError> {
     let mut stream = Scratched {
         io: stream,
         rest: Bytes::new(),
     };
-    let mut partial = Vec::new();
-    let verdict = poll_fn(|cx| stream.poll_head(cx, &mut partial)).await?;
-    drop(partial);
-    let refusal = match verdict {
-        Verdict::Accept(key) => {
-            stream
-                .write_all(upgrade::switching_protocols(&key).as_bytes())
-                .await?;
-            None
-        }
-        Verdict::Get(page) => match web {
-            Some(root) => {
-                serve_file(&mut stream, root, &page).await?;
+    let handshake = async {
+        let mut partial = Vec::new();
+        let verdict = poll_fn(|cx| stream.poll_head(cx, &mut partial)).await?;
+        drop(partial);
+        let refusal = match verdict {
+            Verdict::Accept(key) => {
+                stream
+                    .write_all(upgrade::switching_protocols(&key).as_bytes())
+                    .await?;
                 return Ok(None);
             }
-            None => Some(upgrade::NOT_AN_UPGRADE),
-        },
-        Verdict::Refuse(refusal) => Some(refusal),
-    };
-    if let Some(refusal) = refusal {
+            Verdict::Get(page) if web.is_some() => return Ok(Some(page)),
+            Verdict::Get(_) => upgrade::NOT_AN_UPGRADE,
+            Verdict::Refuse(refusal) => refusal,
+        };
         stream
             .write_all(upgrade::refusal(refusal).as_bytes())
             .await?;
         stream.shutdown().await?;
-        return Err(UpgradeError::Refused(refusal.reason));
+        Err(UpgradeError::Refused(refusal.reason))
+    };
+    let page = tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| UpgradeError::TimedOut)??;
+    if let (Some(page), Some(root)) = (page, web) {
+        serve_file(&mut stream, root, &page, timeout).await?;
+        return Ok(None);
     }
     // tungstenite's default 128 KiB read buffer would stay resident for every connection.
     let config = WebSocketConfig::default()
@@ -258,7 +264,7 @@ mod tests {
             }
             (client, String::from_utf8(answer).unwrap())
         });
-        let mut ws = accept_websocket(Box::new(server), 1 << 16, None)
+        let mut ws = accept_websocket(Box::new(server), 1 << 16, None, Duration::from_secs(10))
             .await
             .unwrap()
             .expect("an upgrade");
@@ -280,7 +286,8 @@ mod tests {
             .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             .await
             .unwrap();
-        let outcome = accept_websocket(Box::new(server), 1 << 16, None).await;
+        let outcome =
+            accept_websocket(Box::new(server), 1 << 16, None, Duration::from_secs(10)).await;
         assert!(matches!(outcome, Err(UpgradeError::Refused(_))));
         let mut answer = String::new();
         client.read_to_string(&mut answer).await.unwrap();
