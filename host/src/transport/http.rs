@@ -61,8 +61,10 @@ pub async fn serve_file(
 /// Bytes of a file read and written at a time.
 const PIECE: usize = 64 * 1024;
 
+/// The body of a 404.
 const NOT_FOUND: &[u8] = b"not found\n";
 
+/// The head of an answer whose body is `len` bytes; the connection closes after it.
 fn head(status: &str, content_type: &str, len: u64) -> String {
     format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\
