@@ -587,24 +587,28 @@ impl Client {
     }
 
     pub async fn wait_closed_within(&mut self, within: Duration) -> Result<Instant> {
-        if let Some(pos) = self
-            .backlog
-            .iter()
-            .position(|e| matches!(e.what, Incoming::Closed(_)))
-        {
-            return Ok(self.backlog[pos].at);
+        Ok(self.wait_close(within).await?.1)
+    }
+
+    /// As [`Self::wait_closed_within`], and says how the connection ended: over WebSocket the
+    /// close frame (`Some(CloseFrame { code: Protocol, .. })`), over TCP the end of stream.
+    pub async fn wait_close(&mut self, within: Duration) -> Result<(String, Instant)> {
+        if let Some(event) = self.backlog.iter().find_map(|e| match &e.what {
+            Incoming::Closed(why) => Some((why.clone(), e.at)),
+            _ => None,
+        }) {
+            return Ok(event);
         }
         let (closed, at) = self
             .wait_for("the server to close the connection", within, |e| match e {
-                Incoming::Closed(_) => Some(Ok(())),
+                Incoming::Closed(why) => Some(Ok(why.clone())),
                 Incoming::Violation(v) => {
                     Some(Err(anyhow!("protocol violation by the server: {v}")))
                 }
                 _ => None,
             })
             .await?;
-        closed?;
-        Ok(at)
+        Ok((closed?, at))
     }
 }
 

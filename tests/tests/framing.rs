@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use pitaya_tests::checks::{ensure_echo, ensure_nothing_else, ensure_push};
 use pitaya_tests::codec::{self, Message, PITAYA_HANDSHAKE};
-use pitaya_tests::{Incoming, Server, ServerOptions, Transport};
+use pitaya_tests::{Server, ServerOptions, Transport};
 
 fn payload_of(i: u64) -> Vec<u8> {
     format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat((i % 7) as usize)).into_bytes()
@@ -218,10 +218,7 @@ async fn oversized(server: &Server, t: Transport) -> Result<()> {
         Transport::Ws => c.send_raw(&packet).await?,
     }
     let (why, _) = c
-        .wait_for("the close", Duration::from_secs(5), |e| match e {
-            Incoming::Closed(why) => Some(why.clone()),
-            _ => None,
-        })
+        .wait_close(Duration::from_secs(5))
         .await
         .context("a packet over --max-packet must close the connection")?;
     // RFC 6455 section 7.4.1: 1009, a message too big to process.

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result, ensure};
 use pitaya_tests::checks::ensure_nothing_else;
 use pitaya_tests::codec::{self, Message, PITAYA_HANDSHAKE, Route};
-use pitaya_tests::{Client, DEFAULT_WAIT, Incoming, MessageType, Server, ServerOptions, Transport};
+use pitaya_tests::{Client, DEFAULT_WAIT, MessageType, Server, ServerOptions, Transport};
 
 /// Sends `bytes` (one write / one frame) and expects the server to close the connection without answering
 /// any request; then checks that a new connection still works.
@@ -290,10 +290,7 @@ async fn messages_before_an_error(server: &Server, t: Transport) -> Result<()> {
     c.send_raw(&bytes).await?;
     ensure_three_answered(&mut c, "messages before a packet of type 0x09").await?;
     let (why, _) = c
-        .wait_for("the close", DEFAULT_WAIT, |e| match e {
-            Incoming::Closed(why) => Some(why.clone()),
-            _ => None,
-        })
+        .wait_close(DEFAULT_WAIT)
         .await
         .context("the packet of type 0x09 must close the connection")?;
     // RFC 6455 section 7.4.1: 1002, the endpoint is terminating because of a protocol error.

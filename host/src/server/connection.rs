@@ -232,6 +232,15 @@ impl Ending {
             Self::ClosedByClient => "closed by client",
         }
     }
+
+    /// What the transport tells the client as it closes.
+    fn farewell(self) -> Farewell {
+        match self {
+            Self::ProtocolError => Farewell::ProtocolError,
+            Self::TooLarge => Farewell::TooLarge,
+            Self::ClosedByClient => Farewell::Normal,
+        }
+    }
 }
 
 /// What woke the connection.
@@ -605,11 +614,7 @@ fn drive(
         queue.close();
         drop(session);
         // Boxed: its state would otherwise widen every connection's task.
-        let farewell = match ending {
-            Some(Ending::ProtocolError) => Farewell::ProtocolError,
-            Some(Ending::TooLarge) => Farewell::TooLarge,
-            Some(Ending::ClosedByClient) | None => Farewell::Normal,
-        };
+        let farewell = ending.map_or(Farewell::Normal, Ending::farewell);
         let _ = Box::pin(tokio::time::timeout(FINAL_FLUSH, link.shutdown(farewell))).await;
         // The connection counts against the limit until its socket is closed. Named here so
         // that the block captures the permit at all.

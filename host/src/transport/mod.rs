@@ -148,7 +148,7 @@ impl Link {
     }
 
     /// Closes the sending direction after what was written (a FIN, or a WebSocket close frame
-    /// whose code says whether the peer broke the protocol: 1002, or 1000).
+    /// whose code, from `farewell`, says whether and how the peer broke the protocol).
     pub async fn shutdown(&mut self, farewell: Farewell) {
         match self {
             Link::Tcp(stream) => {
