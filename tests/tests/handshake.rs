@@ -235,7 +235,7 @@ async fn a_request_that_is_not_an_upgrade_gets_an_http_error() -> Result<()> {
 }
 
 /// With `--web DIR`, a plain GET on the WebSocket port gets a file from DIR (or 404, never one
-/// outside it), a HEAD its headers, another method 405, and an upgrade on the same port still
+/// outside it nor a hidden one), a HEAD its headers, another method 405, and an upgrade on the same port still
 /// upgrades.
 #[tokio::test]
 async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
@@ -245,6 +245,7 @@ async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
     let dir = TempDir::new("web")?;
     std::fs::write(dir.0.join("index.html"), "<p>lobby</p>")?;
     std::fs::write(dir.0.join("a b.html"), "<p>spaced</p>")?;
+    std::fs::write(dir.0.join(".env"), "SECRET=1")?;
     let server = Server::start(ServerOptions::default().args("--web", dir.0.display())).await?;
     let cases = [
         (
@@ -265,6 +266,8 @@ async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
         ),
         ("GET /missing.js HTTP/1.1\r\n\r\n", "HTTP/1.1 404 ", None),
         ("GET /../Cargo.toml HTTP/1.1\r\n\r\n", "HTTP/1.1 404 ", None),
+        // A hidden file is no page, even in the folder.
+        ("GET /.env HTTP/1.1\r\n\r\n", "HTTP/1.1 404 ", None),
         ("DELETE / HTTP/1.1\r\n\r\n", "HTTP/1.1 405 ", None),
         // HEAD: a GET's headers, no body.
         ("HEAD / HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK\r\n", Some("")),

@@ -81,7 +81,8 @@ async fn within<T>(limit: Duration, io: impl Future<Output = io::Result<T>>) -> 
 
 /// The file a request path names, if it may be served: a regular file inside `root` once the
 /// path is decoded and symbolic links are followed (a folder means its `index.html`). Not a
-/// link out of the folder, nor a FIFO or a device, whose open could block a thread for good.
+/// link out of the folder, nor a FIFO or a device, whose open could block a thread for good,
+/// nor a hidden file, by the name asked for or the one a link leads to.
 async fn servable(root: &Path, path: &str) -> Option<PathBuf> {
     let (relative, folder) = relative_path(path)?;
     let root = tokio::fs::canonicalize(root).await.ok()?;
@@ -92,19 +93,31 @@ async fn servable(root: &Path, path: &str) -> Option<PathBuf> {
             .ok()?;
     }
     let regular = tokio::fs::metadata(&file).await.ok()?.is_file();
-    (regular && file.starts_with(&root)).then_some(file)
+    let inside = file.strip_prefix(&root).ok()?;
+    (regular && !inside.components().any(hidden)).then_some(file)
+}
+
+/// Whether a path component is a hidden name (`.git`, `.env`, `.htpasswd`): a web folder that
+/// is also a project folder holds secrets under such names, and a page never needs them. The
+/// one exception is `.well-known` (RFC 8615), which exists to be served.
+fn hidden(component: Component<'_>) -> bool {
+    match component {
+        Component::Normal(name) => {
+            let name = name.as_encoded_bytes();
+            name.starts_with(b".") && name != b".well-known"
+        }
+        _ => true,
+    }
 }
 
 /// The path below the web folder that a request path names, percent-decoded, and whether it
-/// names a folder (ends in `/`); none when it would climb out or does not decode.
+/// names a folder (ends in `/`); none when it would climb out, names a hidden file or does not
+/// decode.
 fn relative_path(path: &str) -> Option<(PathBuf, bool)> {
     let path = path.split(['?', '#']).next().unwrap_or("/");
     let path = percent_decode(path)?;
     let relative = PathBuf::from(path.trim_start_matches('/'));
-    if relative
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_)))
-    {
+    if relative.components().any(hidden) {
         return None;
     }
     let folder = path.is_empty() || path.ends_with('/');
@@ -181,15 +194,30 @@ mod tests {
         ] {
             assert_eq!(rel(climbing), None, "{climbing}");
         }
+        for hidden in [
+            "/.env",
+            "/.git/config",
+            "/a/.htpasswd",
+            "/%2egit/HEAD",
+            "/.well-known/../.env",
+        ] {
+            assert_eq!(rel(hidden), None, "{hidden}");
+        }
+        assert_eq!(
+            rel("/.well-known/security.txt"),
+            Some((".well-known/security.txt".into(), false))
+        );
+        assert_eq!(rel("/a.b/c..d.js"), Some(("a.b/c..d.js".into(), false)));
         for broken in ["/%", "/%2", "/%zz", "/%+f", "/a%00b", "/%ff"] {
             assert_eq!(rel(broken), None, "{broken}");
         }
     }
 
-    /// Only regular files inside the folder are served: not through a link out of it, and not a
-    /// FIFO (reading one would block a thread until a writer came).
+    /// Only regular files inside the folder are served: not through a link out of it, not a
+    /// FIFO (reading one would block a thread until a writer came), and not a hidden file, even
+    /// through a link with a plain name.
     #[tokio::test]
-    async fn links_out_and_fifos_are_not_served() {
+    async fn links_out_fifos_and_hidden_files_are_not_served() {
         let dir = std::env::temp_dir().join(format!("pitaya-http-{}", std::process::id()));
         // Left by an earlier run with the same pid, its links would stop this one's.
         let _ = std::fs::remove_dir_all(&dir);
@@ -201,6 +229,10 @@ mod tests {
         std::os::unix::fs::symlink(dir.join("secret.txt"), root.join("out.txt")).unwrap();
         std::os::unix::fs::symlink(&dir, root.join("up")).unwrap();
         std::os::unix::fs::symlink(root.join("index.html"), root.join("in.html")).unwrap();
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        std::fs::write(root.join(".git/config"), "secret").unwrap();
+        std::os::unix::fs::symlink(root.join(".git/config"), root.join("config.txt")).unwrap();
+        std::os::unix::fs::symlink(root.join(".git"), root.join("git")).unwrap();
         let made = std::process::Command::new("mkfifo")
             .arg(root.join("fifo"))
             .status()
@@ -222,6 +254,9 @@ mod tests {
         assert_eq!(served("/out.txt").await, None);
         assert_eq!(served("/up/secret.txt").await, None);
         assert_eq!(served("/fifo").await, None);
+        assert_eq!(served("/.git/config").await, None);
+        assert_eq!(served("/config.txt").await, None);
+        assert_eq!(served("/git/config").await, None);
         assert_eq!(served("/missing").await, None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
