@@ -88,6 +88,13 @@ print(f"median: floor {med['floor'][0]:,.0f} req/s at {med['floor'][1]:.2f} µs,
       f" p99 {med['host'][2]:.2f} ms")
 print(f"host / floor: {med['host'][0] / med['floor'][0]:.2f}x the requests,"
       f" {med['host'][1] / med['floor'][1]:.2f}x the CPU per request; errors {errors}")
+# Where the CPU goes: the system part is mostly the sockets' system calls, which both servers
+# make alike (one receive and one send per request at one in flight); the user part is each
+# server's own work.
+split = {side: [statistics.median(run["server"][f"{part}_us_per_request"] for run in rows[side])
+                for part in ("user", "system")] for side in rows}
+print(f"user + system µs per request (medians): floor {split['floor'][0]:.2f} + {split['floor'][1]:.2f},"
+      f" host {split['host'][0]:.2f} + {split['host'][1]:.2f}")
 # The two loads of a round ran back to back, so a round's own ratio is the least touched by
 # the machine's drift; their median can differ from the ratio of the medians above.
 print(f"median of the rounds' ratios: {statistics.median(x[0] for x in ratios):.2f}x the"

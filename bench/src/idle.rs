@@ -348,6 +348,7 @@ mod tests {
     fn per_connection_cost() {
         let mib = |n: u64| ProcSample {
             cpu_ticks: 0,
+            system_ticks: 0,
             rss_bytes: n << 20,
             hwm_bytes: n << 20,
         };

@@ -115,6 +115,11 @@ pub struct ServerFigures {
     pub cpu_secs: f64,
     /// CPU microseconds per successful request.
     pub cpu_us_per_request: f64,
+    /// The part of `cpu_us_per_request` spent in the server's own code (user time).
+    pub user_us_per_request: f64,
+    /// The part of `cpu_us_per_request` spent in the kernel on the server's behalf (system
+    /// time).
+    pub system_us_per_request: f64,
     /// Share of one core used during the run, in percent.
     pub cpu_percent: f64,
     /// Resident memory before the connections were opened, in bytes.
@@ -325,14 +330,14 @@ fn server_figures(
     elapsed_secs: f64,
 ) -> ServerFigures {
     let cpu_secs = end.cpu_ticks.saturating_sub(start.cpu_ticks) as f64 / ticks_per_sec;
+    let system_secs = end.system_ticks.saturating_sub(start.system_ticks) as f64 / ticks_per_sec;
+    let per_request = |secs: f64| if ok > 0 { secs * 1e6 / ok as f64 } else { 0.0 };
     ServerFigures {
         pid,
         cpu_secs,
-        cpu_us_per_request: if ok > 0 {
-            cpu_secs * 1e6 / ok as f64
-        } else {
-            0.0
-        },
+        cpu_us_per_request: per_request(cpu_secs),
+        user_us_per_request: per_request(cpu_secs - system_secs),
+        system_us_per_request: per_request(system_secs),
         cpu_percent: if elapsed_secs > 0.0 {
             cpu_secs * 100.0 / elapsed_secs
         } else {
@@ -561,6 +566,42 @@ mod tests {
         assert!(classify(&[0x00, 0x01]).is_err()); // a Request from the server
         assert!(classify(&[0x04]).is_err()); // no id
         assert!(classify(&[0x0e]).is_err()); // type 7
+    }
+
+    #[test]
+    fn server_cpu_splits_into_user_and_system() {
+        let sample = |cpu_ticks, system_ticks| ProcSample {
+            cpu_ticks,
+            system_ticks,
+            rss_bytes: 1 << 20,
+            hwm_bytes: 1 << 20,
+        };
+        // 300 ticks at 100 a second over 2 s and 100,000 requests: 3 s of CPU, a third of it
+        // in the kernel.
+        let f = server_figures(
+            7,
+            &sample(0, 0),
+            &sample(1000, 400),
+            &sample(1300, 500),
+            100.0,
+            100_000,
+            2.0,
+        );
+        assert!((f.cpu_us_per_request - 30.0).abs() < 1e-9);
+        assert!((f.user_us_per_request - 20.0).abs() < 1e-9);
+        assert!((f.system_us_per_request - 10.0).abs() < 1e-9);
+        assert!((f.cpu_percent - 150.0).abs() < 1e-9);
+        let none = server_figures(
+            7,
+            &sample(0, 0),
+            &sample(0, 0),
+            &sample(5, 5),
+            100.0,
+            0,
+            1.0,
+        );
+        assert_eq!(none.user_us_per_request, 0.0);
+        assert_eq!(none.system_us_per_request, 0.0);
     }
 
     #[test]

@@ -502,8 +502,13 @@ fn format_load(r: &load::LoadReport) -> String {
     if let Some(s) = &r.server {
         let _ = writeln!(
             out,
-            "server pid {}  cpu {:.2} s ({:.0}% of a core)  {:.1} µs/request",
-            s.pid, s.cpu_secs, s.cpu_percent, s.cpu_us_per_request
+            "server pid {}  cpu {:.2} s ({:.0}% of a core)  {:.1} µs/request (user {:.2}, system {:.2})",
+            s.pid,
+            s.cpu_secs,
+            s.cpu_percent,
+            s.cpu_us_per_request,
+            s.user_us_per_request,
+            s.system_us_per_request
         );
         if !s.busiest_thread.is_empty() {
             let _ = writeln!(

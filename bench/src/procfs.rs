@@ -8,6 +8,9 @@ use anyhow::{Context, Result, bail};
 pub struct ProcSample {
     /// User plus system CPU time, in clock ticks (`utime + stime` of `/proc/PID/stat`).
     pub cpu_ticks: u64,
+    /// The system (kernel) part of `cpu_ticks` (`stime`): for a server over loopback, mostly
+    /// the sockets' system calls, which a host and the floor make alike.
+    pub system_ticks: u64,
     /// Resident set size (`VmRSS`), in bytes.
     pub rss_bytes: u64,
     /// Peak resident set size (`VmHWM`), in bytes.
@@ -19,13 +22,14 @@ pub fn sample(pid: u32) -> Result<ProcSample> {
     let stat_path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&stat_path)
         .with_context(|| format!("reading {stat_path} (is process {pid} running?)"))?;
-    let cpu_ticks = parse_stat_cpu_ticks(&stat).with_context(|| format!("parsing {stat_path}"))?;
+    let (user, system) = parse_stat_times(&stat).with_context(|| format!("parsing {stat_path}"))?;
     let status_path = format!("/proc/{pid}/status");
     let status =
         std::fs::read_to_string(&status_path).with_context(|| format!("reading {status_path}"))?;
     let memory = parse_status_memory(&status).with_context(|| format!("parsing {status_path}"))?;
     Ok(ProcSample {
-        cpu_ticks,
+        cpu_ticks: user.saturating_add(system),
+        system_ticks: system,
         rss_bytes: memory.rss_bytes,
         hwm_bytes: memory.hwm_bytes,
     })
@@ -85,11 +89,17 @@ pub fn clock_ticks_per_sec() -> u64 {
 }
 
 /// `utime + stime` from the text of `/proc/PID/stat`.
+pub fn parse_stat_cpu_ticks(stat: &str) -> Result<u64> {
+    let (user, system) = parse_stat_times(stat)?;
+    Ok(user.saturating_add(system))
+}
+
+/// `utime` and `stime` from the text of `/proc/PID/stat`.
 ///
 /// The command name (field 2) is in parentheses and may itself hold spaces and parentheses, so
 /// the fields are counted from the last `)`: after it come field 3 (state) onwards, which puts
 /// utime (field 14) and stime (field 15) at positions 11 and 12.
-pub fn parse_stat_cpu_ticks(stat: &str) -> Result<u64> {
+pub fn parse_stat_times(stat: &str) -> Result<(u64, u64)> {
     let close = stat.rfind(')').context("no ')' after the command name")?;
     let rest = stat.get(close + 1..).unwrap_or_default();
     let mut fields = rest.split_ascii_whitespace().skip(11);
@@ -102,7 +112,7 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Result<u64> {
     };
     let utime = next("utime")?;
     let stime = next("stime")?;
-    Ok(utime.saturating_add(stime))
+    Ok((utime, stime))
 }
 
 /// `VmRSS` and `VmHWM` of a `/proc/PID/status` text, in bytes.
@@ -179,6 +189,7 @@ mod tests {
                     731 269 0 0 20 0 9 0 5000 123456789 2048 18446744073709551615 1 1 0 0 0 0 0 \
                     4096 0 0 0 0 17 1 0 0 0 0 0";
         assert_eq!(parse_stat_cpu_ticks(stat).unwrap(), 1000);
+        assert_eq!(parse_stat_times(stat).unwrap(), (731, 269));
     }
 
     #[test]
