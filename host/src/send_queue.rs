@@ -182,6 +182,12 @@ impl SendQueue {
         }
     }
 
+    /// Whether under half the queue's room, in packets and in bytes, is taken.
+    pub fn half_empty(&self) -> bool {
+        let state = self.state();
+        state.packets.len() * 2 < self.inner.max_packets && state.bytes * 2 < self.inner.max_bytes
+    }
+
     /// Packets waiting (not yet taken by the connection).
     pub fn len(&self) -> usize {
         self.state().packets.len()
@@ -219,6 +225,21 @@ mod tests {
         queue.try_push(packet(6)).unwrap();
         assert_eq!(queue.try_push(packet(0)), Err(SendError::QueueFull));
         assert_eq!(queue.len(), 2);
+    }
+
+    #[test]
+    fn half_empty_in_packets_and_in_bytes() {
+        let queue = SendQueue::new(4, 100);
+        assert!(queue.half_empty());
+        queue.try_push(packet(10)).unwrap();
+        assert!(queue.half_empty());
+        queue.try_push(packet(10)).unwrap();
+        assert!(!queue.half_empty(), "2 of 4 packets");
+        let queue = SendQueue::new(100, 100);
+        queue.try_push(packet(49)).unwrap();
+        assert!(queue.half_empty());
+        queue.try_push(packet(1)).unwrap();
+        assert!(!queue.half_empty(), "50 of 100 bytes");
     }
 
     #[test]

@@ -55,8 +55,8 @@ async fn hundred_requests_in_one_write_answered_in_order() -> Result<()> {
 }
 
 /// A send queue of 4 packets and 100 requests in one write: the host writes responses between
-/// the requests it takes (it answers a request in the poll that takes it, but not two in a row
-/// that way), so the queue never holds more than a few and the client is not disconnected for
+/// the requests it takes (it answers requests in a row only while its send queue is under half
+/// full), so the queue never holds more than a few and the client is not disconnected for
 /// letting it fill.
 #[tokio::test]
 async fn pipelined_requests_do_not_fill_a_small_send_queue() -> Result<()> {

@@ -256,6 +256,11 @@ enum Wake {
 /// Messages one session may have waiting for their turn before the host stops reading from it.
 const MAX_PENDING: usize = 1024;
 
+/// Most messages a connection answers in a row, in the polls that take them, before it writes
+/// their responses: enough to spare most of the writes of a client that pipelines, few enough
+/// that its responses are not held back for long.
+const INLINE_RUN: u32 = 8;
+
 /// How long a closing connection may take to write what is still queued (a client that does
 /// not read could hold it forever).
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
@@ -380,7 +385,7 @@ fn drive(
         // Lent to each dispatch and given back at its end, so that a request does not count the
         // shared state's references up and down, on a cache line every worker thread writes.
         let mut lent: Option<Arc<Shared>> = None;
-        let mut answered_inline = false;
+        let mut inline_run = 0;
         let mut write_side = WriteSide::default();
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
@@ -431,10 +436,13 @@ fn drive(
             }
             // A message just taken is polled at once: most handlers answer in that first poll,
             // and a pass of the select below costs as much again as the call's own bookkeeping.
-            // If it is not done, the select polls it again when it is woken. Never twice in a
-            // row, so that a pipelining client's responses are written (the select polls the
-            // write side first) between its requests. An answer here leaves the block at once,
-            // so that no value is held across the select's await, in every connection's task.
+            // If it is not done, the select polls it again when it is woken. A pipelining
+            // client's messages are answered so up to `INLINE_RUN` in a row, while the send
+            // queue is under half full, and their responses then go out in one write when the
+            // select polls the write side (first): one system call for the lot, where a write
+            // each cost the host and the client a system call per request. An answer here
+            // leaves the block at once, so that no value is held across the select's await, in
+            // every connection's task.
             let wake = 'wake: {
                 if !in_flight.is_running()
                     && let Some(session) = &session
@@ -446,15 +454,15 @@ fn drive(
                         next.message,
                         next.limited,
                     ));
-                    if !answered_inline
+                    if (inline_run == 0 || inline_run < INLINE_RUN && queue.half_empty())
                         && let Poll::Ready(response) =
                             poll_fn(|cx| Poll::Ready(in_flight.poll_unpin(cx))).await
                     {
-                        answered_inline = true;
+                        inline_run += 1;
                         break 'wake Wake::Dispatched(response);
                     }
                 }
-                answered_inline = false;
+                inline_run = 0;
                 tokio::select! {
                     biased;
                     _ = poll_fn(|cx| session.as_ref().expect("guarded").poll_closed(cx)), if session.is_some() => Wake::Closed,
