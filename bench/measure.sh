@@ -12,7 +12,7 @@
 # the floor and on the host, through bench/ab.sh (one directory per shape, with its
 # summary.txt of medians). Everything listens on 127.0.0.1 with port 0; every run is bounded
 # (5 s loads, 20 s holds, one 120 s hold of 19,000 connections, 10 s broadcasts), and the
-# servers it started are stopped by pid when it ends. About 14 minutes in all.
+# servers it started are stopped by pid when it ends. About 16 minutes in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,7 +63,9 @@ ulimit -n "$(ulimit -Hn)"
 
 # Echo loads: alternating rounds with the floor, medians in each shape's summary.txt.
 for transport in tcp ws; do
-    for shape in "50 1" "500 1" "50 16"; do
+    # 1 x 64: one client that pipelines deeply, where answering its requests in a row
+    # and writing their responses at once shows (since t10).
+    for shape in "50 1" "500 1" "50 16" "1 64"; do
         read -r c n <<<"$shape"
         dir=$OUT/load-$transport-c$c-n$n
         echo "+ [$(date -u +%T)] ROUNDS=$ROUNDS CONNECTIONS=$c IN_FLIGHT=$n SECS=$LOAD_SECS TRANSPORT=$transport bench/ab.sh $dir" | tee -a "$OUT/commands.txt"
