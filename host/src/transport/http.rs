@@ -94,13 +94,14 @@ async fn servable(root: &Path, path: &str) -> Option<PathBuf> {
     }
     let regular = tokio::fs::metadata(&file).await.ok()?.is_file();
     let inside = file.strip_prefix(&root).ok()?;
-    (regular && !inside.components().any(hidden)).then_some(file)
+    (regular && !inside.components().any(unservable)).then_some(file)
 }
 
-/// Whether a path component is a hidden name (`.git`, `.env`, `.htpasswd`): a web folder that
-/// is also a project folder holds secrets under such names, and a page never needs them. The
-/// one exception is `.well-known` (RFC 8615), which exists to be served.
-fn hidden(component: Component<'_>) -> bool {
+/// Whether a path component rules the path out: anything but a plain name (`..`, `.`, a root),
+/// or a hidden name (`.git`, `.env`, `.htpasswd`), since a web folder that is also a project
+/// folder holds secrets under such names and a page never needs them. The one hidden name
+/// served is `.well-known` (RFC 8615), which exists to be.
+fn unservable(component: Component<'_>) -> bool {
     match component {
         Component::Normal(name) => {
             let name = name.as_encoded_bytes();
@@ -117,7 +118,7 @@ fn relative_path(path: &str) -> Option<(PathBuf, bool)> {
     let path = path.split(['?', '#']).next().unwrap_or("/");
     let path = percent_decode(path)?;
     let relative = PathBuf::from(path.trim_start_matches('/'));
-    if relative.components().any(hidden) {
+    if relative.components().any(unservable) {
         return None;
     }
     let folder = path.is_empty() || path.ends_with('/');
