@@ -21,10 +21,10 @@ pub async fn serve_file(
     stall: Duration,
 ) -> io::Result<()> {
     let opened = match servable(root, &page.path).await {
-        Some(path) => match tokio::fs::File::open(&path).await {
-            Ok(file) => Some((content_type(&path), file)),
-            Err(_) => None,
-        },
+        Some(path) => {
+            let content_type = content_type(&path);
+            open_regular(path).await.map(|file| (content_type, file))
+        }
         None => None,
     };
     let Some((content_type, file)) = opened else {
@@ -95,6 +95,28 @@ async fn servable(root: &Path, path: &str) -> Option<PathBuf> {
     let regular = tokio::fs::metadata(&file).await.ok()?.is_file();
     let inside = file.strip_prefix(&root).ok()?;
     (regular && !inside.components().any(unservable)).then_some(file)
+}
+
+/// Opens `path` if it is still a regular file. `servable` checked that it was, but the name
+/// may have been swapped since for a FIFO, whose plain open would block its thread until a
+/// writer came: the open does not wait (`O_NONBLOCK`, which changes nothing for a regular
+/// file's reads), and the file opened is checked again.
+async fn open_regular(path: PathBuf) -> Option<tokio::fs::File> {
+    let file = tokio::task::spawn_blocking(move || open_regular_now(&path))
+        .await
+        .ok()??;
+    Some(tokio::fs::File::from_std(file))
+}
+
+/// `open_regular`'s work, on the calling thread.
+fn open_regular_now(path: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
 }
 
 /// Whether a path component rules the path out: anything but a plain name (`..`, `.`, a root),
@@ -258,6 +280,15 @@ mod tests {
         assert_eq!(served("/.git/config").await, None);
         assert_eq!(served("/config.txt").await, None);
         assert_eq!(served("/git/config").await, None);
+        // Opened by name after the check (swapped in meanwhile), a FIFO is refused rather than
+        // waited on. On a thread of its own, so that a regression fails here instead of
+        // hanging the test run.
+        let fifo = root.join("fifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(open_regular_now(&fifo).is_none()));
+        let refused = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(refused, Ok(true), "opening a FIFO waited for a writer");
+        assert!(open_regular(root.join("index.html")).await.is_some());
         assert_eq!(served("/missing").await, None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
