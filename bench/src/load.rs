@@ -576,30 +576,16 @@ mod tests {
             rss_bytes: 1 << 20,
             hwm_bytes: 1 << 20,
         };
+        let figures =
+            |end, ok| server_figures(7, &sample(0, 0), &sample(1000, 400), &end, 100.0, ok, 2.0);
         // 300 ticks at 100 a second over 2 s and 100,000 requests: 3 s of CPU, a third of it
         // in the kernel.
-        let f = server_figures(
-            7,
-            &sample(0, 0),
-            &sample(1000, 400),
-            &sample(1300, 500),
-            100.0,
-            100_000,
-            2.0,
-        );
+        let f = figures(sample(1300, 500), 100_000);
         assert!((f.cpu_us_per_request - 30.0).abs() < 1e-9);
         assert!((f.user_us_per_request - 20.0).abs() < 1e-9);
         assert!((f.system_us_per_request - 10.0).abs() < 1e-9);
         assert!((f.cpu_percent - 150.0).abs() < 1e-9);
-        let none = server_figures(
-            7,
-            &sample(0, 0),
-            &sample(0, 0),
-            &sample(5, 5),
-            100.0,
-            0,
-            1.0,
-        );
+        let none = figures(sample(1005, 405), 0);
         assert_eq!(none.user_us_per_request, 0.0);
         assert_eq!(none.system_us_per_request, 0.0);
     }

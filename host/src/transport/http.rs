@@ -20,14 +20,7 @@ pub async fn serve_file(
     page: &Page,
     stall: Duration,
 ) -> io::Result<()> {
-    let opened = match servable(root, &page.path).await {
-        Some(path) => {
-            let content_type = content_type(&path);
-            open_regular(path).await.map(|file| (content_type, file))
-        }
-        None => None,
-    };
-    let Some((content_type, file)) = opened else {
+    let Some((path, file, len)) = open_page(root, &page.path).await else {
         let answer = head("404 Not Found", "text/plain", NOT_FOUND.len() as u64);
         within(
             stall,
@@ -36,10 +29,9 @@ pub async fn serve_file(
         .await?;
         return within(stall, stream.shutdown()).await;
     };
-    let len = file.metadata().await?.len();
     within(
         stall,
-        stream.write_all(head("200 OK", content_type, len).as_bytes()),
+        stream.write_all(head("200 OK", content_type(&path), len).as_bytes()),
     )
     .await?;
     // HEAD: the length of what a GET would get, and no body.
@@ -79,11 +71,12 @@ async fn within<T>(limit: Duration, io: impl Future<Output = io::Result<T>>) -> 
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading"))?
 }
 
-/// The file a request path names, if it may be served: a regular file inside `root` once the
-/// path is decoded and symbolic links are followed (a folder means its `index.html`). Not a
-/// link out of the folder, nor a FIFO or a device, whose open could block a thread for good,
-/// nor a hidden file, by the name asked for or the one a link leads to.
-async fn servable(root: &Path, path: &str) -> Option<PathBuf> {
+/// The file a request path names, opened, with its path and length, if it may be served: a
+/// regular file inside `root` once the path is decoded and symbolic links are followed (a
+/// folder means its `index.html`). Not a link out of the folder, nor a hidden file, by the
+/// name asked for or the one a link leads to, nor a FIFO or a device, whose open could block a
+/// thread for good.
+async fn open_page(root: &Path, path: &str) -> Option<(PathBuf, tokio::fs::File, u64)> {
     let (relative, folder) = relative_path(path)?;
     let root = tokio::fs::canonicalize(root).await.ok()?;
     let mut file = tokio::fs::canonicalize(root.join(relative)).await.ok()?;
@@ -92,31 +85,35 @@ async fn servable(root: &Path, path: &str) -> Option<PathBuf> {
             .await
             .ok()?;
     }
-    let regular = tokio::fs::metadata(&file).await.ok()?.is_file();
     let inside = file.strip_prefix(&root).ok()?;
-    (regular && !inside.components().any(unservable)).then_some(file)
+    if inside.components().any(unservable) {
+        return None;
+    }
+    let (opened, len) = open_regular(file.clone()).await?;
+    Some((file, opened, len))
 }
 
-/// Opens `path` if it is still a regular file. `servable` checked that it was, but the name
-/// may have been swapped since for a FIFO, whose plain open would block its thread until a
-/// writer came: the open does not wait (`O_NONBLOCK`, which changes nothing for a regular
-/// file's reads), and the file opened is checked again.
-async fn open_regular(path: PathBuf) -> Option<tokio::fs::File> {
-    let file = tokio::task::spawn_blocking(move || open_regular_now(&path))
+/// Opens `path` if it is a regular file, with its length. Checked on the file opened, not by
+/// name: the name may have been swapped since it was looked at for a FIFO, whose plain open
+/// would block its thread until a writer came, so the open does not wait (`O_NONBLOCK`, which
+/// changes nothing for a regular file's reads).
+async fn open_regular(path: PathBuf) -> Option<(tokio::fs::File, u64)> {
+    let (file, len) = tokio::task::spawn_blocking(move || open_regular_now(&path))
         .await
         .ok()??;
-    Some(tokio::fs::File::from_std(file))
+    Some((tokio::fs::File::from_std(file), len))
 }
 
 /// `open_regular`'s work, on the calling thread.
-fn open_regular_now(path: &Path) -> Option<std::fs::File> {
+fn open_regular_now(path: &Path) -> Option<(std::fs::File, u64)> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .ok()?;
-    file.metadata().ok()?.is_file().then_some(file)
+    let metadata = file.metadata().ok()?;
+    metadata.is_file().then_some((file, metadata.len()))
 }
 
 /// Whether a path component rules the path out: anything but a plain name (`..`, `.`, a root),
@@ -264,9 +261,10 @@ mod tests {
         let served = |path: &'static str| {
             let root = root.clone();
             async move {
-                servable(&root, path)
-                    .await
-                    .map(|f| std::fs::read_to_string(f).unwrap())
+                let (_, mut file, _) = open_page(&root, path).await?;
+                let mut text = String::new();
+                file.read_to_string(&mut text).await.unwrap();
+                Some(text)
             }
         };
         assert_eq!(served("/").await.as_deref(), Some("top"));

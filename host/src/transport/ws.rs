@@ -173,8 +173,10 @@ pub async fn accept_websocket(
                     .await?;
                 return Ok(None);
             }
-            Verdict::Get(page) if web.is_some() => return Ok(Some(page)),
-            Verdict::Get(_) => upgrade::NOT_AN_UPGRADE,
+            Verdict::Get(page) => match web {
+                Some(root) => return Ok(Some((root, page))),
+                None => upgrade::NOT_AN_UPGRADE,
+            },
             Verdict::Refuse(refusal) => refusal,
         };
         stream
@@ -186,7 +188,7 @@ pub async fn accept_websocket(
     let page = tokio::time::timeout(timeout, handshake)
         .await
         .map_err(|_| UpgradeError::TimedOut)??;
-    if let (Some(page), Some(root)) = (page, web) {
+    if let Some((root, page)) = page {
         serve_file(&mut stream, root, &page, timeout).await?;
         return Ok(None);
     }
