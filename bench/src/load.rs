@@ -113,7 +113,9 @@ pub struct ServerFigures {
     pub pid: u32,
     /// User plus system CPU seconds used during the run.
     pub cpu_secs: f64,
-    /// CPU microseconds per successful request.
+    /// CPU microseconds per answered request: a response, success or error (an error costs
+    /// the server work too, and a load of failing requests is worth measuring: a handler that
+    /// traps replaces its instance). 0 when nothing was answered.
     pub cpu_us_per_request: f64,
     /// The part of `cpu_us_per_request` spent in the server's own code (user time).
     pub user_us_per_request: f64,
@@ -271,7 +273,15 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
 
     let server = match (config.server_pid, before, server_start, server_end) {
         (Some(pid), Some(before), Some(s), Some(e)) => {
-            let mut figures = server_figures(pid, &before, &s, &e, ticks, total.ok, elapsed_secs);
+            let mut figures = server_figures(
+                pid,
+                &before,
+                &s,
+                &e,
+                ticks,
+                total.ok + total.error_responses,
+                elapsed_secs,
+            );
             if let Some((name, thread_ticks)) = busiest
                 && elapsed_secs > 0.0
             {
@@ -326,12 +336,18 @@ fn server_figures(
     start: &ProcSample,
     end: &ProcSample,
     ticks_per_sec: f64,
-    ok: u64,
+    answered: u64,
     elapsed_secs: f64,
 ) -> ServerFigures {
     let cpu_secs = end.cpu_ticks.saturating_sub(start.cpu_ticks) as f64 / ticks_per_sec;
     let system_secs = end.system_ticks.saturating_sub(start.system_ticks) as f64 / ticks_per_sec;
-    let per_request = |secs: f64| if ok > 0 { secs * 1e6 / ok as f64 } else { 0.0 };
+    let per_request = |secs: f64| {
+        if answered > 0 {
+            secs * 1e6 / answered as f64
+        } else {
+            0.0
+        }
+    };
     ServerFigures {
         pid,
         cpu_secs,
@@ -576,8 +592,17 @@ mod tests {
             rss_bytes: 1 << 20,
             hwm_bytes: 1 << 20,
         };
-        let figures =
-            |end, ok| server_figures(7, &sample(0, 0), &sample(1000, 400), &end, 100.0, ok, 2.0);
+        let figures = |end, answered| {
+            server_figures(
+                7,
+                &sample(0, 0),
+                &sample(1000, 400),
+                &end,
+                100.0,
+                answered,
+                2.0,
+            )
+        };
         // 300 ticks at 100 a second over 2 s and 100,000 requests: 3 s of CPU, a third of it
         // in the kernel.
         let f = figures(sample(1300, 500), 100_000);
