@@ -102,7 +102,7 @@ fn warm_calls(c: &mut Criterion) {
         .build()
         .expect("a tokio runtime");
     let (context, mut client) = context(&tokio);
-    let runtime = Runtime::new(context, false).expect("the engine");
+    let runtime = Runtime::new(context, false, Some(4)).expect("the engine");
     let id = client.session.id();
 
     let mut direct = runtime

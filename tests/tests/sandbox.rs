@@ -207,6 +207,51 @@ async fn hostile_components_are_stopped_and_replaced() -> Result<()> {
     Ok(())
 }
 
+/// A handler that traps has its instance replaced, and the replacement reuses the slot of the
+/// instance it replaces: the host keeps slots for only a few instances of `hostile` at a time
+/// (twice its one instance, and three more), and a session makes it trap many times that
+/// often, each answered PIT-503, after which the component still serves.
+#[tokio::test]
+async fn an_instance_replaced_again_and_again_reuses_its_slot() -> Result<()> {
+    const TRAPS: usize = 60;
+    let server = Server::start(ServerOptions::default().components(&["hostile.wasm"])).await?;
+    let mut c = server.connect_ready(Transport::Tcp).await?;
+    ensure!(
+        call(&mut c, "hostile.ok", &json!({})).await? == json!({}),
+        "hostile.ok"
+    );
+    ensure!(
+        server
+            .log_tail(usize::MAX)
+            .contains("instances come from a pool"),
+        "the host did not say it keeps a pool of instances\n{}",
+        server.log_tail(30)
+    );
+    for n in 1..=TRAPS {
+        let id = c.next_id();
+        c.send_request(id, "hostile.trap", b"{}").await?;
+        let (m, _) = response_at(&mut c, id, Duration::from_secs(10)).await?;
+        let code = error_code(&m);
+        ensure!(
+            code.as_deref() == Ok("PIT-503"),
+            "trap {n} of {TRAPS} answered {code:?}\n{}",
+            server.log_tail(30)
+        );
+    }
+    let ok = call(&mut c, "hostile.ok", &json!({})).await;
+    ensure!(
+        matches!(&ok, Ok(v) if *v == json!({})),
+        "hostile.ok after {TRAPS} traps answered {ok:?}\n{}",
+        server.log_tail(30)
+    );
+    ensure!(
+        server.is_running(),
+        "the host died: {}",
+        server.exit_status()
+    );
+    Ok(())
+}
+
 /// Guest code runs on the host's async threads (two here), so spinning calls must give their thread back as
 /// they run: with four instances of `hostile` spinning at once, more than there are threads, another session's
 /// `echo.echo` requests are all answered while the spins run, before the first of them is stopped.

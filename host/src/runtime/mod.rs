@@ -35,7 +35,7 @@ use bytes::Bytes;
 use pitaya_protocol::{EncodeOptions, RouteDict};
 use tokio::sync::oneshot;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::group::Groups;
 use crate::session::{Registry, SessionId};
@@ -664,6 +664,40 @@ fn contract_version(component: &Component, engine: &Engine) -> Option<String> {
         .find_map(|name| name.split_once('@').map(|(_, version)| version.to_owned()))
 }
 
+/// Most linear memories the pool reserves address space for: each takes a few GiB of it (never
+/// of memory), and a process has 128 TiB.
+const MAX_POOLED_MEMORIES: usize = 4096;
+
+/// The pooling allocator's slots for `instances` component instances alive at a time, or
+/// `None` when that would reserve too much address space.
+///
+/// Why a pool: an instance that traps is replaced, and a fresh allocation maps its memory and
+/// unmaps the old one, which is most of what a trapping request costs (docs/performance.md);
+/// a pooled slot is only reset. The per-module bounds are far above what compilers emit
+/// (several memories and tables, tables of a million entries, large instance state), so that
+/// a component that loads without a pool loads with one; the totals allow a few memories and
+/// tables, and many core instances, per component instance.
+fn pool_config(instances: usize) -> Option<PoolingAllocationConfig> {
+    let instances = instances.max(1);
+    let memories = instances.checked_mul(8)?;
+    if memories > MAX_POOLED_MEMORIES {
+        return None;
+    }
+    let count = |n: usize| u32::try_from(n).ok();
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(count(instances)?)
+        .total_core_instances(count(instances * 32)?)
+        .total_memories(count(memories)?)
+        .total_tables(count(instances * 16)?)
+        .total_stacks(count(instances * 2)?)
+        .max_memories_per_module(8)
+        .max_tables_per_module(16)
+        .table_elements(1 << 20)
+        .max_core_instance_size(64 << 20)
+        .max_component_instance_size(256 << 20);
+    Some(pool)
+}
+
 /// The wasmtime engine and linker shared by every component.
 pub struct Runtime {
     engine: Engine,
@@ -678,11 +712,46 @@ pub struct Runtime {
 impl Runtime {
     /// Creates the engine, links the host functions and starts the epoch ticker. `fuel` turns
     /// on fuel metering, which costs every component some speed, so only when one asks for it.
-    pub fn new(context: Arc<HostContext>, fuel: bool) -> Result<Self, LoadError> {
+    /// With `pool`, the engine keeps slots for that many component instances at a time (see
+    /// `pool_config`) and reuses them; without, or when the slots cannot be reserved, each
+    /// instance is allocated when it starts.
+    pub fn new(
+        context: Arc<HostContext>,
+        fuel: bool,
+        pool: Option<usize>,
+    ) -> Result<Self, LoadError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.consume_fuel(fuel);
-        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let slots = pool.and_then(pool_config);
+        if slots.is_none() && pool.is_some() {
+            tracing::info!(
+                instances = pool,
+                "too many instances to pool; they are allocated one by one"
+            );
+        }
+        let pooled = slots.and_then(|slots| {
+            let mut pooled = config.clone();
+            pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(slots));
+            Engine::new(&pooled)
+                .inspect_err(|error| {
+                    tracing::warn!(
+                        %error,
+                        "cannot reserve the instance pool; instances are allocated one by one"
+                    )
+                })
+                .ok()
+        });
+        let engine = match pooled {
+            Some(engine) => {
+                tracing::info!(
+                    instances = pool,
+                    "instances come from a pool of reused slots"
+                );
+                engine
+            }
+            None => Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?,
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
@@ -972,6 +1041,14 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pool_stays_within_its_address_space_budget() {
+        assert!(pool_config(0).is_some());
+        assert!(pool_config(MAX_POOLED_MEMORIES / 8).is_some());
+        assert!(pool_config(MAX_POOLED_MEMORIES / 8 + 1).is_none());
+        assert!(pool_config(usize::MAX).is_none());
+    }
 
     #[test]
     fn the_contract_version_is_the_wit_packages() {

@@ -218,7 +218,26 @@ impl Server {
                 || tweaks
                     .iter()
                     .any(|(_, tweak)| matches!(tweak, Tweak::Fuel(_)));
-            let mut runtime = Runtime::new(loader_context, fuel)?;
+            // The most instances alive at a time: each component's own, twice over while a
+            // reload starts the new build's beside the old ones, and the one that a load starts
+            // to learn what the component declares; and two to spare.
+            let tweaked = tweaks
+                .iter()
+                .filter_map(|(_, tweak)| match tweak {
+                    Tweak::Instances(count) => Some(*count),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            let alive = paths
+                .iter()
+                .map(|path| {
+                    let own = by_file.get(path).unwrap_or(&defaults).instances;
+                    own.max(tweaked) * 2 + 1
+                })
+                .sum::<usize>()
+                + 2;
+            let mut runtime = Runtime::new(loader_context, fuel, Some(alive))?;
             if let Some(dir) = cache_dir {
                 runtime = runtime.with_cache(dir);
             }
