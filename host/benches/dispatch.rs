@@ -59,6 +59,7 @@ fn context(runtime: &tokio::runtime::Runtime) -> (Arc<HostContext>, Client) {
             compress: false,
             push_route_codes: false,
         },
+        json_payloads: true,
         dict: Default::default(),
         kick_reasons: false,
         refuse_duplicate_login: false,

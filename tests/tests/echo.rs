@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, ensure};
 use pitaya_tests::checks::{ensure_echo, ensure_error, ensure_nothing_else, ensure_push};
 use pitaya_tests::codec::{self, Message};
-use pitaya_tests::{Incoming, MessageType, Server, Transport};
+use pitaya_tests::{Incoming, MessageType, Server, ServerOptions, Transport};
 
 /// `echo.echo` and `connector.echo.echo` with plain string routes answer the payload unchanged.
 async fn plain_routes(server: &Server, t: Transport) -> Result<()> {
@@ -230,6 +230,26 @@ async fn notify_push(server: &Server, t: Transport) -> Result<()> {
 async fn notify_pushes_on_echo_without_response() -> Result<()> {
     let server = Server::start_default().await?;
     server.each_transport(|t| notify_push(&server, t)).await
+}
+
+/// libpitaya drops a push with an empty payload without a word (protocol.md §7), so with JSON
+/// payloads an empty push goes out as `{}`; with protobuf, where empty is a valid message, as it is.
+async fn empty_push(server: &Server, t: Transport, expected: &[u8]) -> Result<()> {
+    let mut c = server.connect_ready(t).await?;
+    c.send_notify("echo.notify", b"").await?;
+    let m = c.wait_push("onEcho").await?;
+    ensure_push(&m, "onEcho", expected)?;
+    ensure_nothing_else(&mut c).await
+}
+
+#[tokio::test]
+async fn an_empty_push_goes_out_as_an_empty_json_object() -> Result<()> {
+    let json = Server::start_default().await?;
+    json.each_transport(|t| empty_push(&json, t, b"{}")).await?;
+    let protobuf = Server::start(ServerOptions::default().args("--serializer", "protobuf")).await?;
+    protobuf
+        .each_transport(|t| empty_push(&protobuf, t, b""))
+        .await
 }
 
 /// A Notify never gets a response, not even an error: to an unknown handler, to a request handler, to a failing

@@ -485,6 +485,9 @@ pub struct HostContext {
     pub groups: Groups,
     /// Options for encoding pushes.
     pub encode: EncodeOptions,
+    /// Whether payloads are JSON (`--serializer json`): an empty push then goes out as `{}`,
+    /// since libpitaya drops a push with an empty payload without a word (protocol.md §7).
+    pub json_payloads: bool,
     /// The route dictionary, set once every component is loaded (coded push routes use it).
     pub dict: OnceLock<Arc<RouteDict>>,
     /// Whether kicks carry `{"reason":...}` (pomelo clients) or nothing (pitaya clients).
@@ -512,6 +515,11 @@ impl HostContext {
                 self.max_payload
             ));
         }
+        let payload = if payload.is_empty() && self.json_payloads {
+            b"{}"
+        } else {
+            payload
+        };
         let empty = RouteDict::default();
         let dict = self.dict.get().map_or(&empty, |dict| dict);
         let mut packet = bytes::BytesMut::new();

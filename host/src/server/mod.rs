@@ -195,6 +195,7 @@ impl Server {
             registry: registry.clone(),
             groups: Groups::default(),
             encode: config.encode.clone(),
+            json_payloads: config.serializer == Serializer::Json,
             dict: Default::default(),
             kick_reasons: config.kick_reasons,
             refuse_duplicate_login: config.refuse_duplicate_login,
