@@ -44,7 +44,8 @@ impl fmt::Display for Level {
     }
 }
 
-/// Writes one line to the host's log.
+/// Writes one line to the host's log. The host cuts a line at 16 KiB and lets a component log
+/// 1 MiB a second (4 MiB at once); past that, lines are dropped and the host warns how many.
 ///
 /// ```
 /// pitaya_guest::log::log(pitaya_guest::log::Level::Info, "the room opened");

@@ -210,10 +210,12 @@ async fn hostile_components_are_stopped_and_replaced() -> Result<()> {
 /// A handler that traps has its instance replaced, and the replacement reuses the slot of the
 /// instance it replaces: the host keeps slots for only a few instances of `hostile` at a time
 /// (twice its one instance, and three more), and a session makes it trap many times that
-/// often, each answered PIT-503, after which the component still serves.
+/// often, each answered PIT-503, after which the component still serves. The failures' log
+/// lines (each with a backtrace) stay within their budget: ten at once, then one a second.
 #[tokio::test]
 async fn an_instance_replaced_again_and_again_reuses_its_slot() -> Result<()> {
     const TRAPS: usize = 60;
+    let started = Instant::now();
     let server = Server::start(ServerOptions::default().components(&["hostile.wasm"])).await?;
     let mut c = server.connect_ready(Transport::Tcp).await?;
     ensure!(
@@ -248,6 +250,56 @@ async fn an_instance_replaced_again_and_again_reuses_its_slot() -> Result<()> {
         server.is_running(),
         "the host died: {}",
         server.exit_status()
+    );
+    let budget = 10 + started.elapsed().as_secs_f64().ceil() as usize;
+    let logged = server
+        .log_tail(usize::MAX)
+        .lines()
+        .filter(|l| l.contains("component call failed"))
+        .count();
+    ensure!(
+        (1..=budget).contains(&logged),
+        "{logged} failure lines logged for {TRAPS} traps (budget {budget})"
+    );
+    Ok(())
+}
+
+/// A component cannot flood the host's log: of 6,000 lines of 1 KiB logged in one call, no more
+/// than its budget (4 MiB at once, then 1 MiB a second) reach the log, and warnings say how many
+/// were dropped, before the next line that gets through.
+#[tokio::test]
+async fn a_component_cannot_flood_the_hosts_log() -> Result<()> {
+    const LINES: usize = 6000;
+    let server = Server::start(ServerOptions::default().components(&["hostile.wasm"])).await?;
+    let mut c = server.connect_ready(Transport::Tcp).await?;
+    let started = Instant::now();
+    let flood = json!({"lines": LINES, "bytes": 1024});
+    ensure!(call(&mut c, "hostile.chatter", &flood).await? == json!({"logged": LINES}));
+    let one = json!({"lines": 1, "bytes": 10});
+    ensure!(call(&mut c, "hostile.chatter", &one).await? == json!({"logged": 1}));
+    // The ten-byte line, logged last: every line before it has been read.
+    server
+        .wait_log(": cccccccccc component", Duration::from_secs(10))
+        .await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let log = server.log_tail(usize::MAX);
+    let line = "c".repeat(1024);
+    let logged = log.lines().filter(|l| l.contains(&line)).count();
+    // 1 KiB lines: 4,096 at once, then 1,024 a second.
+    let budget = 4096 + (elapsed * 1024.0).ceil() as usize;
+    ensure!(
+        (1..=budget).contains(&logged),
+        "{logged} of {LINES} lines of 1 KiB reached the log in {elapsed:.2} s (budget {budget})"
+    );
+    let dropped: usize = log
+        .lines()
+        .filter(|l| l.contains("component log lines dropped"))
+        .filter_map(|l| l.split("dropped=").nth(1)?.trim().parse::<usize>().ok())
+        .sum();
+    ensure!(
+        dropped == LINES - logged,
+        "the warnings count {dropped} lines dropped, not {}",
+        LINES - logged
     );
     Ok(())
 }

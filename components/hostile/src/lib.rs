@@ -7,6 +7,8 @@
 //! - `hostile.deep` recurses without end: a stack overflow trap.
 //! - `hostile.big` answers with 100 MB: refused (memory cap, or the host's reply size cap).
 //! - `hostile.ok` answers `{}`: proves the component is serving again afterwards.
+//! - `hostile.chatter` `{"lines":N,"bytes":B}` logs N info lines of B bytes each: the host keeps
+//!   a component's share of its log within a budget.
 //! - `hostile.peek` answers what the sandbox lets it see: `{"env":N,"clockSecs":S,"files":bool}`
 //!   (environment variables, seconds since the epoch, whether `/` can be listed). With nothing
 //!   granted that is `{"env":0,"clockSecs":0,"files":false}`.
@@ -18,6 +20,13 @@ use std::hint::black_box;
 
 use pitaya_guest::prelude::*;
 use serde::Deserialize;
+
+/// What `hostile.chatter` is asked to log.
+#[derive(Deserialize)]
+struct Chatter {
+    lines: usize,
+    bytes: usize,
+}
 
 /// What `hostile.flood` is asked to push.
 #[derive(Deserialize)]
@@ -70,6 +79,15 @@ impl Hostile {
             pushed += chunk.len();
         }
         Ok(serde_json::json!({ "pushed": pushed }))
+    }
+
+    #[request]
+    fn chatter(chatter: Chatter) -> Result<serde_json::Value> {
+        let line = "c".repeat(chatter.bytes);
+        for _ in 0..chatter.lines {
+            pitaya_guest::log::log(pitaya_guest::log::Level::Info, &line);
+        }
+        Ok(serde_json::json!({ "logged": chatter.lines }))
     }
 
     #[request]

@@ -316,14 +316,17 @@ impl Instance {
             })),
             Err(error) => {
                 let failure = classify(&error);
-                tracing::error!(
-                    component = %self.shared.name, instance = self.index,
-                    route = %format_args!("{}.{}", self.shared.name, handler),
-                    session,
-                    %failure,
-                    error = %format_args!("{error:#}"),
-                    "component call failed; its instance will be replaced"
-                );
+                if let Some(unlogged) = self.shared.failures.admit(1, Instant::now()) {
+                    tracing::error!(
+                        component = %self.shared.name, instance = self.index,
+                        route = %format_args!("{}.{}", self.shared.name, handler),
+                        session,
+                        %failure,
+                        unlogged,
+                        error = %format_args!("{error:#}"),
+                        "component call failed; its instance will be replaced"
+                    );
+                }
                 self.healthy = false;
                 Err(failure)
             }
@@ -397,13 +400,16 @@ impl Instance {
     /// Logs a failed hook call and marks the instance for replacement.
     fn survived<T>(&mut self, outcome: wasmtime::Result<T>, hook: &str, session: Option<u64>) {
         if let Err(error) = outcome {
-            tracing::error!(
-                component = %self.shared.name, instance = self.index,
-                hook,
-                session,
-                error = %format_args!("{error:#}"),
-                "component hook failed; its instance will be replaced"
-            );
+            if let Some(unlogged) = self.shared.failures.admit(1, Instant::now()) {
+                tracing::error!(
+                    component = %self.shared.name, instance = self.index,
+                    hook,
+                    session,
+                    unlogged,
+                    error = %format_args!("{error:#}"),
+                    "component hook failed; its instance will be replaced"
+                );
+            }
             self.healthy = false;
         }
     }
@@ -432,7 +438,9 @@ impl Instance {
                 self.game = game;
                 match self.init().await {
                     Ok(()) => {
-                        tracing::info!(component = %self.shared.name, instance = self.index, "instance restarted");
+                        // At debug: the failure that led here was logged (or counted, when
+                        // failures come faster than the log takes them).
+                        tracing::debug!(component = %self.shared.name, instance = self.index, "instance restarted");
                         true
                     }
                     Err(reason) => {

@@ -465,6 +465,10 @@ pub(crate) struct ComponentShared {
     /// Timer ids stay unique across instances, so a late fire of an old timer is recognisably
     /// not one of the new instance's, and no two shards hand out the same id.
     pub(crate) next_timer: AtomicU64,
+    /// What the component's own log lines may take of the host's log.
+    pub(crate) logs: host_log::LogBudget,
+    /// What the host's lines about the component's failures may take of it.
+    pub(crate) failures: host_log::LogBudget,
 }
 
 impl ComponentShared {
@@ -472,6 +476,8 @@ impl ComponentShared {
         Arc::new(Self {
             name: Arc::from(name),
             next_timer: AtomicU64::new(1),
+            logs: host_log::LogBudget::new(host_log::LogBudget::LINES),
+            failures: host_log::LogBudget::new(host_log::LogBudget::FAILURES),
         })
     }
 }
