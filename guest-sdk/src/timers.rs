@@ -47,6 +47,11 @@
 //!
 //! Durations are whole milliseconds: shorter ones round up to 1 ms (for [`every`]; [`after`]
 //! takes 0 as "as soon as possible"), longer ones than `u32::MAX` ms (49 days) are cut to that.
+//!
+//! An instance may have 10,000 timers running (a one-shot timer stops running once it fired).
+//! Past that the host sets no timer and [`after`] and [`every`] return `TimerId(0)`, which
+//! never fires: a component that sets a timer per request and never cancels it cannot grow the
+//! host without end.
 
 use std::fmt;
 use std::time::Duration;

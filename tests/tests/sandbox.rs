@@ -304,6 +304,35 @@ async fn a_component_cannot_flood_the_hosts_log() -> Result<()> {
     Ok(())
 }
 
+/// A component that sets timers and never cancels them cannot grow the host without end: an
+/// instance has at most 10,000 running, past which a timer is refused (id 0). The count is the
+/// instance's: its replacement after a trap starts with none.
+#[tokio::test]
+async fn an_instance_has_only_so_many_timers() -> Result<()> {
+    let server = Server::start(ServerOptions::default().components(&["hostile.wasm"])).await?;
+    let mut c = server.connect_ready(Transport::Tcp).await?;
+    let set = call(&mut c, "hostile.timers", &json!({"count": 10_500})).await?;
+    ensure!(set == json!({"set": 10_000}), "10,500 timers asked: {set}");
+    let set = call(&mut c, "hostile.timers", &json!({"count": 1})).await?;
+    ensure!(set == json!({"set": 0}), "one more asked: {set}");
+    server
+        .wait_log("timer refused", Duration::from_secs(10))
+        .await?;
+    let id = c.next_id();
+    c.send_request(id, "hostile.trap", b"{}").await?;
+    let (m, _) = response_at(&mut c, id, Duration::from_secs(10)).await?;
+    ensure!(
+        error_code(&m).as_deref() == Ok("PIT-503"),
+        "the trap answered {m:?}"
+    );
+    let set = call(&mut c, "hostile.timers", &json!({"count": 5})).await?;
+    ensure!(
+        set == json!({"set": 5}),
+        "after the instance was replaced: {set}"
+    );
+    Ok(())
+}
+
 /// Guest code runs on the host's async threads (two here), so spinning calls must give their thread back as
 /// they run: with four instances of `hostile` spinning at once, more than there are threads, another session's
 /// `echo.echo` requests are all answered while the spins run, before the first of them is stopped.

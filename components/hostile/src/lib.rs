@@ -9,6 +9,8 @@
 //! - `hostile.ok` answers `{}`: proves the component is serving again afterwards.
 //! - `hostile.chatter` `{"lines":N,"bytes":B}` logs N info lines of B bytes each: the host keeps
 //!   a component's share of its log within a budget.
+//! - `hostile.timers` `{"count":N}` sets N timers of a minute and never cancels them, answering
+//!   `{"set":S}` with how many the host started: an instance may have only so many.
 //! - `hostile.peek` answers what the sandbox lets it see: `{"env":N,"clockSecs":S,"files":bool}`
 //!   (environment variables, seconds since the epoch, whether `/` can be listed). With nothing
 //!   granted that is `{"env":0,"clockSecs":0,"files":false}`.
@@ -26,6 +28,12 @@ use serde::Deserialize;
 struct Chatter {
     lines: usize,
     bytes: usize,
+}
+
+/// How many timers `hostile.timers` is asked to set.
+#[derive(Deserialize)]
+struct Timers {
+    count: usize,
 }
 
 /// What `hostile.flood` is asked to push.
@@ -88,6 +96,15 @@ impl Hostile {
             pitaya_guest::log::log(pitaya_guest::log::Level::Info, &line);
         }
         Ok(serde_json::json!({ "logged": chatter.lines }))
+    }
+
+    #[request]
+    fn timers(timers: Timers) -> Result<serde_json::Value> {
+        let set = (0..timers.count)
+            .map(|_| pitaya_guest::timers::every(std::time::Duration::from_secs(60)))
+            .filter(|timer| u64::from(*timer) != 0)
+            .count();
+        Ok(serde_json::json!({ "set": set }))
     }
 
     #[request]

@@ -11,8 +11,23 @@ use super::TimerEntry;
 use super::bindings::pitaya::host::timers;
 use super::instance::HostState;
 
+/// Most timers one instance may have running: each is a task and an entry in the host's memory,
+/// outside the instance's memory cap, so a component that sets a timer per request and never
+/// cancels it would otherwise grow the host without end. Past it a timer is refused: id 0.
+pub(crate) const MAX_TIMERS: usize = 10_000;
+
 impl HostState {
     fn start_timer(&mut self, ms: u32, repeat: bool) -> u64 {
+        if self.timers.lock().len() >= MAX_TIMERS {
+            if let Some(unlogged) = self.shared.failures.admit(1, std::time::Instant::now()) {
+                tracing::warn!(
+                    component = self.component(),
+                    unlogged,
+                    "timer refused: the instance has {MAX_TIMERS} timers running"
+                );
+            }
+            return 0;
+        }
         let id = self.shared.next_timer.fetch_add(1, Ordering::Relaxed);
         let period = Duration::from_millis(u64::from(ms.max(1)));
         let shard = self.shard.clone();
