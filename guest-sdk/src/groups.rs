@@ -94,7 +94,8 @@ impl Group {
         &self.name
     }
 
-    /// Creates the group, empty. Returns `false` if it exists already. There is seldom a need:
+    /// Creates the group, empty. Returns `false` if it exists already, or the host cannot make
+    /// it (a name over 256 bytes, or a million groups already). There is seldom a need:
     /// [`Group::add`] creates the group when it does not exist.
     ///
     /// ```
@@ -118,7 +119,9 @@ impl Group {
         sys::group_delete(&self.name)
     }
 
-    /// Adds a session, creating the group if needed. Returns `false` if the session has closed.
+    /// Adds a session, creating the group if needed. Returns `false` if the session has closed,
+    /// or the group is new and the host cannot make it (a name over 256 bytes, or a million
+    /// groups already).
     /// Adding a member again changes nothing (and returns `true`).
     ///
     /// ```

@@ -254,7 +254,8 @@ impl Session {
     }
 
     /// Encodes a value as JSON and stores it in the session's data. Fails (`PIT-500`) only when
-    /// the value cannot be encoded; on a closed session it does nothing.
+    /// the value cannot be encoded; on a closed session it does nothing, and nor does it when
+    /// the session's data (keys and values) would pass 64 KiB (the host logs a warning).
     ///
     /// ```
     /// fn add_point(session: &pitaya_guest::Session) -> Result<(), pitaya_guest::HandlerError> {

@@ -9,6 +9,13 @@ use std::sync::Mutex;
 
 use crate::session::SessionId;
 
+/// Longest group name, in bytes: names are the host's memory, not the component's.
+pub const MAX_GROUP_NAME: usize = 256;
+
+/// Most groups the host holds at once (empty ones included): a component that makes a group
+/// per request and never deletes it cannot grow the host without end.
+pub const MAX_GROUPS: usize = 1_000_000;
+
 /// Every group, by name, with its members in the order they were added.
 ///
 /// ```
@@ -34,14 +41,22 @@ impl Groups {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Creates an empty group; false if it exists.
+    /// Creates an empty group; false if it exists, or if there is no room for it (see
+    /// [`Self::has_room_for`]).
     pub fn create(&self, group: &str) -> bool {
         let mut groups = self.lock();
-        if groups.contains_key(group) {
+        if groups.contains_key(group) || !room_for(&groups, group) {
             return false;
         }
         groups.insert(group.to_owned(), Vec::new());
         true
+    }
+
+    /// Whether `group` exists, or may be made: its name is at most [`MAX_GROUP_NAME`] bytes
+    /// and there are fewer than [`MAX_GROUPS`] groups.
+    pub fn has_room_for(&self, group: &str) -> bool {
+        let groups = self.lock();
+        groups.contains_key(group) || room_for(&groups, group)
     }
 
     /// Deletes a group; false if there was none.
@@ -49,9 +64,13 @@ impl Groups {
         self.lock().remove(group).is_some()
     }
 
-    /// Adds a member, creating the group if needed; false if it was a member already.
+    /// Adds a member, creating the group if needed; false if it was a member already, or the
+    /// group is new and there is no room for it.
     pub fn add(&self, group: &str, session: SessionId) -> bool {
         let mut groups = self.lock();
+        if !groups.contains_key(group) && !room_for(&groups, group) {
+            return false;
+        }
         let members = groups.entry(group.to_owned()).or_default();
         if members.contains(&session) {
             return false;
@@ -99,9 +118,36 @@ impl Groups {
     }
 }
 
+/// Whether a group named `group`, not among `groups`, may be made.
+fn room_for(groups: &HashMap<String, Vec<SessionId>>, group: &str) -> bool {
+    group.len() <= MAX_GROUP_NAME && groups.len() < MAX_GROUPS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_and_the_count_of_groups_are_bounded() {
+        let groups = Groups::default();
+        let long = "g".repeat(MAX_GROUP_NAME + 1);
+        assert!(!groups.create(&long));
+        assert!(!groups.add(&long, 1));
+        assert!(!groups.has_room_for(&long));
+        assert!(groups.create(&long[..MAX_GROUP_NAME]));
+        // Filled up to the bound (directly: a million creates would only be slower).
+        groups
+            .lock()
+            .extend((1..MAX_GROUPS).map(|n| (n.to_string(), Vec::new())));
+        assert!(!groups.create("one more"));
+        assert!(!groups.add("one more", 1));
+        assert!(!groups.has_room_for("one more"));
+        // A group that exists still takes members.
+        assert!(groups.has_room_for("7"));
+        assert!(groups.add("7", 1));
+        assert!(groups.delete("7"));
+        assert!(groups.create("one more"));
+    }
 
     #[test]
     fn membership_keeps_order_and_ignores_duplicates() {

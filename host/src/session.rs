@@ -90,6 +90,10 @@ pub enum BindError {
     UidTaken,
 }
 
+/// Most bytes of data (keys and values) one session holds: the host's memory, kept for as long
+/// as the session lives, and copied to the backends of a cluster with every change.
+pub const MAX_SESSION_DATA: usize = 64 * 1024;
+
 /// One connected client.
 #[derive(Debug)]
 pub struct Session {
@@ -170,9 +174,20 @@ impl Session {
         lock(&self.data).get(key).cloned()
     }
 
-    /// Sets a session data value.
-    pub fn set(&self, key: String, value: String) {
-        lock(&self.data).insert(key, value);
+    /// Sets a session data value, unless the session's data (keys and values) would then pass
+    /// [`MAX_SESSION_DATA`] bytes: false then, and nothing changes.
+    pub fn set(&self, key: String, value: String) -> bool {
+        let mut data = lock(&self.data);
+        let others: usize = data
+            .iter()
+            .filter(|(other, _)| **other != key)
+            .map(|(other, value)| other.len() + value.len())
+            .sum();
+        if others + key.len() + value.len() > MAX_SESSION_DATA {
+            return false;
+        }
+        data.insert(key, value);
+        true
     }
 
     /// Removes a session data value.
@@ -552,6 +567,21 @@ mod tests {
             session.handshake(),
             r#"{"sys":{"libVersion":"0.3.5","platform":"unity"},"user":{"n":[1,2],"token":"t"}}"#
         );
+    }
+
+    #[test]
+    fn session_data_is_bounded_in_bytes() {
+        let (_registry, session) = registry_with_session(4);
+        let half = "v".repeat(MAX_SESSION_DATA / 2);
+        assert!(session.set("a".into(), half.clone()));
+        // "a" and "b" with their values: two bytes over.
+        assert!(!session.set("b".into(), half.clone()));
+        assert_eq!(session.get("b"), None);
+        // Replacing a value counts the new one, not both: up to the bound exactly.
+        assert!(session.set("a".into(), "v".repeat(MAX_SESSION_DATA - 1)));
+        assert!(!session.set("a".into(), "v".repeat(MAX_SESSION_DATA)));
+        session.remove("a");
+        assert!(session.set("b".into(), half));
     }
 
     #[test]

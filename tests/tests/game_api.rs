@@ -1085,3 +1085,36 @@ async fn before_hook_refuses_until_session_data_allows() -> Result<()> {
     let server = lab_server(&[]).await?;
     server.each_transport(|t| before_hook(&server, t)).await
 }
+
+/// What a component keeps in the host's memory is bounded: a group name is at most 256 bytes
+/// (a longer one makes no group), and a session's data at most 64 KiB (a value that would pass
+/// it is not stored, and what was stored stays).
+#[tokio::test]
+async fn group_names_and_session_data_are_bounded() -> Result<()> {
+    let server = lab_server(&[]).await?;
+    let mut c = server.connect_ready(Transport::Tcp).await?;
+    ensure!(
+        join(&mut c, &"g".repeat(256)).await? == 1,
+        "a 256-byte name"
+    );
+    ensure!(
+        join(&mut c, &"g".repeat(257)).await? == 0,
+        "a 257-byte name"
+    );
+    let set = |key: &str, bytes: usize| json!({"key": key, "value": "x".repeat(bytes)});
+    let length = |answer: Value| answer["value"].as_str().map(str::len);
+    call(&mut c, "lab.setData", &set("a", 40_000)).await?;
+    // With "a", 80,000 bytes and more: over.
+    call(&mut c, "lab.setData", &set("b", 40_000)).await?;
+    let b = call(&mut c, "lab.getData", &json!({"key": "b"})).await?;
+    ensure!(length(b).is_none(), "the value over the bound was stored");
+    let a = call(&mut c, "lab.getData", &json!({"key": "a"})).await?;
+    ensure!(length(a) == Some(40_000), "the value stored before went");
+    call(&mut c, "lab.setData", &set("b", 20_000)).await?;
+    let b = call(&mut c, "lab.getData", &json!({"key": "b"})).await?;
+    ensure!(length(b) == Some(20_000), "60,000 bytes in all fit");
+    server
+        .wait_log("session data refused", Duration::from_secs(10))
+        .await?;
+    Ok(())
+}

@@ -21,6 +21,12 @@ impl HostState {
 
 impl groups::Host for HostState {
     fn create(&mut self, group: String) -> bool {
+        if !self.context.groups.has_room_for(&group) {
+            self.refused(
+                "group refused: its name is over 256 bytes, or the host holds a million groups",
+            );
+            return false;
+        }
         self.context.groups.create(&group)
     }
 
@@ -29,6 +35,12 @@ impl groups::Host for HostState {
     }
 
     fn add(&mut self, group: String, session: SessionId) -> bool {
+        if !self.context.groups.has_room_for(&group) {
+            self.refused(
+                "group refused: its name is over 256 bytes, or the host holds a million groups",
+            );
+            return false;
+        }
         let Some(member) = self
             .context
             .registry

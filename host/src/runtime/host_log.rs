@@ -47,6 +47,16 @@ impl log::Host for HostState {
     }
 }
 
+impl HostState {
+    /// Warns that a host function refused the component something (a timer, a group, session
+    /// data over a bound), within the budget of the host's lines about the component.
+    pub(crate) fn refused(&self, what: &str) {
+        if let Some(unlogged) = self.shared.failures.admit(1, Instant::now()) {
+            tracing::warn!(component = self.component(), unlogged, "{what}");
+        }
+    }
+}
+
 /// Whether the log filter lets lines of `level` through (`tracing::enabled!` wants a constant).
 fn enabled(level: tracing::Level) -> bool {
     match level {

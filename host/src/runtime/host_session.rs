@@ -127,8 +127,11 @@ impl session::Host for HostState {
 
     fn set(&mut self, session: SessionId, key: String, value: String) {
         if let Some(session) = self.context.registry.get(session) {
-            session.set(key, value);
-            sync_remote_data(&session);
+            if session.set(key, value) {
+                sync_remote_data(&session);
+            } else {
+                self.refused("session data refused: the session's data would pass 64 KiB");
+            }
         }
     }
 

@@ -19,13 +19,7 @@ pub(crate) const MAX_TIMERS: usize = 10_000;
 impl HostState {
     fn start_timer(&mut self, ms: u32, repeat: bool) -> u64 {
         if self.timers.lock().len() >= MAX_TIMERS {
-            if let Some(unlogged) = self.shared.failures.admit(1, std::time::Instant::now()) {
-                tracing::warn!(
-                    component = self.component(),
-                    unlogged,
-                    "timer refused: the instance has {MAX_TIMERS} timers running"
-                );
-            }
+            self.refused("timer refused: the instance has 10,000 timers running");
             return 0;
         }
         let id = self.shared.next_timer.fetch_add(1, Ordering::Relaxed);
