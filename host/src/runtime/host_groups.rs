@@ -19,12 +19,14 @@ impl HostState {
     }
 }
 
+/// Why a group could not be made (see [`crate::group::MAX_GROUPS`]).
+const GROUP_REFUSED: &str =
+    "group refused: its name is over 256 bytes, or the host holds a million groups";
+
 impl groups::Host for HostState {
     fn create(&mut self, group: String) -> bool {
         if !self.context.groups.has_room_for(&group) {
-            self.refused(
-                "group refused: its name is over 256 bytes, or the host holds a million groups",
-            );
+            self.refused(GROUP_REFUSED);
             return false;
         }
         self.context.groups.create(&group)
@@ -36,9 +38,7 @@ impl groups::Host for HostState {
 
     fn add(&mut self, group: String, session: SessionId) -> bool {
         if !self.context.groups.has_room_for(&group) {
-            self.refused(
-                "group refused: its name is over 256 bytes, or the host holds a million groups",
-            );
+            self.refused(GROUP_REFUSED);
             return false;
         }
         let Some(member) = self
