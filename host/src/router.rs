@@ -1,7 +1,7 @@
 //! Routes (`component.handler`, `servertype.component.handler`) to component handlers, and the
 //! route dictionary offered to clients in the handshake.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use pitaya_protocol::RouteDict;
 use rustc_hash::FxHashMap;
@@ -54,7 +54,10 @@ pub struct Router {
     // Looked up for every message with a short, host-chosen key set: a fast hash, where
     // SipHash cost more than the rest of route resolution.
     components: FxHashMap<String, Arc<ComponentHandle>>,
-    dict: Arc<RouteDict>,
+    /// Extended by a reload that adds routes (see [`Self::extend_dict`]), never shrunk.
+    dict: RwLock<Arc<RouteDict>>,
+    /// Offered in the dictionary beside the handler routes.
+    push_routes: Vec<String>,
 }
 
 impl Router {
@@ -84,8 +87,21 @@ impl Router {
             }
             components.insert(component.name().to_owned(), Arc::new(component));
         }
-        // Both route forms go in the dictionary: clients compress whichever they send.
-        let routes = components.values().flat_map(|component| {
+        let mut router = Self {
+            server_type: server_type.to_owned(),
+            components,
+            dict: RwLock::default(),
+            push_routes: push_routes.to_vec(),
+        };
+        router.dict = RwLock::new(Arc::new(RouteDict::from_routes(router.routes())));
+        Ok(router)
+    }
+
+    /// Every route the dictionary offers: both forms of each handler route (clients compress
+    /// whichever they send), and the push routes.
+    fn routes(&self) -> impl Iterator<Item = String> + '_ {
+        let server_type = &self.server_type;
+        let handlers = self.components.values().flat_map(move |component| {
             let name = component.name();
             component.handlers().into_iter().flat_map(move |handler| {
                 [
@@ -94,19 +110,28 @@ impl Router {
                 ]
             })
         });
-        let dict = Arc::new(RouteDict::from_routes(
-            routes.chain(push_routes.iter().cloned()),
-        ));
-        Ok(Self {
-            server_type: server_type.to_owned(),
-            components,
-            dict,
-        })
+        handlers.chain(self.push_routes.iter().cloned())
     }
 
-    /// The route dictionary sent in the handshake.
-    pub fn dict(&self) -> &Arc<RouteDict> {
-        &self.dict
+    /// The route dictionary sent in the handshake of a client that connects now.
+    pub fn dict(&self) -> Arc<RouteDict> {
+        self.dict
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Gives codes to the routes a reload added, after the codes already handed out, which
+    /// stay as they are: clients connected before keep a dictionary that is still true, and
+    /// clients that connect after get the new routes coded too. Returns how many were added.
+    pub fn extend_dict(&self) -> usize {
+        let mut dict = self.dict.write().unwrap_or_else(PoisonError::into_inner);
+        let extended = dict.extended(self.routes());
+        let added = extended.len() - dict.len();
+        if added > 0 {
+            *dict = Arc::new(extended);
+        }
+        added
     }
 
     /// The loaded components.

@@ -1,7 +1,8 @@
 //! Hot reload (`--watch` and SIGHUP) of the `lab` component under load: 200 clients keep calling
 //! `lab.counter` while the served file is replaced; nobody sees an error or a dropped connection, the
 //! generation goes from 1 to 2 and the counter keeps counting (the state is handed over); SIGHUP makes
-//! generation 3; a broken file leaves generation 3 serving and logs "reload failed".
+//! generation 3; a broken file leaves generation 3 serving and logs "reload failed". A reload that adds
+//! a handler codes its routes after the old ones.
 
 use std::collections::{HashSet, VecDeque};
 use std::path::Path;
@@ -11,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use pitaya_tests::checks::{call, ensure_success};
+use pitaya_tests::codec::Route;
 use pitaya_tests::server::components_dir;
-use pitaya_tests::{Client, Server, ServerOptions, TempDir, Transport};
+use pitaya_tests::{Client, Message, Server, ServerOptions, TempDir, Transport};
 use serde_json::json;
 
 /// Writes `bytes` to a temporary name next to `target`, then renames it over `target` (atomic replace).
@@ -353,5 +355,65 @@ async fn hot_reload_under_load_keeps_clients_and_state() -> Result<()> {
         "the server died: {}",
         server.exit_status()
     );
+    Ok(())
+}
+
+/// A reload that adds a handler gives its routes the next free codes: a client that connects
+/// after the reload is offered them, with every code it shares with a client connected before
+/// unchanged, so the earlier client's dictionary stays true.
+#[tokio::test]
+async fn a_reload_codes_the_routes_it_adds_after_the_old_ones() -> Result<()> {
+    let first = std::fs::read(components_dir().join("echo.wasm")).context("echo.wasm")?;
+    let next = std::fs::read(components_dir().join("echo_next.wasm")).context("echo_next.wasm")?;
+    let dir = TempDir::new("reload-dict")?;
+    let served = dir.0.join("echo.wasm");
+    std::fs::write(&served, &first)?;
+    let served = served.to_str().context("temp path is not UTF-8")?;
+    let server = Server::start(ServerOptions::default().components(&[served])).await?;
+    let (mut before, old) = server.connect_ready_with_reply(Transport::Tcp).await?;
+    ensure!(
+        old.dict.contains_key("echo.echo") && !old.dict.contains_key("echo.reverse"),
+        "the first build's dictionary: {:?}",
+        old.dict
+    );
+
+    replace_file(Path::new(served), &next)?;
+    let from = server.log_len();
+    server.signal(libc::SIGHUP)?;
+    let reloaded = server
+        .wait_log_from(from, "component reloaded", Duration::from_secs(30))
+        .await?;
+    // `echo.reverse` and `connector.echo.reverse`.
+    ensure!(reloaded.contains("new_routes_coded=2"), "{reloaded}");
+
+    let (mut after, new) = server.connect_ready_with_reply(Transport::Ws).await?;
+    for (route, code) in &old.dict {
+        ensure!(
+            new.dict.get(route) == Some(code),
+            "{route} was {code} and is now {:?}",
+            new.dict.get(route)
+        );
+    }
+    let reverse = *new
+        .dict
+        .get("echo.reverse")
+        .context("echo.reverse has no code")?;
+    ensure!(
+        usize::from(reverse) > old.dict.len(),
+        "echo.reverse got code {reverse}, among the old ones"
+    );
+    let id = after.next_id();
+    after
+        .send_message(&Message::request(id, Route::Code(reverse), b"abc"))
+        .await?;
+    let m = after.wait_response(id).await?;
+    ensure_success(&m, id)?;
+    ensure!(m.payload == b"cba", "by code: {:?}", m.text());
+    // The client connected before sends the new route as a string.
+    let id = before.next_id();
+    before.send_request(id, "echo.reverse", b"xyz").await?;
+    let m = before.wait_response(id).await?;
+    ensure_success(&m, id)?;
+    ensure!(m.payload == b"zyx", "by name: {:?}", m.text());
     Ok(())
 }

@@ -22,6 +22,7 @@ const SYSTEM_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr
 /// Component crates and the file each produces.
 const COMPONENTS: &[(&str, &str)] = &[
     ("echo-component", "echo"),
+    ("echo-next-component", "echo_next"),
     ("chat-component", "chat"),
     ("hostile-component", "hostile"),
     ("lab-component", "lab"),

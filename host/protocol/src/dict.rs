@@ -33,6 +33,27 @@ impl RouteDict {
         Self { routes, codes }
     }
 
+    /// This dictionary with the given routes it lacks added after its own, in sorted order,
+    /// with the next codes: every route keeps its code, so a client told this dictionary
+    /// before is not misled by the new one. Routes past [`RouteDict::MAX_ROUTES`] get no code.
+    #[must_use]
+    pub fn extended<I: IntoIterator<Item = S>, S: Into<String>>(&self, routes: I) -> Self {
+        let new: BTreeSet<String> = routes
+            .into_iter()
+            .map(Into::into)
+            .filter(|route| !self.codes.contains_key(route))
+            .collect();
+        let mut extended = self.clone();
+        for route in new {
+            let Ok(code) = u16::try_from(extended.routes.len() + 1) else {
+                break;
+            };
+            extended.codes.insert(route.clone(), code);
+            extended.routes.push(route);
+        }
+        extended
+    }
+
     /// The code for `route`, if it has one.
     pub fn code(&self, route: &str) -> Option<u16> {
         self.codes.get(route).copied()
@@ -87,6 +108,26 @@ mod tests {
         let a = RouteDict::from_routes(["b", "a", "c"]);
         let b = RouteDict::from_routes(vec![String::from("c"), "a".into(), "b".into()]);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn extending_keeps_every_code_and_adds_the_new_routes_after() {
+        let old = RouteDict::from_routes(["room.join", "room.leave"]);
+        let new = old.extended(["room.say", "room.join", "a.first", "room.say"]);
+        assert_eq!(
+            new.iter().collect::<Vec<_>>(),
+            [
+                ("room.join", 1),
+                ("room.leave", 2),
+                ("a.first", 3),
+                ("room.say", 4)
+            ]
+        );
+        assert_eq!(new.extended(["room.say"]), new);
+        let full = RouteDict::from_routes((0..65_534).map(|i| format!("r{i:06}")));
+        let over = full.extended(["x.last", "x.more"]);
+        assert_eq!(over.code("x.last"), Some(u16::MAX));
+        assert_eq!(over.code("x.more"), None);
     }
 
     #[test]

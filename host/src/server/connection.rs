@@ -366,11 +366,7 @@ fn drive(
         // In a block of its own, so that `start` is not kept in the task's state.
         let (mut protocol, mut limiter) = {
             let start = std::time::Instant::now();
-            let protocol = Connection::new(
-                shared.connection.clone(),
-                shared.router.dict().clone(),
-                start,
-            );
+            let protocol = Connection::new(shared.connection.clone(), shared.router.dict(), start);
             let limiter = shared
                 .config
                 .rate_limit

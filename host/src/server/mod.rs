@@ -281,8 +281,9 @@ impl Server {
             }
         }
         let router = Router::new(&config.server_type, loaded, &config.push_routes)?;
-        // Host functions encode coded push routes with the same dict the handshake offers.
-        let _ = context.dict.set(router.dict().clone());
+        // Host functions encode coded push routes with the dictionary of the start: a reload
+        // only adds codes, so every client's dictionary holds these.
+        let _ = context.dict.set(router.dict());
         let tcp = match config.tcp {
             Some(addr) => Some(listen(TransportKind::Tcp, addr).await?),
             None => None,
@@ -455,7 +456,8 @@ async fn reload(shared: &Arc<Shared>, component: Arc<ComponentHandle>) {
     let outcome = tokio::task::spawn_blocking(move || runtime.reload(&component)).await;
     match outcome {
         Ok(Ok(())) => {
-            tracing::info!(component = name, path = %path.display(), "component reloaded")
+            let coded = shared.router.extend_dict();
+            tracing::info!(component = name, path = %path.display(), new_routes_coded = coded, "component reloaded")
         }
         Ok(Err(error)) => tracing::error!(
             component = name,
