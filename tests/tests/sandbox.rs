@@ -1180,6 +1180,15 @@ async fn max_response(server: &Server, t: Transport) -> Result<()> {
         ensure_echo(&m, id, &p)
             .with_context(|| format!("a {len}-byte response with --max-response 1000"))?;
     }
+    // A handler's error is held to the same limit: code, message and metadata.
+    for (bytes, code) in [(2000, "PIT-500"), (900, "HOSTILE-FAIL")] {
+        let id = c.next_id();
+        let body = format!(r#"{{"bytes":{bytes}}}"#);
+        c.send_request(id, "hostile.fail", body.as_bytes()).await?;
+        let m = c.wait_response(id).await?;
+        ensure_error(&m, id, code)
+            .with_context(|| format!("an error of {bytes} bytes with --max-response 1000"))?;
+    }
     c.send_notify("echo.notify", &big).await?;
     ensure_nothing_else(&mut c)
         .await
@@ -1188,7 +1197,12 @@ async fn max_response(server: &Server, t: Transport) -> Result<()> {
 
 #[tokio::test]
 async fn max_response_refuses_large_payloads() -> Result<()> {
-    let server = Server::start(ServerOptions::default().args("--max-response", 1000)).await?;
+    let server = Server::start(
+        ServerOptions::default()
+            .components(&["echo.wasm", "hostile.wasm"])
+            .args("--max-response", 1000),
+    )
+    .await?;
     server.each_transport(|t| max_response(&server, t)).await
 }
 

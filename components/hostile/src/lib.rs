@@ -9,6 +9,8 @@
 //! - `hostile.ok` answers `{}`: proves the component is serving again afterwards.
 //! - `hostile.chatter` `{"lines":N,"bytes":B}` logs N info lines of B bytes each: the host keeps
 //!   a component's share of its log within a budget.
+//! - `hostile.fail` `{"bytes":N}` fails with code `HOSTILE-FAIL` and a message of N bytes: an
+//!   error is held to the answer size limit too.
 //! - `hostile.timers` `{"count":N}` sets N timers of a minute and never cancels them, answering
 //!   `{"set":S}` with how many the host started: an instance may have only so many.
 //! - `hostile.peek` answers what the sandbox lets it see: `{"env":N,"clockSecs":S,"files":bool}`
@@ -27,6 +29,12 @@ use serde::Deserialize;
 #[derive(Deserialize)]
 struct Chatter {
     lines: usize,
+    bytes: usize,
+}
+
+/// How long a message `hostile.fail` is asked to fail with.
+#[derive(Deserialize)]
+struct Fail {
     bytes: usize,
 }
 
@@ -96,6 +104,11 @@ impl Hostile {
             pitaya_guest::log::log(pitaya_guest::log::Level::Info, &line);
         }
         Ok(serde_json::json!({ "logged": chatter.lines }))
+    }
+
+    #[request]
+    fn fail(fail: Fail) -> Result<()> {
+        Err(HandlerError::new("HOSTILE-FAIL", "f".repeat(fail.bytes)))
     }
 
     #[request]

@@ -905,6 +905,20 @@ fn handler_outcome(
             "error",
         ),
         Ok(Ok(payload)) => (Ok(payload), "ok"),
+        // An error's code, message and metadata come from the component too: held to the same
+        // limit as an answer, so that a failing handler cannot send a client more than a
+        // succeeding one may.
+        Ok(Err(error)) if error_size(&error) > shared.config.max_response => (
+            Err(failure(
+                "PIT-500",
+                format!(
+                    "pitaya/handler: {route} failed with an error of {} bytes, over the limit of {}",
+                    error_size(&error),
+                    shared.config.max_response
+                ),
+            )),
+            "error",
+        ),
         Ok(Err(error)) => (Err((error.code, error.message, error.metadata)), "error"),
         Err(failure_kind) => {
             let (why, label) = match failure_kind {
@@ -921,6 +935,17 @@ fn handler_outcome(
             )
         }
     }
+}
+
+/// The bytes of an error's code, message and metadata.
+fn error_size(error: &crate::runtime::HandlerError) -> usize {
+    error.code.len()
+        + error.message.len()
+        + error
+            .metadata
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum::<usize>()
 }
 
 /// Encodes a response packet, falling back to a PIT-500 error if it cannot be encoded.
