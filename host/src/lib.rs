@@ -83,3 +83,27 @@ pub mod transport;
 pub use pitaya_protocol as protocol;
 pub use runtime::{ComponentOptions, Grants, Limits, Tweak};
 pub use server::{Reloader, Server, ServerConfig, ServerError};
+
+/// `text` cut to at most `max` bytes, on a character boundary, saying how much was cut: for
+/// strings a component or a client chose that the host writes to its log or sends on, so that
+/// their length is the host's to bound.
+pub(crate) fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes cut)", &text[..end], text.len() - end).into()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clipping_cuts_on_a_character_boundary_and_says_how_much() {
+        assert_eq!(super::clip("short", 5), "short");
+        // Byte 4 falls inside the second "é": the cut comes one byte earlier.
+        assert_eq!(super::clip("aééé", 4), "aé… (4 more bytes cut)");
+    }
+}

@@ -82,13 +82,17 @@ pub enum BindError {
     /// The session is already bound to another uid.
     #[error("session already bound to uid {0}")]
     AlreadyBound(String),
-    /// The uid is empty.
+    /// The uid is empty, or longer than [`MAX_UID`] bytes.
     #[error("invalid uid")]
     InvalidUid,
     /// Another session holds the uid and duplicate logins are refused.
     #[error("uid bound to another session")]
     UidTaken,
 }
+
+/// Longest uid, in bytes: a uid is kept twice per session (on it and in the registry's map),
+/// written in log lines and sent to the other servers of a cluster.
+pub const MAX_UID: usize = 256;
 
 /// Most bytes of data (keys and values) one session holds: the host's memory, kept for as long
 /// as the session lives, and copied to the backends of a cluster with every change.
@@ -252,6 +256,12 @@ impl Session {
         if !groups.iter().any(|g| g == group) {
             groups.push(group.to_owned());
         }
+    }
+
+    /// Forgets a group the session left, or that was deleted: the list holds only the groups
+    /// it is in, not every group it ever joined.
+    pub fn forget_group(&self, group: &str) {
+        lock(&self.groups).retain(|g| g != group);
     }
 
     /// The groups the session joined.
@@ -450,7 +460,7 @@ impl Registry {
         uid: &str,
         refuse_taken: bool,
     ) -> Result<Option<Arc<Session>>, BindError> {
-        if uid.is_empty() {
+        if uid.is_empty() || uid.len() > MAX_UID {
             return Err(BindError::InvalidUid);
         }
         let mut inner = write(&self.inner);
@@ -567,6 +577,28 @@ mod tests {
             session.handshake(),
             r#"{"sys":{"libVersion":"0.3.5","platform":"unity"},"user":{"n":[1,2],"token":"t"}}"#
         );
+    }
+
+    #[test]
+    fn a_uid_is_at_most_max_uid_bytes() {
+        let (registry, session) = registry_with_session(4);
+        let long = "u".repeat(MAX_UID + 1);
+        assert_eq!(
+            registry.bind(session.id(), &long, false).map(|_| ()),
+            Err(BindError::InvalidUid)
+        );
+        assert!(registry.bind(session.id(), &long[1..], false).is_ok());
+    }
+
+    #[test]
+    fn a_session_forgets_the_groups_it_left() {
+        let (_registry, session) = registry_with_session(4);
+        for round in 0..3 {
+            session.note_group("a");
+            session.note_group(&format!("b{round}"));
+            session.forget_group(&format!("b{round}"));
+        }
+        assert_eq!(session.groups(), ["a"]);
     }
 
     #[test]

@@ -1118,3 +1118,33 @@ async fn group_names_and_session_data_are_bounded() -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// A uid is at most 256 bytes (a longer one is refused as invalid), and a kick's reason reaches
+/// the client cut to 1 KiB, saying how much was cut: both are strings a component chooses, and
+/// the host keeps, logs and sends them.
+#[tokio::test]
+async fn uids_and_kick_reasons_are_bounded() -> Result<()> {
+    let server = lab_server(&["--kick-reasons"]).await?;
+    let mut c = server.connect_ready(Transport::Tcp).await?;
+    call_error(
+        &mut c,
+        "lab.bind",
+        &json!({"uid": "u".repeat(257)}),
+        "LAB-BIND",
+    )
+    .await?;
+    bind(&mut c, &"u".repeat(256)).await?;
+    let id = c.next_id();
+    let kick = json!({"reason": "r".repeat(5000)});
+    c.send_request(id, "lab.kickMe", kick.to_string().as_bytes())
+        .await?;
+    let body = expect_kick(&mut c, "the session kicked with a long reason").await?;
+    let reason: Value = serde_json::from_slice(&body).context("the kick body")?;
+    let reason = reason["reason"].as_str().context("the kick's reason")?;
+    ensure!(
+        reason == format!("{}… (3976 more bytes cut)", "r".repeat(1024)),
+        "the kick's reason: {} bytes",
+        reason.len()
+    );
+    Ok(())
+}

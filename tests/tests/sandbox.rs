@@ -304,6 +304,38 @@ async fn a_component_cannot_flood_the_hosts_log() -> Result<()> {
     Ok(())
 }
 
+/// What the host logs about a component's refused pushes stays within the budget of its lines
+/// about the component, each line short: 40 pushes on a route of 1 MiB (routes are at most 255
+/// bytes) write no more than a few kilobytes of log.
+#[tokio::test]
+async fn refused_pushes_cannot_flood_the_hosts_log() -> Result<()> {
+    let server = Server::start(ServerOptions::default().components(&["hostile.wasm"])).await?;
+    let mut c = server.connect_ready(Transport::Tcp).await?;
+    let started = Instant::now();
+    let push = json!({"count": 40, "bytes": 1 << 20});
+    ensure!(call(&mut c, "hostile.badpush", &push).await? == json!({"sent": 0}));
+    // A line logged after them: every line before it has been read.
+    let marker = json!({"lines": 1, "bytes": 10});
+    call(&mut c, "hostile.chatter", &marker).await?;
+    server
+        .wait_log(": cccccccccc component", Duration::from_secs(10))
+        .await?;
+    let budget = 10 + started.elapsed().as_secs_f64().ceil() as usize;
+    let log = server.log_tail(usize::MAX);
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("push refused")).collect();
+    ensure!(
+        (1..=budget).contains(&refused.len()),
+        "{} lines about refused pushes (budget {budget})",
+        refused.len()
+    );
+    let longest = refused.iter().map(|l| l.len()).max().unwrap_or(0);
+    ensure!(
+        longest < 2048,
+        "a line about a refused push of {longest} bytes"
+    );
+    Ok(())
+}
+
 /// A component that sets timers and never cancels them cannot grow the host without end: an
 /// instance has at most 10,000 running, past which a timer is refused (id 0). The count is the
 /// instance's: its replacement after a trap starts with none.

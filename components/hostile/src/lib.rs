@@ -11,6 +11,8 @@
 //!   a component's share of its log within a budget.
 //! - `hostile.fail` `{"bytes":N}` fails with code `HOSTILE-FAIL` and a message of N bytes: an
 //!   error is held to the answer size limit too.
+//! - `hostile.badpush` `{"count":N,"bytes":B}` pushes N times to the caller on a route of B
+//!   bytes, which the host refuses past 255: what it logs of them stays within a budget.
 //! - `hostile.timers` `{"count":N}` sets N timers of a minute and never cancels them, answering
 //!   `{"set":S}` with how many the host started: an instance may have only so many.
 //! - `hostile.peek` answers what the sandbox lets it see: `{"env":N,"clockSecs":S,"files":bool}`
@@ -29,6 +31,13 @@ use serde::Deserialize;
 #[derive(Deserialize)]
 struct Chatter {
     lines: usize,
+    bytes: usize,
+}
+
+/// What `hostile.badpush` is asked to push.
+#[derive(Deserialize)]
+struct BadPush {
+    count: usize,
     bytes: usize,
 }
 
@@ -104,6 +113,15 @@ impl Hostile {
             pitaya_guest::log::log(pitaya_guest::log::Level::Info, &line);
         }
         Ok(serde_json::json!({ "logged": chatter.lines }))
+    }
+
+    #[request]
+    fn badpush(session: &Session, push: BadPush) -> Result<serde_json::Value> {
+        let route = "r".repeat(push.bytes);
+        let sent = (0..push.count)
+            .filter(|_| session.push_raw(&route, b"{}"))
+            .count();
+        Ok(serde_json::json!({ "sent": sent }))
     }
 
     #[request]

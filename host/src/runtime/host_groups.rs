@@ -12,7 +12,8 @@ impl HostState {
         match self.context.encode_push(route, payload) {
             Ok(packet) => Some(packet),
             Err(error) => {
-                tracing::warn!(component = self.component(), route, %error, "push refused");
+                let route = crate::clip(route, 256);
+                self.refused(&format!("push refused: {error} (route {route:?})"));
                 None
             }
         }
@@ -33,6 +34,11 @@ impl groups::Host for HostState {
     }
 
     fn delete(&mut self, group: String) -> bool {
+        for member in self.context.groups.members(&group) {
+            if let Some(member) = self.context.registry.get(member) {
+                member.forget_group(&group);
+            }
+        }
         self.context.groups.delete(&group)
     }
 
@@ -55,6 +61,9 @@ impl groups::Host for HostState {
     }
 
     fn remove(&mut self, group: String, session: SessionId) -> bool {
+        if let Some(member) = self.context.registry.get(session) {
+            member.forget_group(&group);
+        }
         self.context.groups.remove(&group, session)
     }
 

@@ -36,7 +36,7 @@ impl log::Host for HostState {
                 LogBudget::LINES.rate
             );
         }
-        let message = cut(&message);
+        let message = crate::clip(&message, MAX_LINE);
         match level {
             tracing::Level::TRACE => tracing::trace!(component, "{message}"),
             tracing::Level::DEBUG => tracing::debug!(component, "{message}"),
@@ -66,23 +66,6 @@ fn enabled(level: tracing::Level) -> bool {
         tracing::Level::WARN => tracing::enabled!(tracing::Level::WARN),
         _ => tracing::enabled!(tracing::Level::ERROR),
     }
-}
-
-/// `message` up to [`MAX_LINE`] bytes (on a character boundary), saying how much was cut.
-fn cut(message: &str) -> std::borrow::Cow<'_, str> {
-    if message.len() <= MAX_LINE {
-        return message.into();
-    }
-    let mut end = MAX_LINE;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!(
-        "{}… ({} more bytes cut)",
-        &message[..end],
-        message.len() - end
-    )
-    .into()
 }
 
 /// How fast a budget refills and how much it holds.
@@ -198,18 +181,5 @@ mod tests {
             budget.admit(100 << 20, t0 + Duration::from_secs(4)),
             Some(1)
         );
-    }
-
-    #[test]
-    fn long_lines_are_cut_on_a_character_boundary() {
-        assert_eq!(cut("short"), "short");
-        // Byte MAX_LINE falls inside a two-byte character: the cut comes one byte earlier.
-        let long = format!("a{}", "é".repeat(MAX_LINE));
-        let line = cut(&long);
-        assert!(line.starts_with(&long[..MAX_LINE - 1]));
-        assert!(line.ends_with(&format!(
-            "… ({} more bytes cut)",
-            long.len() - (MAX_LINE - 1)
-        )));
     }
 }

@@ -14,7 +14,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 use super::bindings::{ComponentInfo, Game};
 use super::{
     CallFailure, CallResult, ComponentShared, ComponentSpec, Declared, HandlerError, HandlerSpec,
-    HostContext, PROVISIONAL_NAME, Shard, Timers,
+    HostContext, MAX_REASON, PROVISIONAL_NAME, Shard, Timers,
 };
 
 /// The store data of one instance.
@@ -444,13 +444,19 @@ impl Instance {
                         true
                     }
                     Err(reason) => {
-                        tracing::error!(component = %self.shared.name, instance = self.index, %reason, "restarted instance failed to init");
+                        if let Some(unlogged) = self.shared.failures.admit(1, Instant::now()) {
+                            let reason = crate::clip(&reason, MAX_REASON);
+                            tracing::error!(component = %self.shared.name, instance = self.index, unlogged, %reason, "restarted instance failed to init");
+                        }
                         false
                     }
                 }
             }
             Err(reason) => {
-                tracing::error!(component = %self.shared.name, instance = self.index, %reason, "cannot restart instance");
+                if let Some(unlogged) = self.shared.failures.admit(1, Instant::now()) {
+                    let reason = crate::clip(&reason, MAX_REASON);
+                    tracing::error!(component = %self.shared.name, instance = self.index, unlogged, %reason, "cannot restart instance");
+                }
                 false
             }
         }

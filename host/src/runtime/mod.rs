@@ -482,6 +482,10 @@ impl ComponentShared {
     }
 }
 
+/// Longest reason a kick or a handshake refusal carries to the client, in bytes; the rest is
+/// cut. A component chooses it, and it must not cost the host or the client megabytes.
+pub const MAX_REASON: usize = 1024;
+
 /// What host functions reach: sessions, groups, how to encode pushes and kicks.
 #[derive(Debug)]
 pub struct HostContext {
@@ -541,7 +545,10 @@ impl HostContext {
 
     /// The Kick packet for `reason`, with a body only when kick reasons are on.
     pub fn kick_packet(&self, reason: Option<&str>) -> Bytes {
-        pitaya_protocol::kick_packet(reason.filter(|_| self.kick_reasons))
+        let reason = reason
+            .filter(|_| self.kick_reasons)
+            .map(|reason| crate::clip(reason, MAX_REASON));
+        pitaya_protocol::kick_packet(reason.as_deref())
     }
 }
 

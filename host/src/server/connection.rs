@@ -565,7 +565,8 @@ fn drive(
                                 }
                             }
                             Err(reason) => {
-                                tracing::info!(%peer, %kind, reason, "handshake refused");
+                                let reason = crate::clip(&reason, crate::runtime::MAX_REASON);
+                                tracing::info!(%peer, %kind, %reason, "handshake refused");
                                 protocol.refuse_handshake(400, &reason);
                             }
                         }
