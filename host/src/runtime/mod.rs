@@ -198,13 +198,23 @@ pub enum LoadError {
     },
     /// The component declared a name or handler name that cannot form a route.
     #[error(
-        "component {path} declares an invalid name {name:?}: names must be non-empty and contain no '.'"
+        "component {path} declares an invalid name {name:?}: names must be non-empty, at most 100 bytes, and contain no '.'"
     )]
     BadName {
         /// The file.
         path: PathBuf,
         /// The offending name.
         name: String,
+    },
+    /// The component declared more handlers than a component may have.
+    #[error(
+        "component {path} declares {count} handlers: at most {MAX_HANDLERS} (every client is sent the routes of all of them)"
+    )]
+    TooManyHandlers {
+        /// The file.
+        path: PathBuf,
+        /// How many it declared.
+        count: usize,
     },
     /// A new build declares another name than the one it replaces.
     #[error("component {path} is now named {new:?}, not {old:?}: a reload keeps the name")]
@@ -273,6 +283,36 @@ pub(crate) struct Declared {
     pub(crate) name: String,
     pub(crate) handlers: Vec<HandlerSpec>,
     pub(crate) validates_handshake: bool,
+}
+
+/// Most handlers one component may declare: the handshake offers every route, in two forms, to
+/// every client that connects.
+pub const MAX_HANDLERS: usize = 1024;
+
+/// Longest component or handler name, in bytes: a route, with a server type before it, must
+/// fit the one byte that gives its length on the wire (255).
+pub const MAX_NAME: usize = 100;
+
+impl Declared {
+    /// Refuses what cannot be served: a name that cannot form a route, or too many handlers.
+    fn check(&self, path: &std::path::Path) -> Result<(), LoadError> {
+        if self.handlers.len() > MAX_HANDLERS {
+            return Err(LoadError::TooManyHandlers {
+                path: path.to_owned(),
+                count: self.handlers.len(),
+            });
+        }
+        match std::iter::once(&self.name)
+            .chain(self.handlers.iter().map(|h| &h.name))
+            .find(|name| name.is_empty() || name.len() > MAX_NAME || name.contains('.'))
+        {
+            Some(name) => Err(LoadError::BadName {
+                path: path.to_owned(),
+                name: crate::clip(name, MAX_NAME).into_owned(),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// One instance of a component behind the lock that serializes calls into it. The lock is
@@ -863,15 +903,7 @@ impl Runtime {
         .await
         .map_err(start_error)?;
         let declared = instance.info().await.map_err(start_error)?;
-        if let Some(name) = std::iter::once(&declared.name)
-            .chain(declared.handlers.iter().map(|h| &h.name))
-            .find(|name| name.is_empty() || name.contains('.'))
-        {
-            return Err(LoadError::BadName {
-                path: path.to_owned(),
-                name: name.clone(),
-            });
-        }
+        declared.check(path)?;
         Ok((instance, declared))
     }
 
@@ -1062,6 +1094,42 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_component_declares_routable_names_and_not_too_many_handlers() {
+        let declared = |name: &str, handlers: usize, handler: &str| Declared {
+            name: name.into(),
+            handlers: (0..handlers)
+                .map(|n| HandlerSpec {
+                    name: format!("{handler}{n}"),
+                    kind: HandlerKind::Request,
+                })
+                .collect(),
+            validates_handshake: false,
+        };
+        let path = std::path::Path::new("c.wasm");
+        assert!(declared("room", MAX_HANDLERS, "h").check(path).is_ok());
+        assert!(matches!(
+            declared("room", MAX_HANDLERS + 1, "h").check(path),
+            Err(LoadError::TooManyHandlers { count, .. }) if count == MAX_HANDLERS + 1
+        ));
+        assert!(declared(&"r".repeat(MAX_NAME), 1, "h").check(path).is_ok());
+        for (name, handler) in [
+            ("r".repeat(MAX_NAME + 1), "h".to_owned()),
+            ("room".into(), "h".repeat(MAX_NAME)),
+            ("".into(), "h".into()),
+            ("a.b".into(), "h".into()),
+            ("room".into(), "h.".into()),
+        ] {
+            assert!(
+                matches!(
+                    declared(&name, 1, &handler).check(path),
+                    Err(LoadError::BadName { .. })
+                ),
+                "{name:?} / {handler:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_pool_stays_within_its_address_space_budget() {
