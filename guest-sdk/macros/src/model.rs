@@ -353,6 +353,8 @@ fn check_route_part(name: &str) -> Result<(), &'static str> {
         Err("it contains `.`, which separates the parts of a route")
     } else if name.chars().any(char::is_whitespace) {
         Err("it contains white space")
+    } else if name.len() > 100 {
+        Err("it is longer than 100 bytes, which the host refuses to load")
     } else {
         Ok(())
     }
@@ -937,6 +939,15 @@ mod tests {
             },
         );
         assert_eq!(errors, ["invalid handler name: it is empty"]);
+        let long = "r".repeat(101);
+        let errors = read_err(quote!(name = #long), quote!(impl Room {}));
+        assert_eq!(
+            errors,
+            ["invalid component name: it is longer than 100 bytes, which the host refuses to load"]
+        );
+        let longest = &long[1..];
+        let (component, _) = read_ok(quote!(name = #longest), quote!(impl Room {}));
+        assert_eq!(component.name.len(), 100);
     }
 
     #[test]
