@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::log::Level;
 use crate::{HandlerError, Handshake, sys};
 
+/// Most bytes of data (keys and values) the host keeps for one session.
+const MAX_SESSION_DATA: usize = 64 * 1024;
+
 /// The number the host gives a connected client. Ids are never reused while the host runs, so
 /// a component can keep them in its state (a room's members) and compare, hash or sort them.
 ///
@@ -253,9 +256,10 @@ impl Session {
         sys::get(self.id.0, key)
     }
 
-    /// Encodes a value as JSON and stores it in the session's data. Fails (`PIT-500`) only when
-    /// the value cannot be encoded; on a closed session it does nothing, and nor does it when
-    /// the session's data (keys and values) would pass 64 KiB (the host logs a warning).
+    /// Encodes a value as JSON and stores it in the session's data. Fails (`PIT-500`) when the
+    /// value cannot be encoded, or is over 64 KiB with its key, which the host would refuse;
+    /// on a closed session it does nothing, and nor does it when the session's data (keys and
+    /// values) would pass 64 KiB with the others (the host logs a warning).
     ///
     /// ```
     /// fn add_point(session: &pitaya_guest::Session) -> Result<(), pitaya_guest::HandlerError> {
@@ -267,6 +271,13 @@ impl Session {
         let text = serde_json::to_string(value).map_err(|error| {
             HandlerError::internal(format!("cannot encode session data {key:?}: {error}"))
         })?;
+        // The host would refuse it without a word; said here, the handler hears of it.
+        if key.len() + text.len() > MAX_SESSION_DATA {
+            return Err(HandlerError::internal(format!(
+                "session data {key:?} is {} bytes encoded: a session holds at most 64 KiB",
+                text.len()
+            )));
+        }
         self.set_raw(key, &text);
         Ok(())
     }

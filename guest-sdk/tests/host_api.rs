@@ -30,6 +30,11 @@ impl Probe {
     }
 
     #[request]
+    fn remember(session: &Session, bytes: usize) -> Result<()> {
+        session.set("note", &"n".repeat(bytes))
+    }
+
+    #[request]
     fn kick(session: &Session, kick: Kick) -> Result<bool> {
         Ok(match (kick.uid, kick.reason) {
             (Some(uid), Some(reason)) => users::kick_with_reason(&uid, &reason),
@@ -75,6 +80,21 @@ fn sessions_know_their_address_and_handshake() {
     host.disconnect(ana);
     assert_eq!(ana.session().remote_address(), None);
     assert_eq!(ana.session().handshake(), None);
+}
+
+#[test]
+fn session_data_over_what_the_host_keeps_is_an_error() {
+    let mut host = TestHost::<Probe>::new().unwrap();
+    let ana = host.connect();
+    // Encoded with its quotes and the key "note": 65,536 bytes in all, the most the host keeps.
+    host.request(ana, "remember", "65530").unwrap();
+    let error = host.request(ana, "remember", "65531").unwrap_err();
+    assert_eq!(error.code, "PIT-500");
+    assert!(
+        error.message.contains("at most 64 KiB"),
+        "{}",
+        error.message
+    );
 }
 
 #[test]
