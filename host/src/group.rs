@@ -16,14 +16,22 @@ pub const MAX_GROUP_NAME: usize = 256;
 /// per request and never deletes it cannot grow the host without end.
 pub const MAX_GROUPS: usize = 1_000_000;
 
+/// Why a group could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// The name is over [`MAX_GROUP_NAME`] bytes, or the host holds [`MAX_GROUPS`] groups.
+    #[error("group refused: its name is over 256 bytes, or the host holds a million groups")]
+    NoRoom,
+}
+
 /// Every group, by name, with its members in the order they were added.
 ///
 /// ```
 /// use pitaya_host::group::Groups;
 ///
 /// let groups = Groups::default();
-/// groups.add("lobby", 7);
-/// groups.add("lobby", 9);
+/// groups.add("lobby", 7).unwrap();
+/// groups.add("lobby", 9).unwrap();
 /// assert_eq!(groups.members("lobby"), [7, 9]);
 /// groups.leave_all(7, &["lobby".to_owned()]);
 /// assert_eq!(groups.count("lobby"), 1);
@@ -41,42 +49,36 @@ impl Groups {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Creates an empty group; false if it exists, or if there is no room for it (see
-    /// [`Self::has_room_for`]).
-    pub fn create(&self, group: &str) -> bool {
+    /// Creates an empty group; false if it exists, an error if it may not be made (see
+    /// [`GroupError::NoRoom`]).
+    pub fn create(&self, group: &str) -> Result<bool, GroupError> {
         let mut groups = self.lock();
-        if groups.contains_key(group) || !room_for(&groups, group) {
-            return false;
+        if groups.contains_key(group) {
+            return Ok(false);
         }
+        room_for(&groups, group)?;
         groups.insert(group.to_owned(), Vec::new());
-        true
+        Ok(true)
     }
 
-    /// Whether `group` exists, or may be made: its name is at most [`MAX_GROUP_NAME`] bytes
-    /// and there are fewer than [`MAX_GROUPS`] groups.
-    pub fn has_room_for(&self, group: &str) -> bool {
-        let groups = self.lock();
-        groups.contains_key(group) || room_for(&groups, group)
+    /// Deletes a group; the members it had, or `None` if there was none.
+    pub fn delete(&self, group: &str) -> Option<Vec<SessionId>> {
+        self.lock().remove(group)
     }
 
-    /// Deletes a group; false if there was none.
-    pub fn delete(&self, group: &str) -> bool {
-        self.lock().remove(group).is_some()
-    }
-
-    /// Adds a member, creating the group if needed; false if it was a member already, or the
-    /// group is new and there is no room for it.
-    pub fn add(&self, group: &str, session: SessionId) -> bool {
+    /// Adds a member, creating the group if needed; false if it was a member already, an
+    /// error if the group is new and may not be made (see [`GroupError::NoRoom`]).
+    pub fn add(&self, group: &str, session: SessionId) -> Result<bool, GroupError> {
         let mut groups = self.lock();
-        if !groups.contains_key(group) && !room_for(&groups, group) {
-            return false;
+        if !groups.contains_key(group) {
+            room_for(&groups, group)?;
         }
         let members = groups.entry(group.to_owned()).or_default();
         if members.contains(&session) {
-            return false;
+            return Ok(false);
         }
         members.push(session);
-        true
+        Ok(true)
     }
 
     /// Removes a member; false if it was not one.
@@ -119,8 +121,12 @@ impl Groups {
 }
 
 /// Whether a group named `group`, not among `groups`, may be made.
-fn room_for(groups: &HashMap<String, Vec<SessionId>>, group: &str) -> bool {
-    group.len() <= MAX_GROUP_NAME && groups.len() < MAX_GROUPS
+fn room_for(groups: &HashMap<String, Vec<SessionId>>, group: &str) -> Result<(), GroupError> {
+    if group.len() <= MAX_GROUP_NAME && groups.len() < MAX_GROUPS {
+        Ok(())
+    } else {
+        Err(GroupError::NoRoom)
+    }
 }
 
 #[cfg(test)]
@@ -131,32 +137,30 @@ mod tests {
     fn names_and_the_count_of_groups_are_bounded() {
         let groups = Groups::default();
         let long = "g".repeat(MAX_GROUP_NAME + 1);
-        assert!(!groups.create(&long));
-        assert!(!groups.add(&long, 1));
-        assert!(!groups.has_room_for(&long));
-        assert!(groups.create(&long[..MAX_GROUP_NAME]));
+        assert_eq!(groups.create(&long), Err(GroupError::NoRoom));
+        assert_eq!(groups.add(&long, 1), Err(GroupError::NoRoom));
+        assert_eq!(groups.create(&long[..MAX_GROUP_NAME]), Ok(true));
         // Filled up to the bound (directly: a million creates would only be slower).
         groups
             .lock()
             .extend((1..MAX_GROUPS).map(|n| (n.to_string(), Vec::new())));
-        assert!(!groups.create("one more"));
-        assert!(!groups.add("one more", 1));
-        assert!(!groups.has_room_for("one more"));
+        assert_eq!(groups.create("one more"), Err(GroupError::NoRoom));
+        assert_eq!(groups.add("one more", 1), Err(GroupError::NoRoom));
         // A group that exists still takes members.
-        assert!(groups.has_room_for("7"));
-        assert!(groups.add("7", 1));
-        assert!(groups.delete("7"));
-        assert!(groups.create("one more"));
+        assert_eq!(groups.create("7"), Ok(false));
+        assert_eq!(groups.add("7", 1), Ok(true));
+        assert_eq!(groups.delete("7"), Some(vec![1]));
+        assert_eq!(groups.create("one more"), Ok(true));
     }
 
     #[test]
     fn membership_keeps_order_and_ignores_duplicates() {
         let groups = Groups::default();
-        assert!(groups.create("g"));
-        assert!(!groups.create("g"));
-        assert!(groups.add("g", 3));
-        assert!(groups.add("g", 1));
-        assert!(!groups.add("g", 3));
+        assert_eq!(groups.create("g"), Ok(true));
+        assert_eq!(groups.create("g"), Ok(false));
+        assert_eq!(groups.add("g", 3), Ok(true));
+        assert_eq!(groups.add("g", 1), Ok(true));
+        assert_eq!(groups.add("g", 3), Ok(false));
         assert_eq!(groups.members("g"), [3, 1]);
         assert!(groups.contains("g", 1));
         assert!(groups.remove("g", 3));
@@ -164,8 +168,8 @@ mod tests {
         assert_eq!(groups.count("g"), 1);
         groups.leave_all(1, &["g".to_owned(), "absent".to_owned()]);
         assert_eq!(groups.count("g"), 0);
-        assert!(groups.delete("g"));
-        assert!(!groups.delete("g"));
-        assert!(groups.add("new", 9), "adding creates the group");
+        assert_eq!(groups.delete("g"), Some(vec![]));
+        assert_eq!(groups.delete("g"), None);
+        assert_eq!(groups.add("new", 9), Ok(true), "adding creates the group");
     }
 }

@@ -20,33 +20,27 @@ impl HostState {
     }
 }
 
-/// Why a group could not be made (see [`crate::group::MAX_GROUPS`]).
-const GROUP_REFUSED: &str =
-    "group refused: its name is over 256 bytes, or the host holds a million groups";
-
 impl groups::Host for HostState {
     fn create(&mut self, group: String) -> bool {
-        if !self.context.groups.has_room_for(&group) {
-            self.refused(GROUP_REFUSED);
-            return false;
-        }
-        self.context.groups.create(&group)
+        self.context.groups.create(&group).unwrap_or_else(|error| {
+            self.refused(&error.to_string());
+            false
+        })
     }
 
     fn delete(&mut self, group: String) -> bool {
-        for member in self.context.groups.members(&group) {
+        let Some(members) = self.context.groups.delete(&group) else {
+            return false;
+        };
+        for member in members {
             if let Some(member) = self.context.registry.get(member) {
                 member.forget_group(&group);
             }
         }
-        self.context.groups.delete(&group)
+        true
     }
 
     fn add(&mut self, group: String, session: SessionId) -> bool {
-        if !self.context.groups.has_room_for(&group) {
-            self.refused(GROUP_REFUSED);
-            return false;
-        }
         let Some(member) = self
             .context
             .registry
@@ -55,9 +49,17 @@ impl groups::Host for HostState {
         else {
             return false;
         };
+        // Noted first, so that a close racing the add still takes the session out of it.
         member.note_group(&group);
-        self.context.groups.add(&group, session);
-        true
+        match self.context.groups.add(&group, session) {
+            Ok(_) => true,
+            Err(error) => {
+                // Refused only when new: the session was not in it before.
+                member.forget_group(&group);
+                self.refused(&error.to_string());
+                false
+            }
+        }
     }
 
     fn remove(&mut self, group: String, session: SessionId) -> bool {

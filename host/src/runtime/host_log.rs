@@ -51,7 +51,7 @@ impl HostState {
     /// Warns that a host function refused the component something (a timer, a group, session
     /// data over a bound), within the budget of the host's lines about the component.
     pub(crate) fn refused(&self, what: &str) {
-        if let Some(unlogged) = self.shared.failures.admit(1, Instant::now()) {
+        if let Some(unlogged) = self.shared.failures.admit_line() {
             tracing::warn!(component = self.component(), unlogged, "{what}");
         }
     }
@@ -116,6 +116,11 @@ impl LogBudget {
                 dropped: 0,
             }),
         }
+    }
+
+    /// [`Self::admit`] for one line now, as budgets counted in lines spend.
+    pub(crate) fn admit_line(&self) -> Option<u64> {
+        self.admit(1, Instant::now())
     }
 
     /// Spends `cost` (at least one unit, at most what the bucket holds) if it is there: then

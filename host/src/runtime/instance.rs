@@ -316,7 +316,7 @@ impl Instance {
             })),
             Err(error) => {
                 let failure = classify(&error);
-                if let Some(unlogged) = self.shared.failures.admit(1, Instant::now()) {
+                if let Some(unlogged) = self.shared.failures.admit_line() {
                     tracing::error!(
                         component = %self.shared.name, instance = self.index,
                         route = %format_args!("{}.{}", self.shared.name, handler),
@@ -400,7 +400,7 @@ impl Instance {
     /// Logs a failed hook call and marks the instance for replacement.
     fn survived<T>(&mut self, outcome: wasmtime::Result<T>, hook: &str, session: Option<u64>) {
         if let Err(error) = outcome {
-            if let Some(unlogged) = self.shared.failures.admit(1, Instant::now()) {
+            if let Some(unlogged) = self.shared.failures.admit_line() {
                 tracing::error!(
                     component = %self.shared.name, instance = self.index,
                     hook,
@@ -444,7 +444,7 @@ impl Instance {
                         true
                     }
                     Err(reason) => {
-                        if let Some(unlogged) = self.shared.failures.admit(1, Instant::now()) {
+                        if let Some(unlogged) = self.shared.failures.admit_line() {
                             let reason = crate::clip(&reason, MAX_REASON);
                             tracing::error!(component = %self.shared.name, instance = self.index, unlogged, %reason, "restarted instance failed to init");
                         }
@@ -453,7 +453,7 @@ impl Instance {
                 }
             }
             Err(reason) => {
-                if let Some(unlogged) = self.shared.failures.admit(1, Instant::now()) {
+                if let Some(unlogged) = self.shared.failures.admit_line() {
                     let reason = crate::clip(&reason, MAX_REASON);
                     tracing::error!(component = %self.shared.name, instance = self.index, unlogged, %reason, "cannot restart instance");
                 }

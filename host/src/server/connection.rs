@@ -909,18 +909,19 @@ fn handler_outcome(
         // An error's code, message and metadata come from the component too: held to the same
         // limit as an answer, so that a failing handler cannot send a client more than a
         // succeeding one may.
-        Ok(Err(error)) if error_size(&error) > shared.config.max_response => (
-            Err(failure(
-                "PIT-500",
-                format!(
-                    "pitaya/handler: {route} failed with an error of {} bytes, over the limit of {}",
-                    error_size(&error),
-                    shared.config.max_response
-                ),
-            )),
-            "error",
-        ),
-        Ok(Err(error)) => (Err((error.code, error.message, error.metadata)), "error"),
+        Ok(Err(error)) => match error_size(&error) {
+            size if size > shared.config.max_response => (
+                Err(failure(
+                    "PIT-500",
+                    format!(
+                        "pitaya/handler: {route} failed with an error of {size} bytes, over the limit of {}",
+                        shared.config.max_response
+                    ),
+                )),
+                "error",
+            ),
+            _ => (Err((error.code, error.message, error.metadata)), "error"),
+        },
         Err(failure_kind) => {
             let (why, label) = match failure_kind {
                 CallFailure::Trap => ("trapped", "trap"),
