@@ -95,9 +95,18 @@ async fn handshake_with_unknown_keys_is_accepted() -> Result<()> {
         .await
 }
 
-/// Invalid JSON (an empty body included): the server answers `{"code":400,...}` and closes.
+/// A handshake of `null` is valid JSON, and pitaya takes it as an empty handshake, so do we.
+#[tokio::test]
+async fn a_null_handshake_is_taken_as_an_empty_one() -> Result<()> {
+    let server = Server::start_default().await?;
+    server
+        .each_transport(|t| handshake_scenario(&server, t, "null"))
+        .await
+}
+
+/// Invalid JSON (an empty body included), or JSON that is not an object: the server answers `{"code":400,...}` and closes.
 async fn invalid_handshake(server: &Server, t: Transport) -> Result<()> {
-    for body in ["{this is not json", ""] {
+    for body in ["{this is not json", "", "[]", r#"{"sys":1}"#] {
         let mut c = server.connect(t).await?;
         c.send_handshake(body).await?;
         let reply = c

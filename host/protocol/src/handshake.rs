@@ -32,21 +32,25 @@ pub enum HandshakeError {
     /// The body is not valid JSON (the message is the parser's).
     #[error("handshake is not valid json: {0}")]
     InvalidJson(String),
-    /// The body, or its `sys` or `user` member, is valid JSON but not an object.
+    /// The body, or its `sys` or `user` member, is valid JSON but neither an object nor `null`.
     #[error("handshake is not a json object")]
     NotAnObject,
 }
 
 /// Parses the client handshake. An empty body is not JSON, so it is refused like any other
 /// invalid JSON (protocol.md section 2: 400 and close); `{}` is the smallest valid handshake.
+/// A body of `null` is valid JSON and stands for `{}`, as it does for pitaya (Go's decoder
+/// leaves the struct empty), so a client that sends it connects to either server.
 ///
 /// `sys` and `user` must be objects when present and not null, because pitaya refuses any other
 /// type there and validators expect to look keys up in them.
 pub fn parse_client_handshake(body: &[u8]) -> Result<ClientHandshake, HandshakeError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|error| HandshakeError::InvalidJson(error.to_string()))?;
-    let Value::Object(mut top) = value else {
-        return Err(HandshakeError::NotAnObject);
+    let mut top = match value {
+        Value::Object(top) => top,
+        Value::Null => Map::new(),
+        _ => return Err(HandshakeError::NotAnObject),
     };
     let mut member = |key: &str| match top.remove(key) {
         None | Some(Value::Null) => Ok(Value::Object(Map::new())),
@@ -112,6 +116,14 @@ mod tests {
     }
 
     #[test]
+    fn a_null_handshake_stands_for_an_empty_one() {
+        assert_eq!(
+            parse_client_handshake(b" null ").unwrap(),
+            ClientHandshake::default()
+        );
+    }
+
+    #[test]
     fn pomelo_handshake_is_valid() {
         let body = br#"{"sys":{"type":"js-websocket","version":"0.0.1","rsa":{}},"user":{}}"#;
         let hs = parse_client_handshake(body).unwrap();
@@ -138,7 +150,6 @@ mod tests {
             &b"[]"[..],
             b"1",
             b"\"s\"",
-            b"null",
             br#"{"sys":1}"#,
             br#"{"user":[]}"#,
         ] {
