@@ -104,7 +104,8 @@ async fn a_null_handshake_is_taken_as_an_empty_one() -> Result<()> {
         .await
 }
 
-/// Invalid JSON (an empty body included), or JSON that is not an object: the server answers `{"code":400,...}` and closes.
+/// Invalid JSON (an empty body included), or JSON that is not an object: the server answers
+/// `{"code":400,...}` and closes.
 async fn invalid_handshake(server: &Server, t: Transport) -> Result<()> {
     for body in ["{this is not json", "", "[]", r#"{"sys":1}"#] {
         let mut c = server.connect(t).await?;
