@@ -60,8 +60,9 @@
 //!   [`serde::Serialize`] type (sent as JSON), [`Raw`] (sent as is) or `Proto<M>` (a protobuf
 //!   message, see below), and `E` converts into a [`HandlerError`] (the [`Result`] alias of the
 //!   prelude defaults `E` to it).
-//! - `#[notify]` handlers answer nothing: they return `()` or `Result<(), E>` (the host logs
-//!   errors).
+//! - `#[notify]` handlers answer nothing: they return `()` or `Result<(), E>` (the host counts
+//!   an error in `pitaya_requests_total{outcome="error"}` and logs it at debug level, so
+//!   `RUST_LOG=pitaya_host=debug` shows it; a client cannot fill the log with them).
 //! - A handler takes `&mut self`, `&self` or no receiver at all. Its other arguments, in any
 //!   order and all optional: the calling session as `&Session`, `Session` or `SessionId`, and
 //!   at most one payload, any [`serde::de::DeserializeOwned`] type (decoded from JSON),
@@ -91,7 +92,7 @@
 //! | Marker | Signature (arguments optional unless said) | Called |
 //! |---|---|---|
 //! | `#[init]` | `fn(config: Vec<u8>) -> Result<Self, E: Display>` | once, to build the state (else `Default`) |
-//! | `#[session_closed]` | `fn(session: SessionId)` | when a session that called the component closes |
+//! | `#[session_closed]` | `fn(session: SessionId)` | when a session that called the component closes (not one its validator refused) |
 //! | `#[timer]` | `fn(timer: TimerId)`, returns `()` or `Result<(), E>` (logged) | when a [`timers`] timer fires |
 //! | `#[validate_handshake]` | `fn(session: &Session, handshake: Handshake) -> Result<(), E>` | for every new client; an error refuses it |
 //! | `#[before]` | `fn(session: &Session, handler: &str) -> Result<(), HandlerError>` | before every handler call; an error is the answer |

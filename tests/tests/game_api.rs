@@ -965,6 +965,46 @@ async fn handshake_refused_by_the_component_gets_400_and_close() -> Result<()> {
         .await
 }
 
+/// A component hears a session close only if it admitted it: the sessions lab's validator
+/// refused close unheard, and one it admitted and served is heard with its own id.
+#[tokio::test]
+async fn a_refused_session_closes_unheard() -> Result<()> {
+    let server = lab_server(&[]).await?;
+    for t in [Transport::Tcp, Transport::Ws] {
+        let mut refused = server.connect(t).await?;
+        refused
+            .send_handshake(&handshake_json(&json!({"refuse": true})))
+            .await?;
+        refused.wait_handshake().await?;
+        // The server closes the socket after the session's cleanup, hooks included, is done.
+        refused
+            .wait_closed()
+            .await
+            .with_context(|| format!("{t}: the refused client must be closed"))?;
+    }
+    ensure!(
+        server.log_line_containing("lab heard session").is_none(),
+        "lab heard a refused session close\n{}",
+        server.log_tail(20)
+    );
+    let mut admitted = server.connect(Transport::Tcp).await?;
+    admitted
+        .handshake(&handshake_json(&json!({"refuse": false})))
+        .await?;
+    let who = call(&mut admitted, "lab.whoami", &json!({})).await?;
+    admitted.close().await?;
+    let heard = server
+        .wait_log("lab heard session", Duration::from_secs(5))
+        .await
+        .context("lab must hear the admitted session close")?;
+    ensure!(
+        heard.contains(&format!("lab heard session {} close", who["session"])),
+        "lab heard {heard:?}, but the admitted session was {}",
+        who["session"]
+    );
+    Ok(())
+}
+
 /// whoami: the session id (distinct per session), uid null then bound, the remote address as seen by the
 /// server (127.0.0.1 and our port), and the handshake's sys and user data.
 async fn whoami(server: &Server, t: Transport) -> Result<()> {

@@ -19,7 +19,7 @@
 //!   the session data key "auth" is set; an `#[after]` hook logs every call (failures at info
 //!   level, successes at debug level). A handshake whose
 //!   `user` has `"refuse": true` is refused ("refused by lab"). `#[shutdown]` logs "lab shutting
-//!   down".
+//!   down"; `#[session_closed]` logs "lab heard session N close".
 //! - Hot reload: `lab.counter` → {"counter","generation"} counts calls; the state handed over
 //!   keeps the counter and the new instance's generation is the old one's plus one
 //!   (`lab.generation` → {"generation"}). A configuration {"fail":true} makes `init` fail.
@@ -472,6 +472,11 @@ impl Lab {
     #[shutdown]
     fn stop(&mut self) {
         log::info!("lab shutting down");
+    }
+
+    #[session_closed]
+    fn closed(&mut self, session: SessionId) {
+        log::info!("lab heard session {session} close");
     }
 
     #[export_state]

@@ -639,10 +639,13 @@ async fn validate(shared: &Shared, session: &Session) -> Result<(), String> {
         return Ok(());
     }
     for component in validators {
-        session.note_component(component.index);
+        // A component hears `session-closed` for a session it admitted, not for one it refused
+        // (or trapped on): that session never began for it, and a count of players kept in
+        // the validator and the close hook would otherwise go below zero.
         component
             .validate(session.id(), session.handshake().to_owned())
             .await?;
+        session.note_component(component.index);
     }
     Ok(())
 }
