@@ -587,6 +587,11 @@ impl Server {
         log.iter().find(|l| l.contains(needle)).cloned()
     }
 
+    /// Every stderr line read so far, in order.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Number of stderr lines read so far.
     pub fn log_len(&self) -> usize {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).len()

@@ -1242,7 +1242,7 @@ async fn max_response_refuses_large_payloads() -> Result<()> {
 
 /// Three sessions; the signal; each session gets a Kick (with `reason`, or empty without --kick-reasons) and
 /// is closed; the process exits with status 0 within 5 s; the lab component's shutdown hook logged
-/// "lab shutting down"; no new session is accepted meanwhile.
+/// "lab shutting down", after it heard the sessions close; no new session is accepted meanwhile.
 async fn graceful_shutdown(sig: i32, kick_reasons: bool) -> Result<()> {
     let mut opts = ServerOptions::default().components(&["lab.wasm", "echo.wasm"]);
     if kick_reasons {
@@ -1323,6 +1323,18 @@ async fn graceful_shutdown(sig: i32, kick_reasons: bool) -> Result<()> {
     {
         failures.push(format!(
             "the lab component's shutdown hook did not run: {e:#}"
+        ));
+    }
+    // The shutdown hook is the component's last call (the WIT says so): the three sessions'
+    // closes are heard before it, none after.
+    let log = server.log_lines();
+    let hook = log.iter().position(|l| l.contains("lab shutting down"));
+    let heard: Vec<_> = (0..log.len())
+        .filter(|&i| log[i].contains("lab heard session"))
+        .collect();
+    if heard.len() != 3 || hook.is_none_or(|hook| heard.iter().any(|&i| i > hook)) {
+        failures.push(format!(
+            "lab must hear the 3 sessions close before its shutdown hook: closes heard at lines {heard:?}, the hook at {hook:?}"
         ));
     }
     ensure!(

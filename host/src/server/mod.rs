@@ -26,6 +26,11 @@ use crate::session::Registry;
 use crate::transport::TransportKind;
 use crate::transport::tls::{self, TlsError};
 
+/// The least time the components' shutdown hooks get, even when closing the sessions took the
+/// whole `--shutdown-timeout`: a hook that saves the game's state matters more than a client
+/// that would not close.
+const HOOKS_AT_LEAST: Duration = Duration::from_secs(1);
+
 /// Everything the server is configured with.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -400,14 +405,8 @@ impl Server {
         }
         let shared = self.shared;
         let deadline = tokio::time::Instant::now() + shared.config.shutdown_timeout;
-        let hooks = async {
-            for component in shared.router.components() {
-                component.shutdown().await;
-            }
-        };
-        if tokio::time::timeout_at(deadline, hooks).await.is_err() {
-            tracing::warn!("shutdown hooks did not finish in time");
-        }
+        // Sessions first, so that their `session-closed` calls come before the components'
+        // shutdown hooks, which the WIT promises are the last calls.
         let sessions = shared.registry.all();
         tracing::info!(sessions = sessions.len(), "kicking every session");
         let kick = shared.context.kick_packet(Some("server shutting down"));
@@ -428,6 +427,21 @@ impl Server {
                 left = shared.registry.len(),
                 "sessions still open at the shutdown deadline"
             );
+        }
+        // The hooks run even when the sessions took the whole deadline: each is bounded by its
+        // component's call timeout, and this bounds them all together.
+        let hooks = futures_util::future::join_all(
+            shared
+                .router
+                .components()
+                .map(|component| async move { component.shutdown().await }),
+        );
+        let hooks_deadline = deadline.max(tokio::time::Instant::now() + HOOKS_AT_LEAST);
+        if tokio::time::timeout_at(hooks_deadline, hooks)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown hooks did not finish in time");
         }
         if let Some(metrics) = metrics {
             metrics.abort();
