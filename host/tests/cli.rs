@@ -88,16 +88,35 @@ fn a_missing_component_is_one_clear_line() -> Result<()> {
 
 #[test]
 fn an_invalid_component_is_one_clear_line() -> Result<()> {
-    let path =
-        std::env::temp_dir().join(format!("pitaya-host-not-wasm-{}.wasm", std::process::id()));
-    std::fs::write(&path, b"this is not webassembly")?;
-    let stderr = fails(host().args(["serve", "--tcp", "127.0.0.1:0"]).arg(&path));
-    std::fs::remove_file(&path)?;
-    let stderr = stderr?;
-    let lines = error_lines(&stderr);
-    assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].contains("invalid component"), "{stderr}");
-    assert!(lines[0].contains(&*path.to_string_lossy()), "{stderr}");
+    // Not WebAssembly; a core module (a build for the wrong target); a component cut short, whose
+    // parser error wasmtime words over several lines.
+    let component = std::fs::read(components_dir().join("echo.wasm"))?;
+    for (what, bytes, says) in [
+        (
+            "not-wasm",
+            &b"this is not webassembly"[..],
+            "not a WebAssembly file",
+        ),
+        ("core", b"\0asm\x01\0\0\0", "--target wasm32-wasip2"),
+        ("cut", &component[..component.len() / 2], ""),
+    ] {
+        let path =
+            std::env::temp_dir().join(format!("pitaya-host-{what}-{}.wasm", std::process::id()));
+        std::fs::write(&path, bytes)?;
+        let stderr = fails(host().args(["serve", "--tcp", "127.0.0.1:0"]).arg(&path));
+        std::fs::remove_file(&path)?;
+        let stderr = stderr?;
+        let lines = error_lines(&stderr);
+        assert_eq!(lines.len(), 1, "{what}: {stderr}");
+        assert!(lines[0].contains("invalid component"), "{what}: {stderr}");
+        assert!(
+            lines[0].contains(&*path.to_string_lossy()),
+            "{what}: {stderr}"
+        );
+        assert!(lines[0].contains(says), "{what}: {stderr}");
+        // Nothing after the error line: a reason over several lines would continue it.
+        assert!(stderr.trim_end().ends_with(lines[0]), "{what}: {stderr}");
+    }
     Ok(())
 }
 

@@ -696,17 +696,34 @@ impl ComponentHandle {
     }
 
     /// Cancels the component's timers and runs its shutdown hook after the calls already
-    /// waiting, in every instance at once.
+    /// waiting, in every instance at once; then drops the instances, so that nothing runs in
+    /// them after the hook (the WIT's promise): a later call finds the component unavailable.
     pub async fn shutdown(&self) {
         let hooks = self.shards.iter().cloned().map(|shard| {
             to_the_end(async move {
-                if let Some(instance) = shard.lock().await.as_mut() {
+                let mut slot = shard.lock().await;
+                if let Some(instance) = slot.as_mut() {
                     instance.shutdown().await;
                 }
+                *slot = None;
             })
         });
         futures_util::future::join_all(hooks).await;
     }
+}
+
+/// Why `bytes` cannot be a component, for the two mistakes wasmtime's parser words least
+/// helpfully: a file that is not WebAssembly at all, and a core module (what `cargo build`
+/// makes for `wasm32-unknown-unknown`, or a build without `--target wasm32-wasip2`).
+fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
+    // A binary's preamble: the magic, then a version and a layer (0 for a core module).
+    let Some(preamble) = bytes.strip_prefix(b"\0asm") else {
+        return Some("not a WebAssembly file: a .wasm file begins with the bytes \\0asm");
+    };
+    (preamble.get(2..4) == Some(&[0, 0])).then_some(
+        "a core WebAssembly module, not a component: build it for the wasm32-wasip2 target \
+         (cargo build --release --target wasm32-wasip2)",
+    )
 }
 
 /// The version of the `pitaya:host` WIT package (`wit/pitaya.wit`) this host implements.
@@ -863,9 +880,19 @@ impl Runtime {
             path: path.to_owned(),
             cause,
         })?;
+        if let Some(reason) = not_a_component(&bytes) {
+            return Err(LoadError::Invalid {
+                path: path.to_owned(),
+                reason: reason.into(),
+            });
+        }
         let invalid = |e: wasmtime::Error| LoadError::Invalid {
             path: path.to_owned(),
-            reason: format!("{e:#}"),
+            // One line: wasmtime's parser writes some of its reasons over several.
+            reason: format!("{e:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
         };
         let component = match &self.cache {
             Some(cache) => cache.component(&self.engine, &bytes, path),
@@ -1094,6 +1121,17 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_that_cannot_be_components_are_named_for_what_they_are() {
+        let not_wasm = not_a_component(b"garbage").unwrap();
+        assert!(not_wasm.starts_with("not a WebAssembly file"), "{not_wasm}");
+        let core = not_a_component(b"\0asm\x01\0\0\0").unwrap();
+        assert!(core.contains("wasm32-wasip2"), "{core}");
+        // A component's preamble: version 0x0d, layer 1.
+        assert_eq!(not_a_component(b"\0asm\x0d\0\x01\0"), None);
+        assert_eq!(not_a_component(b""), not_a_component(b"x"));
+    }
 
     #[test]
     fn a_component_declares_routable_names_and_not_too_many_handlers() {
