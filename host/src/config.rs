@@ -236,11 +236,16 @@ fn invalid(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
         Some((key, _)) if !error.message().contains('`') => format!("{}: ", key.trim()),
         _ => String::new(),
     };
+    let mut message = error.message().trim().to_owned();
+    if text.trim_start().starts_with('{') {
+        // TOML has no top-level braces, so this is most likely a JSON file.
+        message.push_str(" (the configuration file is TOML, `key = value` lines, not JSON)");
+    }
     ConfigError::Invalid {
         path: path.to_owned(),
         line,
         key,
-        message: error.message().trim().to_owned(),
+        message,
     }
 }
 
@@ -251,6 +256,14 @@ mod tests {
     fn error_of(text: &str) -> String {
         let error = FileConfig::parse(text).unwrap_err();
         invalid(Path::new("host.toml"), text, &error).to_string()
+    }
+
+    #[test]
+    fn a_json_file_is_told_to_be_toml() {
+        let error = error_of(r#"{"heartbeat": 10}"#);
+        assert!(error.starts_with("host.toml:1: "), "{error}");
+        assert!(error.ends_with("not JSON)"), "{error}");
+        assert!(!error_of("heartbeat = {").contains("JSON"));
     }
 
     #[test]
