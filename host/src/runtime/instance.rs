@@ -405,6 +405,7 @@ impl Instance {
                     component = %self.shared.name, instance = self.index,
                     hook,
                     session,
+                    failure = %classify(&error),
                     unlogged,
                     error = %format_args!("{error:#}"),
                     "component hook failed; its instance will be replaced"
