@@ -305,8 +305,9 @@ impl<C: Component> TestHost<C> {
             .iter()
             .any(|info| info.name == handler && info.kind == HandlerKind::Notify);
         if is_notify {
+            // The real host's words, so that a test may compare the message too.
             return Err(HandlerError::bad_request(format!(
-                "{}.{handler} is a notify handler",
+                "pitaya/handler: {}.{handler} is a notify handler and gives no response",
                 C::NAME
             )));
         }
@@ -315,8 +316,8 @@ impl<C: Component> TestHost<C> {
         result
     }
 
-    /// Sends a notify to the handler named `handler`. The real host only logs a notify's
-    /// error; here it is returned so a test can check it.
+    /// Sends a notify to the handler named `handler`. The real host only counts a notify's
+    /// error and logs it at debug level; here it is returned so a test can check it.
     ///
     /// ```
     /// # use pitaya_guest::prelude::*;

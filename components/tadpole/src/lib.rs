@@ -113,8 +113,8 @@ impl Pond {
     /// The game loop: pushes the pond when it changed.
     #[timer]
     fn tick(&mut self, timer: TimerId) {
-        // After a restart or a reload the host may still run the loop of the instance this one
-        // replaced: keep one loop, stop any other.
+        // One loop per pond. Timers die with the instance that set them, so after a restart
+        // or a reload this instance runs only the loop it started itself; any other is stopped.
         if *self.ticker.get_or_insert(timer) != timer {
             timer.cancel();
             return;
