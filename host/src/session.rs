@@ -43,6 +43,9 @@ pub enum RemoteOp {
         uid: String,
         /// The data as a JSON object.
         json: Vec<u8>,
+        /// The metadata of the cluster request being served when the data changed, whose
+        /// keys the `sys.pushsession` carries on.
+        incoming: Option<std::sync::Arc<crate::cluster::Metadata>>,
     },
     /// A push to the session's user.
     Push {

@@ -487,6 +487,62 @@ async fn host_backend_binds_pushes_session_data_and_uids_through_the_frontend() 
     .context("the test took too long")?
 }
 
+/// §3 Metadata, "pass unknown keys through": the calls a backend makes while it serves a forwarded
+/// request (here `sys.bindsession`, and `sys.pushsession` sent later from a queue) carry that
+/// request's keys on, as pitaya propagates a handler's context, with the host as the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_passes_the_metadata_it_was_called_with_on() -> Result<()> {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let BackendSetup {
+            _services,
+            fe,
+            host,
+            target,
+        } = host_backend_behind_fake_frontend().await?;
+        let host_id = host.id()?.to_owned();
+        fe.add_session(9, json!({"ipversion": "ipv4"}));
+        let trace =
+            json!({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"});
+        fe.add_metadata("otel-span", trace.clone());
+        fe.add_metadata("x-game", json!("carry-me"));
+        fe.add_metadata("req-route", json!("connector.room.begin"));
+        let calls = [
+            ("room.lab.bind", &br#"{"uid":"u-9"}"#[..], "sys.bindsession"),
+            (
+                "room.lab.setData",
+                br#"{"key":"k","value":1}"#,
+                "sys.pushsession",
+            ),
+        ];
+        for (id, (route, body, sys)) in (1..).zip(calls) {
+            let r = fe
+                .forward(&target, 9, id, MsgType::Request, route, body)
+                .await?;
+            success_json(&r.response, route)?;
+            let call = fe
+                .sys_calls()
+                .take(sys, WAIT, |c| {
+                    c.route == sys && c.session.as_ref().is_some_and(|s| s.id == 9)
+                })
+                .await?;
+            ensure_sys_call_shape(&call, &host_id)?;
+            let md = &call.metadata;
+            ensure!(
+                md["otel-span"] == trace && md["x-game"] == "carry-me",
+                "{sys}, made while serving {route}, must carry the keys it came with: {md}"
+            );
+            ensure!(
+                md["req-route"] == "connector.room.begin",
+                "{sys} must keep the route that began the chain: {md}"
+            );
+        }
+        drop(host);
+        Ok(())
+    })
+    .await
+    .context("the test took too long")?
+}
+
 // ------------------------------------------------------------------------------------------------ host as frontend
 
 struct FrontendSetup {

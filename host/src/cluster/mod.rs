@@ -20,6 +20,33 @@ use crate::metrics::Metrics;
 use crate::runtime::HostContext;
 use crate::session::{RemoteLink, RemoteOp, Session, SessionId};
 pub use discovery::{ServerInfo, Servers};
+
+/// A cluster request's metadata: a JSON object.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+tokio::task_local! {
+    /// The metadata of the cluster request this task serves. The calls the task makes
+    /// meanwhile (an RPC, `sys.bindsession`, `sys.pushsession`) carry its keys on, as pitaya
+    /// propagates a handler's context: a tracing span or a request id crosses every hop.
+    static INCOMING: Arc<Metadata>;
+}
+
+/// Runs `serve` as the serving of a request that came with `metadata` (see [`INCOMING`]).
+pub async fn serving<F: std::future::Future>(
+    metadata: Option<Arc<Metadata>>,
+    serve: F,
+) -> F::Output {
+    match metadata {
+        Some(metadata) => INCOMING.scope(metadata, serve).await,
+        None => serve.await,
+    }
+}
+
+/// The metadata of the request the current task serves, if any, to hand to work done later
+/// on its behalf.
+pub fn incoming() -> Option<Arc<Metadata>> {
+    INCOMING.try_with(Arc::clone).ok()
+}
 use messages::{KickMsg, Msg, MsgType, Push, Request, Response, RpcType, SessionMsg};
 
 /// How a frontend picks among the servers of a type.
@@ -369,16 +396,21 @@ impl Cluster {
     }
 
     /// The metadata sent with every request: a JSON object, never empty, with `reqTimeout`
-    /// as a string (Go peers crash on any other type).
+    /// as a string (Go peers crash on any other type). Within the serving of a cluster request
+    /// it carries that request's keys on, `req-route` included (the route that began the
+    /// chain), with this server as the peer.
     fn metadata(&self, route: &str) -> Vec<u8> {
-        serde_json::json!({
-            "peer.id": self.me.id,
-            "peer.service": self.me.server_type,
-            "reqTimeout": go_duration(self.config.request_timeout),
-            "req-route": route,
-        })
-        .to_string()
-        .into_bytes()
+        let mut metadata = incoming().map(|m| Metadata::clone(&m)).unwrap_or_default();
+        metadata.insert("peer.id".into(), self.me.id.clone().into());
+        metadata.insert("peer.service".into(), self.me.server_type.clone().into());
+        metadata.insert(
+            "reqTimeout".into(),
+            go_duration(self.config.request_timeout).into(),
+        );
+        metadata
+            .entry("req-route")
+            .or_insert_with(|| route.to_owned().into());
+        serde_json::Value::Object(metadata).to_string().into_bytes()
     }
 
     /// Forwards a client's message to a server of `server_type` and returns the answer (the
@@ -856,21 +888,23 @@ async fn run_remote_ops(
     };
     while let Some(op) = ops.recv().await {
         match op {
-            RemoteOp::Data { uid, json } => {
+            RemoteOp::Data {
+                uid,
+                json,
+                incoming,
+            } => {
                 let session = SessionMsg {
                     id: frontend_session,
                     uid,
                     data: json,
                 };
-                if let Err(error) = cluster
-                    .sys_call(
-                        &frontend_id,
-                        known_type.as_deref(),
-                        "sys.pushsession",
-                        session.encode_to_vec(),
-                    )
-                    .await
-                {
+                let call = cluster.sys_call(
+                    &frontend_id,
+                    known_type.as_deref(),
+                    "sys.pushsession",
+                    session.encode_to_vec(),
+                );
+                if let Err(error) = serving(incoming, call).await {
                     tracing::warn!(
                         frontend = frontend_id,
                         code = error.code,

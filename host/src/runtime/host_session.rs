@@ -34,6 +34,7 @@ fn sync_remote_data(session: &Session) {
         let _ = link.ops.send(RemoteOp::Data {
             uid: session.uid().unwrap_or_default(),
             json: crate::cluster::data_to_json(&session.data()),
+            incoming: crate::cluster::incoming(),
         });
     }
 }

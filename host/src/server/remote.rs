@@ -67,7 +67,12 @@ async fn answer(shared: &Arc<Shared>, cluster: &Arc<Cluster>, request: Request) 
         from = request.frontend_id
     );
     let kind = RpcType::try_from(request.r#type);
-    async move {
+    let metadata = match serde_json::from_slice(&request.metadata) {
+        Ok(serde_json::Value::Object(metadata)) => Some(Arc::new(metadata)),
+        _ => None,
+    };
+    let frontend_type = metadata.as_deref().and_then(sender_type);
+    let serve = async move {
         match (kind, msg.route.as_str()) {
             (Ok(RpcType::User), "sys.bindsession") => {
                 bind_session(shared, cluster, &msg.data).await
@@ -76,7 +81,6 @@ async fn answer(shared: &Arc<Shared>, cluster: &Arc<Cluster>, request: Request) 
             (Ok(RpcType::User), "sys.kick") => kick(shared, &msg.data),
             (Ok(RpcType::Sys), _) => {
                 let session = request.session.unwrap_or_default();
-                let frontend_type = sender_type(&request.metadata);
                 serve_sys(
                     shared,
                     cluster,
@@ -90,14 +94,12 @@ async fn answer(shared: &Arc<Shared>, cluster: &Arc<Cluster>, request: Request) 
             (Ok(RpcType::User), _) => serve_user(shared, msg).await,
             (Err(_), _) => Response::error("PIT-400", "pitaya/remote: unknown request type"),
         }
-    }
-    .instrument(span)
-    .await
+    };
+    crate::cluster::serving(metadata, serve.instrument(span)).await
 }
 
 /// The sender's server type, from the request metadata's `peer.service`.
-fn sender_type(metadata: &[u8]) -> Option<String> {
-    let metadata: serde_json::Value = serde_json::from_slice(metadata).ok()?;
+fn sender_type(metadata: &crate::cluster::Metadata) -> Option<String> {
     let found = metadata.get("peer.service")?.as_str()?;
     crate::cluster::check_name("server type", found)
         .is_ok()
