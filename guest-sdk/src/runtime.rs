@@ -146,8 +146,21 @@ pub(crate) fn reset() {
 /// with `config` and imports it. When `init` or the import fails, the old instance stays.
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn reload<C: Component>(config: Vec<u8>) -> Result<(), String> {
+    // A panic in the new instance's init or import fails the reload, as a trap does on the
+    // real host; the old instance keeps serving.
+    let unpanicked = |outcome: std::thread::Result<Result<(), String>>, hook: &str| {
+        outcome.unwrap_or_else(|_| Err(format!("{hook} panicked")))
+    };
     let state = export_state::<C>();
-    let fresh = C::init(config)?;
+    let mut fresh = None;
+    unpanicked(
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            fresh = Some(C::init(config)?);
+            Ok(())
+        })),
+        "init",
+    )?;
+    let fresh = fresh.expect("init returned Ok");
     let swap = |instance: Option<Box<dyn Any>>| {
         INSTANCE.with(|slot| match slot.try_borrow_mut() {
             Ok(mut slot) => Ok(std::mem::replace(&mut *slot, instance)),
@@ -156,7 +169,10 @@ pub(crate) fn reload<C: Component>(config: Vec<u8>) -> Result<(), String> {
     };
     let old = swap(Some(Box::new(fresh)))?;
     if let Some(state) = state
-        && let Err(error) = import_state::<C>(state)
+        && let Err(error) = unpanicked(
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| import_state::<C>(state))),
+            "import-state",
+        )
     {
         swap(old)?;
         return Err(error);

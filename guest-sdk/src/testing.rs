@@ -147,6 +147,8 @@ pub struct ActiveTimer {
 ///
 /// It is tied to the thread that made it (the fake host lives in thread-local storage).
 pub struct TestHost<C: Component> {
+    /// What `init` was given, which it is given again when a trap replaces the instance.
+    config: Vec<u8>,
     /// It drives a `C` without owning one (the instance lives in the runtime's slot).
     _component: PhantomData<fn() -> C>,
     /// Not `Send`: the fake host and the instance are thread-local.
@@ -200,10 +202,12 @@ impl<C: Component> TestHost<C> {
     /// assert_eq!(host.request(client, "capacity", "").unwrap(), b"8");
     /// ```
     pub fn with_config(config: impl Into<Vec<u8>>) -> Result<Self, String> {
+        let config = config.into();
         fake::reset();
         runtime::reset();
-        runtime::init::<C>(config.into())?;
+        runtime::init::<C>(config.clone())?;
         Ok(TestHost {
+            config,
             _component: PhantomData,
             _thread: PhantomData,
         })
@@ -269,7 +273,9 @@ impl<C: Component> TestHost<C> {
         let text = serde_json::to_string(&handshake).map_err(|error| error.to_string())?;
         let session = SessionId(fake::connect(text.clone()));
         if C::VALIDATES_HANDSHAKE {
-            let verdict = runtime::validate_handshake::<C>(session, text);
+            let verdict = self
+                .call(|| runtime::validate_handshake::<C>(session, text))
+                .unwrap_or_else(|| Err("the component failed to validate the handshake".into()));
             self.close_ended();
             if let Err(reason) = verdict {
                 fake::end(session.0, fake::End::Refused);
@@ -284,6 +290,42 @@ impl<C: Component> TestHost<C> {
     /// As the real host does, a request to a notify handler is refused with `PIT-400`. Sessions
     /// kicked or closed during the call are closed after it, and the component hears of it.
     ///
+    /// A handler that panics (a trap, on the real host) answers `PIT-503`, and the instance is
+    /// replaced as the host replaces it: a fresh one, whose `#[init]` runs again with the same
+    /// configuration, so the component's memory is lost and its timers stop, while the host's
+    /// sessions, uids, session data and groups stay. The panic's message is logged
+    /// ([`TestHost::take_logs`]). Every other hook that panics replaces the instance the same way.
+    ///
+    /// ```
+    /// use pitaya_guest::prelude::*;
+    /// use pitaya_guest::testing::TestHost;
+    ///
+    /// #[derive(Default)]
+    /// struct Fragile {
+    ///     calls: u32,
+    /// }
+    ///
+    /// #[component(name = "fragile")]
+    /// impl Fragile {
+    ///     #[request]
+    ///     fn count(&mut self) -> Result<u32> {
+    ///         self.calls += 1;
+    ///         Ok(self.calls)
+    ///     }
+    ///
+    ///     #[request]
+    ///     fn boom(&mut self) -> Result<()> {
+    ///         panic!("boom")
+    ///     }
+    /// }
+    ///
+    /// let mut host = TestHost::<Fragile>::new().unwrap();
+    /// let client = host.connect();
+    /// host.request(client, "count", "").unwrap();
+    /// assert_eq!(host.request(client, "boom", "").unwrap_err().code, "PIT-503");
+    /// assert!(host.is_connected(client));
+    /// assert_eq!(host.request(client, "count", "").unwrap(), b"1");
+    /// ```
     /// ```
     /// # use pitaya_guest::prelude::*;
     /// # #[derive(Default)] struct Echo;
@@ -311,7 +353,9 @@ impl<C: Component> TestHost<C> {
                 C::NAME
             )));
         }
-        let result = runtime::handle::<C>(session, handler, payload.as_ref().to_vec());
+        let result = self
+            .call(|| runtime::handle::<C>(session, handler, payload.as_ref().to_vec()))
+            .unwrap_or_else(|| Err(Self::trapped(handler)));
         self.close_ended();
         result
     }
@@ -336,7 +380,9 @@ impl<C: Component> TestHost<C> {
         handler: &str,
         payload: impl AsRef<[u8]>,
     ) -> Result<(), HandlerError> {
-        let result = runtime::handle::<C>(session, handler, payload.as_ref().to_vec());
+        let result = self
+            .call(|| runtime::handle::<C>(session, handler, payload.as_ref().to_vec()))
+            .unwrap_or_else(|| Err(Self::trapped(handler)));
         self.close_ended();
         result.map(drop)
     }
@@ -355,7 +401,7 @@ impl<C: Component> TestHost<C> {
     /// ```
     pub fn close(&mut self, session: SessionId) {
         fake::end(session.0, fake::End::Disconnected);
-        runtime::session_closed::<C>(session);
+        self.call(|| runtime::session_closed::<C>(session));
     }
 
     /// Closes the session without telling the component yet, as when a client goes away
@@ -587,7 +633,7 @@ impl<C: Component> TestHost<C> {
         if !fake::take_fire(timer.0) {
             return false;
         }
-        runtime::on_timer::<C>(timer);
+        self.call(|| runtime::on_timer::<C>(timer));
         self.close_ended();
         true
     }
@@ -610,7 +656,7 @@ impl<C: Component> TestHost<C> {
         let until = fake::now().saturating_add(u64::try_from(by.as_millis()).unwrap_or(u64::MAX));
         let mut fires = 0;
         while let Some(timer) = fake::next_due(until) {
-            runtime::on_timer::<C>(TimerId(timer));
+            self.call(|| runtime::on_timer::<C>(TimerId(timer)));
             self.close_ended();
             fires += 1;
         }
@@ -628,7 +674,7 @@ impl<C: Component> TestHost<C> {
     /// host.shutdown();
     /// ```
     pub fn shutdown(&mut self) {
-        runtime::shutdown::<C>();
+        self.call(runtime::shutdown::<C>);
     }
 
     /// What the component's `#[export_state]` hook hands over, without replacing it.
@@ -641,12 +687,14 @@ impl<C: Component> TestHost<C> {
     /// assert_eq!(host.export_state(), None);
     /// ```
     pub fn export_state(&mut self) -> Option<Vec<u8>> {
-        runtime::export_state::<C>()
+        self.call(runtime::export_state::<C>).flatten()
     }
 
     /// Hot reload, as the host does it: the instance exports its state, a new instance is built
-    /// with `config` and imports the state. The error is `init`'s or the import's, and then the
-    /// old instance keeps serving. Sessions, groups and timers stay as they are.
+    /// with `config` and imports the state. The error is `init`'s or the import's (a panic in
+    /// either is an error too), and then the old instance keeps serving, with its timers.
+    /// Sessions, session data and groups stay as they are; the old instance's timers stop, as
+    /// on the real host, so a component restarts its own in `#[import_state]`.
     ///
     /// ```
     /// use pitaya_guest::prelude::*;
@@ -683,7 +731,15 @@ impl<C: Component> TestHost<C> {
     /// assert_eq!(host.request(client, "next", "").unwrap(), b"2");
     /// ```
     pub fn reload(&mut self, config: impl Into<Vec<u8>>) -> Result<(), String> {
-        runtime::reload::<C>(config.into())
+        let config = config.into();
+        let old = fake::timer_ids();
+        let outcome = runtime::reload::<C>(config.clone());
+        // The timers of the instance that lost (the old one, or the new one that failed) stop.
+        fake::cancel_timers(|timer| old.contains(&timer) == outcome.is_ok());
+        if outcome.is_ok() {
+            self.config = config;
+        }
+        outcome
     }
 
     /// Makes the fake host a server of `server_type` in a cluster, so
@@ -738,8 +794,44 @@ impl<C: Component> TestHost<C> {
     /// real host does once the call is over (it never re-enters a component mid-call).
     fn close_ended(&mut self) {
         for session in fake::take_ended() {
-            runtime::session_closed::<C>(SessionId(session));
+            self.call(|| runtime::session_closed::<C>(SessionId(session)));
         }
+    }
+
+    /// Runs one call into the component; `None` when it panicked, and then the instance has
+    /// been replaced as the real host replaces one that trapped.
+    fn call<R>(&mut self, call: impl FnOnce() -> R) -> Option<R> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+            Ok(result) => Some(result),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|message| message.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                crate::log::log(Level::Error, &format!("component panicked: {message}"));
+                fake::cancel_timers(|_| true);
+                runtime::reset();
+                if let Err(error) = runtime::init::<C>(self.config.clone()) {
+                    crate::log::log(
+                        Level::Error,
+                        &format!("init failed in the instance that replaced it: {error}"),
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// A request's answer when its handler trapped: the real host's.
+    fn trapped(handler: &str) -> HandlerError {
+        HandlerError::new(
+            "PIT-503",
+            format!(
+                "pitaya/handler: {}.{handler} unavailable: the component trapped",
+                C::NAME
+            ),
+        )
     }
 }
 
@@ -1121,6 +1213,15 @@ pub(crate) mod fake {
 
     pub(crate) fn timer_cancel(timer: u64) -> bool {
         with_host(|host| host.timers.remove(&timer).is_some())
+    }
+
+    pub(crate) fn timer_ids() -> Vec<u64> {
+        with_host(|host| host.timers.keys().copied().collect())
+    }
+
+    /// Stops the timers `which` picks (those of an instance that was replaced).
+    pub(crate) fn cancel_timers(which: impl Fn(u64) -> bool) {
+        with_host(|host| host.timers.retain(|timer, _| !which(*timer)));
     }
 
     pub(crate) fn active_timers() -> Vec<ActiveTimer> {

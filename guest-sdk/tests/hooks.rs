@@ -412,3 +412,137 @@ fn bytes_state_and_a_timer_hook_without_the_id() {
     assert_eq!(active[0].id, timer);
     assert_eq!(active[0].due_in, Duration::from_millis(100));
 }
+
+/// A component whose calls panic on demand, to see the test host replace it as the real host
+/// replaces an instance that trapped.
+struct Brittle {
+    config: String,
+    calls: u32,
+}
+
+#[component(name = "brittle")]
+impl Brittle {
+    #[init]
+    fn init(config: Vec<u8>) -> Result<Self, String> {
+        // The instance's first timer: a new instance (after a trap or a reload) starts one too.
+        timers::every(Duration::from_secs(60));
+        Ok(Brittle {
+            config: String::from_utf8(config).map_err(|e| e.to_string())?,
+            calls: 0,
+        })
+    }
+
+    #[request]
+    fn bump(&mut self) -> Result<u32> {
+        self.calls += 1;
+        Ok(self.calls)
+    }
+
+    #[request]
+    fn config(&self) -> Result<String> {
+        Ok(self.config.clone())
+    }
+
+    #[request]
+    fn boom(&mut self) -> Result<()> {
+        panic!("boom in a handler")
+    }
+
+    #[request]
+    fn start(ms: u64) -> Result<TimerId> {
+        Ok(timers::after(Duration::from_millis(ms)))
+    }
+
+    #[timer]
+    fn tick(&mut self) {
+        panic!("boom in a timer")
+    }
+
+    #[validate_handshake]
+    fn check(&mut self, handshake: Handshake) -> Result<(), String> {
+        if handshake.user["panic"] == true {
+            panic!("boom in a validator");
+        }
+        Ok(())
+    }
+
+    #[export_state]
+    fn save(&self) -> Json<u32> {
+        Json(self.calls)
+    }
+
+    #[import_state]
+    fn load(&mut self, Json(calls): Json<u32>) {
+        if calls == 13 {
+            panic!("boom in an import");
+        }
+        self.calls = calls;
+    }
+}
+
+fn bump(host: &mut TestHost<Brittle>, session: SessionId) -> u32 {
+    serde_json::from_slice(&host.request(session, "bump", "").unwrap()).unwrap()
+}
+
+#[test]
+fn a_panic_answers_pit_503_and_replaces_the_instance_but_not_the_hosts_state() {
+    let mut host = TestHost::<Brittle>::with_config("cfg").unwrap();
+    let ana = host.connect();
+    ana.session().set("score", &7).unwrap();
+    Group::new("room").add(ana.session());
+    assert_eq!(bump(&mut host, ana), 1);
+    assert_eq!(host.timers().len(), 1);
+
+    let error = host.request(ana, "boom", "").unwrap_err();
+    assert_eq!(error.code, "PIT-503");
+    assert_eq!(
+        error.message,
+        "pitaya/handler: brittle.boom unavailable: the component trapped"
+    );
+    let logs = host.take_logs();
+    assert!(
+        logs.contains(&(Level::Error, "component panicked: boom in a handler".into())),
+        "{logs:?}"
+    );
+    // A fresh instance: memory gone, init run again with the same configuration, its old timer
+    // stopped and its own started; the host's state kept.
+    assert_eq!(bump(&mut host, ana), 1);
+    assert_eq!(host.request(ana, "config", "").unwrap(), br#""cfg""#);
+    let timers = host.timers();
+    assert_eq!(timers.len(), 1, "{timers:?}");
+    assert!(host.is_connected(ana));
+    assert_eq!(host.data(ana, "score").as_deref(), Some("7"));
+    assert_eq!(host.group_members("room"), [ana]);
+
+    // A timer's fire that panics replaces the instance too: every timer it had stops.
+    bump(&mut host, ana);
+    host.request(ana, "start", "5").unwrap();
+    assert_eq!(host.advance(Duration::from_millis(10)), 1);
+    assert_eq!(bump(&mut host, ana), 1);
+    assert_eq!(host.timers().len(), 1);
+
+    // A validator that panics refuses the client, as the host does.
+    let refused = host.connect_with(Handshake::with_user(json!({"panic": true})));
+    assert_eq!(
+        refused,
+        Err("the component failed to validate the handshake".to_string())
+    );
+    assert!(host.connect_with(Handshake::default()).is_ok());
+}
+
+#[test]
+fn a_reload_stops_the_timers_of_the_instance_that_lost() {
+    let mut host = TestHost::<Brittle>::new().unwrap();
+    let ana = host.connect();
+    let old = host.timers();
+    host.reload("").unwrap();
+    let new = host.timers();
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_ne!(old[0].id, new[0].id, "the old instance's timer must stop");
+
+    // A reload whose import panics fails, and the new instance's timer stops, the old one's not.
+    while bump(&mut host, ana) < 13 {}
+    assert_eq!(host.reload(""), Err("import-state panicked".to_string()));
+    assert_eq!(host.timers(), new);
+    assert_eq!(bump(&mut host, ana), 14);
+}
