@@ -417,3 +417,34 @@ async fn a_reload_codes_the_routes_it_adds_after_the_old_ones() -> Result<()> {
     ensure!(m.payload == b"zyx", "by name: {:?}", m.text());
     Ok(())
 }
+
+/// `--watch` says when a component's file goes away (the loaded build keeps serving), and
+/// reloads it when it comes back.
+#[tokio::test]
+async fn a_watched_file_that_goes_away_is_logged_and_reloaded_when_back() -> Result<()> {
+    let build = std::fs::read(components_dir().join("echo.wasm"))?;
+    let dir = TempDir::new("watch-gone")?;
+    let served = dir.0.join("echo.wasm");
+    std::fs::write(&served, &build)?;
+    let server = Server::start(
+        ServerOptions::default()
+            .components(&[served.to_str().context("temp path is not UTF-8")?])
+            .arg("--watch"),
+    )
+    .await?;
+    std::fs::remove_file(&served)?;
+    server
+        .wait_log("file gone", Duration::from_secs(10))
+        .await
+        .context("the host must say the file went away")?;
+    let mut c = server.connect_ready(Transport::Tcp).await?;
+    let answer = c.request("echo.echo", b"still here").await?;
+    ensure_success(&answer, answer.id)?;
+    let from = server.log_len();
+    std::fs::write(&served, &build)?;
+    server
+        .wait_log_from(from, "component reloaded", Duration::from_secs(20))
+        .await
+        .context("the file's return must reload it")?;
+    Ok(())
+}

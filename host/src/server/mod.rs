@@ -182,6 +182,9 @@ pub struct Server {
     ws: Option<TcpListener>,
     metrics: Option<TcpListener>,
     cluster: Option<Arc<Cluster>>,
+    /// With `--watch`, each component file's stamp as it was loaded: what a change is
+    /// measured against, taken before the addresses are printed so that no change is missed.
+    watched: Option<Vec<Stamp>>,
 }
 
 impl Server {
@@ -322,12 +325,20 @@ impl Server {
             Some(cluster_config) => Some(join_cluster(&shared, cluster_config).await?),
             None => None,
         };
+        let watched = shared.config.watch.then(|| {
+            shared
+                .router
+                .components()
+                .map(|component| stamp(&component.path))
+                .collect()
+        });
         Ok(Self {
             shared,
             tcp,
             ws,
             metrics,
             cluster,
+            watched,
         })
     }
 
@@ -359,8 +370,8 @@ impl Server {
     }
 
     /// Accepts and serves connections until `shutdown` resolves, then shuts down gracefully:
-    /// stops accepting, runs the components' shutdown hooks, kicks every session with a
-    /// reason, and waits (up to the shutdown timeout) for the connections to close.
+    /// stops accepting, kicks every session with a reason, waits (up to the shutdown timeout)
+    /// for the connections to close, and runs the components' shutdown hooks.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let mut background = Vec::new();
         for (listener, kind) in [
@@ -375,8 +386,8 @@ impl Server {
                 )));
             }
         }
-        if self.shared.config.watch {
-            background.push(tokio::spawn(watch(self.shared.clone())));
+        if let Some(watched) = self.watched {
+            background.push(tokio::spawn(watch(self.shared.clone(), watched)));
         }
         // Metrics keep answering through the shutdown, so /readyz can say 503.
         let metrics = self.metrics.map(|listener| {
@@ -484,8 +495,11 @@ async fn reload(shared: &Arc<Shared>, component: Arc<ComponentHandle>) {
     }
 }
 
-/// What identifies a version of a file: a rename over it changes at least one of these.
-fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
+/// A file's modification time, length and inode, or `None` when it cannot be read: what
+/// identifies a version of it (a rename over it changes at least one of these).
+type Stamp = Option<(SystemTime, u64, u64)>;
+
+fn stamp(path: &std::path::Path) -> Stamp {
     let meta = std::fs::metadata(path).ok()?;
     #[cfg(unix)]
     let inode = std::os::unix::fs::MetadataExt::ino(&meta);
@@ -496,15 +510,19 @@ fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
 
 /// Polls the component files and reloads one once its new version has stayed the same for
 /// one poll (a file still being written would fail to load).
-async fn watch(shared: Arc<Shared>) {
+async fn watch(shared: Arc<Shared>, mut served: Vec<Stamp>) {
     const POLL: Duration = Duration::from_millis(200);
     let components: Vec<Arc<ComponentHandle>> = shared.router.components().cloned().collect();
-    let mut served: Vec<_> = components.iter().map(|c| stamp(&c.path)).collect();
     let mut seen = served.clone();
     loop {
         tokio::time::sleep(POLL).await;
         for (index, component) in components.iter().enumerate() {
             let now = stamp(&component.path);
+            if now.is_none() && seen[index].is_some() {
+                // Often a build replacing the file, and the next poll finds the new one; said all
+                // the same, so that a file removed by mistake is not a silent mystery.
+                tracing::info!(component = component.name(), path = %component.path.display(), "file gone; the loaded build keeps serving until it comes back");
+            }
             if now.is_some() && now == seen[index] && now != served[index] {
                 served[index] = now;
                 tracing::info!(component = component.name(), path = %component.path.display(), "file changed, reloading");
