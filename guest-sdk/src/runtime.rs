@@ -188,7 +188,16 @@ fn install_panic_logger() {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
             std::panic::set_hook(Box::new(|info| {
-                crate::log::log(Level::Error, &format!("component {info}"));
+                // One line, where `{info}` puts the message on a line of its own.
+                let location = info
+                    .location()
+                    .map(|at| format!(" at {}:{}:{}", at.file(), at.line(), at.column()))
+                    .unwrap_or_default();
+                let message = info.payload_as_str().unwrap_or("(no message)");
+                crate::log::log(
+                    Level::Error,
+                    &format!("component panicked{location}: {message}"),
+                );
             }));
         });
     }

@@ -365,6 +365,37 @@ async fn an_instance_has_only_so_many_timers() -> Result<()> {
     Ok(())
 }
 
+/// A trap is logged so that one grep finds all of it: the component's panic message with where
+/// it panicked, and the host's failure with its wasm backtrace, each on one line.
+#[tokio::test]
+async fn a_trap_is_logged_one_line_for_the_panic_and_one_for_the_failure() -> Result<()> {
+    let server = Server::start(ServerOptions::default().components(&["hostile.wasm"])).await?;
+    let mut c = server.connect_ready(Transport::Tcp).await?;
+    let id = c.next_id();
+    c.send_request(id, "hostile.trap", b"{}").await?;
+    let (m, _) = response_at(&mut c, id, Duration::from_secs(10)).await?;
+    ensure!(error_code(&m).as_deref() == Ok("PIT-503"), "{m:?}");
+    let panic = server
+        .wait_log("component panicked", Duration::from_secs(5))
+        .await?;
+    ensure!(
+        panic.contains(" at components/hostile/src/lib.rs:")
+            && panic.contains("hostile.trap panics on purpose"),
+        "the panic's line must say where and why: {panic}"
+    );
+    let failure = server
+        .wait_log("component call failed", Duration::from_secs(5))
+        .await?;
+    ensure!(
+        // The trap's cause comes after the frames: on this line only if they are too.
+        failure.contains("failure=component trapped")
+            && failure.contains("hostile.wasm!abort")
+            && failure.contains("wasm trap"),
+        "the failure's line must carry its backtrace: {failure}"
+    );
+    Ok(())
+}
+
 /// Guest code runs on the host's async threads (two here), so spinning calls must give their thread back as
 /// they run: with four instances of `hostile` spinning at once, more than there are threads, another session's
 /// `echo.echo` requests are all answered while the spins run, before the first of them is stopped.

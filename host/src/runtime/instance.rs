@@ -264,7 +264,7 @@ impl Instance {
         {
             Ok(state) => state,
             Err(error) => {
-                tracing::error!(component = %self.shared.name, instance = self.index, error = %format_args!("{error:#}"), "export-state failed; the new build starts without state");
+                tracing::error!(component = %self.shared.name, instance = self.index, error = %one_line(&error), "export-state failed; the new build starts without state");
                 None
             }
         }
@@ -323,7 +323,7 @@ impl Instance {
                         session,
                         %failure,
                         unlogged,
-                        error = %format_args!("{error:#}"),
+                        error = %one_line(&error),
                         "component call failed; its instance will be replaced"
                     );
                 }
@@ -407,7 +407,7 @@ impl Instance {
                     session,
                     failure = %classify(&error),
                     unlogged,
-                    error = %format_args!("{error:#}"),
+                    error = %one_line(&error),
                     "component hook failed; its instance will be replaced"
                 );
             }
@@ -539,6 +539,17 @@ fn arm(store: &mut Store<HostState>, spec: &ComponentSpec) {
     if spec.metered {
         let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
     }
+}
+
+/// An error with its wasm backtrace on one line (frames joined by ` | `), so that a text log
+/// keeps one failure to one line for grep.
+fn one_line(error: &wasmtime::Error) -> String {
+    format!("{error:#}")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 fn classify(error: &wasmtime::Error) -> CallFailure {
