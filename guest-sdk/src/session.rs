@@ -157,9 +157,19 @@ impl fmt::Display for BindError {
 
 impl std::error::Error for BindError {}
 
+/// What `?` answers: `PIT-400` when the request asked for a binding that cannot be (an empty
+/// uid, a second uid for the session, a uid another session holds under
+/// `--duplicate-login refuse`), so a client can tell its own mistake from a server fault;
+/// `PIT-500` when the session closed or its frontend did not answer.
 impl From<BindError> for HandlerError {
     fn from(error: BindError) -> Self {
-        HandlerError::internal(format!("cannot bind the uid: {error}"))
+        let message = format!("cannot bind the uid: {error}");
+        match error {
+            BindError::AlreadyBound(_) | BindError::InvalidUid | BindError::UidTaken => {
+                HandlerError::bad_request(message)
+            }
+            BindError::SessionClosed | BindError::Unreachable(_) => HandlerError::internal(message),
+        }
     }
 }
 
@@ -470,12 +480,21 @@ mod tests {
     }
 
     #[test]
-    fn bind_error_becomes_internal_error() {
+    fn a_binding_the_request_asked_wrongly_is_a_bad_request_and_the_rest_internal() {
         let error = HandlerError::from(BindError::AlreadyBound("ana".into()));
-        assert_eq!(error.code, "PIT-500");
+        assert_eq!(error.code, "PIT-400");
         assert_eq!(
             error.message,
             "cannot bind the uid: the session is already bound to uid \"ana\""
         );
+        for asked in [BindError::InvalidUid, BindError::UidTaken] {
+            assert_eq!(HandlerError::from(asked).code, "PIT-400");
+        }
+        for failed in [
+            BindError::SessionClosed,
+            BindError::Unreachable("gone".into()),
+        ] {
+            assert_eq!(HandlerError::from(failed).code, "PIT-500");
+        }
     }
 }
