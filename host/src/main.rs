@@ -587,6 +587,11 @@ const TEMPLATE: &[(&str, &str)] = &[
         "README.md",
         include_str!("../../guest-sdk/template/README.md.tmpl"),
     ),
+    // Named without its dot in the SDK, where it would apply to the template itself.
+    (
+        ".gitignore",
+        include_str!("../../guest-sdk/template/gitignore.tmpl"),
+    ),
 ];
 
 fn new_component(name: &str) -> anyhow::Result<()> {

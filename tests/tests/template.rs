@@ -112,6 +112,12 @@ async fn new_project_builds_and_serves_hello() -> Result<()> {
         "`pitaya-host new demo` did not create demo/Cargo.toml; the directory holds: {}",
         list(&tmp.0)
     );
+    let ignored = std::fs::read_to_string(project.join(".gitignore"))
+        .context("`pitaya-host new demo` must write demo/.gitignore")?;
+    ensure!(
+        ignored.lines().any(|line| line == "/target"),
+        "demo/.gitignore must leave the build out: {ignored:?}"
+    );
 
     let target_dir = workspace_dir().join("target/template-build");
     let mut build = Command::new(cargo());
