@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::runtime::HostContext;
 use crate::session::{RemoteLink, RemoteOp, Session, SessionId};
 pub use discovery::{ServerInfo, Servers};
+use messages::{KickMsg, Msg, MsgType, Push, Request, Response, RpcType, SessionMsg};
 
 /// A cluster request's metadata: a JSON object.
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
@@ -31,7 +32,8 @@ tokio::task_local! {
     static INCOMING: Arc<Metadata>;
 }
 
-/// Runs `serve` as the serving of a request that came with `metadata` (see [`INCOMING`]).
+/// Runs `serve` as the serving of a request that came with `metadata`, whose keys the calls
+/// `serve` makes meanwhile carry on.
 pub async fn serving<F: std::future::Future>(
     metadata: Option<Arc<Metadata>>,
     serve: F,
@@ -47,7 +49,6 @@ pub async fn serving<F: std::future::Future>(
 pub fn incoming() -> Option<Arc<Metadata>> {
     INCOMING.try_with(Arc::clone).ok()
 }
-use messages::{KickMsg, Msg, MsgType, Push, Request, Response, RpcType, SessionMsg};
 
 /// How a frontend picks among the servers of a type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
