@@ -8,7 +8,7 @@
 //! of its thread run between the slices of a component that spins, until its deadline stops it.
 //! Nothing else blocks: the host functions that wait (a bind on a remote session, an RPC) are
 //! async. Once started, a call runs to its end even if its caller stops
-//! waiting ([`to_the_end`]), so an instance is never left in the middle of a call. A component
+//! waiting (`to_the_end`), so an instance is never left in the middle of a call. A component
 //! with several instances (shards) sends each session's calls to one of them, chosen by session
 //! id, so that session's calls stay in order and meet the same memory.
 

@@ -7,7 +7,7 @@
 //!
 //! An idle connection should hold as little memory as possible, so a plain TCP connection keeps
 //! no read buffer: it waits for the socket to become readable, then reads into a buffer owned by
-//! the worker thread ([`with_scratch`]) and hands the bytes on before anything else runs there.
+//! the worker thread (`with_scratch`) and hands the bytes on before anything else runs there.
 
 mod http;
 mod tcp;
