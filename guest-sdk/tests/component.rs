@@ -282,10 +282,11 @@ fn binding_twice_to_another_uid_is_an_error() {
     let mut host = TestHost::<Lobby>::new().unwrap();
     let ana = host.connect();
     host.request(ana, "hello", r#"{"name":"ana"}"#).unwrap();
-    // Binding the same uid again succeeds; another uid is refused.
+    // Binding the same uid again succeeds; another uid is refused, as a bad request (the
+    // client asked for it), not a server fault.
     host.request(ana, "hello", r#"{"name":"ana"}"#).unwrap();
     let error = host.request(ana, "hello", r#"{"name":"eve"}"#).unwrap_err();
-    assert_eq!(error.code, "PIT-500");
+    assert_eq!(error.code, "PIT-400");
     assert!(error.message.contains("already bound"), "{error}");
 }
 
