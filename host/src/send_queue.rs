@@ -78,7 +78,8 @@ pub enum Taken {
 }
 
 impl SendQueue {
-    /// An empty queue holding at most `max_packets` packets and `max_bytes` bytes.
+    /// An empty queue holding at most `max_packets` packets and `max_bytes` bytes (or one
+    /// packet of any size).
     pub fn new(max_packets: usize, max_bytes: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -117,8 +118,11 @@ impl SendQueue {
                 return Err(SendError::Closed);
             }
             let len = item.len();
+            // The byte bound is on a backlog: with nothing waiting, one packet of any size is
+            // taken, so a single answer (a large handshake reply, a response under
+            // --max-response) never counts as a client that does not read.
             if state.packets.len() >= self.inner.max_packets
-                || state.bytes.saturating_add(len) > self.inner.max_bytes
+                || (state.bytes > 0 && state.bytes.saturating_add(len) > self.inner.max_bytes)
             {
                 return Err(SendError::QueueFull);
             }
@@ -225,6 +229,14 @@ mod tests {
         queue.try_push(packet(6)).unwrap();
         assert_eq!(queue.try_push(packet(0)), Err(SendError::QueueFull));
         assert_eq!(queue.len(), 2);
+    }
+
+    #[test]
+    fn an_empty_queue_takes_one_packet_over_the_byte_bound() {
+        let queue = SendQueue::new(10, 10);
+        queue.try_push(packet(25)).unwrap();
+        assert_eq!(queue.try_push(packet(1)), Err(SendError::QueueFull));
+        assert_eq!(queue.len(), 1);
     }
 
     #[test]
