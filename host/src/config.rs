@@ -231,10 +231,20 @@ fn invalid(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
     let start = error.span().map_or(0, |span| span.start).min(text.len());
     let line = text[..start].matches('\n').count() + 1;
     let line_text = text.lines().nth(line - 1).unwrap_or("");
-    // For a wrong type the span covers the value, so the key is what stands before the `=`.
+    // For a wrong type the span covers the value, so the key is what stands before the `=`;
+    // on a table's header line it is the table's name. It is left out where the message names
+    // it already (an unknown or duplicate key).
     let key = match line_text.split_once('=') {
-        Some((key, _)) if !error.message().contains('`') => format!("{}: ", key.trim()),
-        _ => String::new(),
+        Some((key, _)) => key.trim(),
+        None => line_text
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim(),
+    };
+    let key = if key.is_empty() || error.message().contains(&format!("`{key}`")) {
+        String::new()
+    } else {
+        format!("{key}: ")
     };
     let mut message = error.message().trim().to_owned();
     if text.trim_start().starts_with('{') {
@@ -256,6 +266,24 @@ mod tests {
     fn error_of(text: &str) -> String {
         let error = FileConfig::parse(text).unwrap_err();
         invalid(Path::new("host.toml"), text, &error).to_string()
+    }
+
+    #[test]
+    fn a_wrong_value_names_its_key_and_an_unknown_key_once() {
+        for (text, key) in [
+            ("heartbeat = -1", "heartbeat: "),
+            ("tcp = 3250", "tcp: "),
+            ("rate-limit = -5", "rate-limit: "),
+            ("[component]\npath = \"x.wasm\"", "component: "),
+        ] {
+            let error = error_of(text);
+            assert!(error.starts_with(&format!("host.toml:1: {key}")), "{error}");
+        }
+        let unknown = error_of("hartbeat = 10");
+        assert!(
+            unknown.starts_with("host.toml:1: unknown field `hartbeat`"),
+            "{unknown}"
+        );
     }
 
     #[test]
