@@ -80,6 +80,8 @@ fn metrics_count_what_happened() -> Result<()> {
         (3, "echo.echo"),
         (4, "echo.fail"),
         (5, "echo.nope"),
+        // A request to a notify handler: PIT-400, counted under the route it names.
+        (6, "echo.notify"),
     ] {
         client
             .write_all(&request(id, route))
@@ -101,6 +103,10 @@ fn metrics_count_what_happened() -> Result<()> {
         ),
         (
             r#"pitaya_requests_total{route="unknown",outcome="not_found"}"#,
+            1.0,
+        ),
+        (
+            r#"pitaya_requests_total{route="echo.notify",outcome="bad_request"}"#,
             1.0,
         ),
         (r#"pitaya_handler_seconds_count{route="echo.echo"}"#, 3.0),

@@ -796,15 +796,20 @@ pub(super) async fn call_route(
             "not_found",
         ),
         Resolved::Handler {
+            component,
+            handler,
             kind: HandlerKind::Notify,
-            ..
-        } if is_request => (
-            Err(failure(
-                "PIT-400",
-                format!("pitaya/handler: {route} is a notify handler and gives no response"),
-            )),
-            "bad_request",
-        ),
+        } if is_request => {
+            // A served route: counted under its name, like its other outcomes.
+            served = Some((component, handler));
+            (
+                Err(failure(
+                    "PIT-400",
+                    format!("pitaya/handler: {route} is a notify handler and gives no response"),
+                )),
+                "bad_request",
+            )
+        }
         Resolved::Handler {
             component, handler, ..
         } => {
