@@ -66,7 +66,8 @@ struct ServeArgs {
     #[arg(long, value_name = "NAME", default_value = "connector")]
     server_type: String,
 
-    /// Seconds a client has to complete the handshake (handshake and ack) before it is closed.
+    /// Seconds a client has to complete the handshake (handshake and ack) before it is closed;
+    /// 0 waits for ever.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     handshake_timeout: u64,
 
@@ -116,7 +117,8 @@ struct ServeArgs {
     #[arg(long = "push-route", value_name = "ROUTE")]
     push_routes: Vec<String>,
 
-    /// Bytes queued for one client before it counts as not reading and is disconnected.
+    /// Bytes queued for one client before it counts as not reading and is disconnected (one
+    /// packet, however large, is always taken).
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
     send_queue_bytes: usize,
 
@@ -161,15 +163,15 @@ struct ServeArgs {
 
     /// TLS certificate chain (PEM): both listeners then speak TLS (TCP+TLS, and WSS). Needs
     /// --tls-key.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
 
     /// TLS private key (PEM) for --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
 
-    /// Serve this folder over plain HTTP on the WebSocket port (pages of browser games; not
-    /// with TLS).
+    /// Serve this folder over HTTP on the WebSocket port (pages of browser games; HTTPS with
+    /// --tls-cert).
     #[arg(long, value_name = "DIR")]
     web: Option<PathBuf>,
 
@@ -342,19 +344,19 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
         given => given,
     };
     let server_type = pick!(server_type);
+    let forward_by = match pick!(forward_by).as_str() {
+        "random" => ForwardBy::Random,
+        "uid" => ForwardBy::Uid,
+        other => bail!("forward-by must be `random` or `uid`, got {other:?}"),
+    };
     let cluster = if pick!(cluster) {
-        let forward_by = pick!(forward_by);
         Some(ClusterConfig {
             frontend: pick!(frontend),
             nats: pick!(nats),
             etcd: pick!(etcd),
             prefix: pick!(etcd_prefix),
             request_timeout: Duration::from_millis(pick!(request_timeout_ms).max(1)),
-            forward_by: match forward_by.as_str() {
-                "random" => ForwardBy::Random,
-                "uid" => ForwardBy::Uid,
-                other => bail!("forward-by must be `random` or `uid`, got {other:?}"),
-            },
+            forward_by,
         })
     } else {
         None
@@ -370,9 +372,38 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
     let serializer_name = pick!(serializer);
     let serializer = Serializer::from_name(&serializer_name)
         .with_context(|| format!("unknown serializer {serializer_name:?}: json or protobuf"))?;
-    let max_packet = pick!(max_packet);
-    if max_packet == 0 {
-        bail!("--max-packet must be at least 1");
+    // A packet's length is three bytes on the wire.
+    let max_packet = in_range("--max-packet", pick!(max_packet), 1, 0xFF_FFFF)?;
+    let heartbeat = in_range("--heartbeat", pick!(heartbeat), 0, MAX_SECS)?;
+    let handshake_timeout = in_range("--handshake-timeout", pick!(handshake_timeout), 0, MAX_SECS)?;
+    let shutdown_timeout = in_range("--shutdown-timeout", pick!(shutdown_timeout), 0, MAX_SECS)?;
+    let max_inflated = at_least("--max-inflated", pick!(max_inflated), 1)?;
+    let send_queue = at_least("--send-queue", pick!(send_queue), 1)?;
+    let send_queue_bytes = at_least("--send-queue-bytes", pick!(send_queue_bytes), 1)?;
+    let max_response = at_least("--max-response", pick!(max_response), 1)?;
+    let max_connections = args.max_connections.or(file.max_connections);
+    if let Some(max) = max_connections {
+        at_least("--max-connections", max, 1)?;
+    }
+    let tls = match (
+        args.tls_cert.clone().or(file.tls_cert.clone()),
+        args.tls_key.clone().or(file.tls_key.clone()),
+    ) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => bail!("--tls-cert needs --tls-key (tls-key in the file): no key given"),
+        (None, Some(_)) => {
+            bail!("--tls-key needs --tls-cert (tls-cert in the file): no certificate given")
+        }
+    };
+    let web = args.web.clone().or(file.web.clone());
+    if let Some(web) = &web {
+        if !web.is_dir() {
+            bail!("--web {}: not a folder", web.display());
+        }
+        if ws.is_none() {
+            bail!("--web serves its folder on the WebSocket port, and no --ws listens");
+        }
     }
     let refuse_duplicate_login = if on_command_line("duplicate_login") {
         args.duplicate_login == "refuse"
@@ -383,8 +414,8 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
         config: Vec::new(),
         limits: Limits {
             call_timeout: Duration::from_millis(pick!(call_timeout_ms).max(1)),
-            max_memory: pick!(max_memory_mib) << 20,
-            fuel: args.fuel.or(file.fuel),
+            max_memory: max_memory("--max-memory-mib", pick!(max_memory_mib))?,
+            fuel: fuel("--fuel", args.fuel.or(file.fuel))?,
         },
         grants: Grants::default(),
         instances: 1,
@@ -394,21 +425,23 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
         .iter()
         .map(|component| {
             let mut options = defaults.clone();
+            let table = format!("[[component]] {}:", component.path.display());
             options.config = component.init_bytes();
             if let Some(ms) = component.call_timeout_ms {
                 options.limits.call_timeout = Duration::from_millis(ms.max(1));
             }
             if let Some(mib) = component.max_memory_mib {
-                options.limits.max_memory = mib << 20;
+                options.limits.max_memory = max_memory(&format!("{table} max-memory-mib"), mib)?;
             }
-            options.limits.fuel = component.fuel.or(options.limits.fuel);
+            options.limits.fuel =
+                fuel(&format!("{table} fuel"), component.fuel)?.or(options.limits.fuel);
             options.instances = component.instances.unwrap_or(options.instances);
             options.grants.clock = component.grants.contains(&Grant::Clock);
             options.grants.stdio = component.grants.contains(&Grant::Stdio);
             options.grants.env = component.env.clone().into_iter().collect();
-            (component.path.clone(), options)
+            Ok((component.path.clone(), options))
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let components = file
         .component
         .iter()
@@ -421,9 +454,9 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
         server_type,
         connection: ConnectionConfig {
             max_packet_body: max_packet,
-            max_inflated: pick!(max_inflated),
-            heartbeat: Duration::from_secs(pick!(heartbeat)),
-            handshake_timeout: Duration::from_secs(pick!(handshake_timeout)),
+            max_inflated,
+            heartbeat: Duration::from_secs(heartbeat),
+            handshake_timeout: Duration::from_secs(handshake_timeout),
             compress_handshake: pick!(compress_handshake),
             serializer: serializer.name().to_owned(),
         },
@@ -433,22 +466,18 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
             push_route_codes: pick!(push_route_codes),
         },
         push_routes: push_routes(&args.push_routes, file.push_routes.as_deref())?,
-        send_queue: pick!(send_queue),
-        send_queue_bytes: pick!(send_queue_bytes),
-        max_response: pick!(max_response),
+        send_queue,
+        send_queue_bytes,
+        max_response,
         kick_reasons: pick!(kick_reasons),
         refuse_duplicate_login,
         rate_limit: args.rate_limit.or(file.rate_limit).filter(|rate| *rate > 0),
-        max_connections: args.max_connections.or(file.max_connections),
+        max_connections,
         watch: pick!(watch),
-        shutdown_timeout: Duration::from_secs(pick!(shutdown_timeout)),
-        web: args.web.clone().or(file.web.clone()),
+        shutdown_timeout: Duration::from_secs(shutdown_timeout),
+        web,
         metrics: args.metrics.or(file.metrics),
-        tls: args
-            .tls_cert
-            .clone()
-            .zip(args.tls_key.clone())
-            .or(file.tls_cert.clone().zip(file.tls_key.clone())),
+        tls,
         cache_dir: if pick!(no_cache) {
             None
         } else {
@@ -463,6 +492,44 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
         components,
         cluster,
     })
+}
+
+/// The most seconds a duration setting may name: a day. Longer is a mistake (a heartbeat
+/// clients keep in 32-bit milliseconds, a deadline past the clock's range).
+const MAX_SECS: u64 = 86_400;
+
+/// `value`, or an error naming the setting when it is outside `low..=high`.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    name: &str,
+    value: T,
+    low: T,
+    high: T,
+) -> anyhow::Result<T> {
+    if value < low || value > high {
+        bail!("{name} must be from {low} to {high}, got {value}");
+    }
+    Ok(value)
+}
+
+/// `value`, or an error naming the setting when it is below `low`.
+fn at_least(name: &str, value: usize, low: usize) -> anyhow::Result<usize> {
+    if value < low {
+        bail!("{name} must be at least {low}, got {value}");
+    }
+    Ok(value)
+}
+
+/// A memory cap in MiB, as bytes: wasm32 memories hold at most 4 GiB.
+fn max_memory(name: &str, mib: usize) -> anyhow::Result<usize> {
+    Ok(in_range(name, mib, 1, 4096)? << 20)
+}
+
+/// A fuel budget: none, or at least one unit (0 would trap every call before it began).
+fn fuel(name: &str, fuel: Option<u64>) -> anyhow::Result<Option<u64>> {
+    match fuel {
+        Some(0) => bail!("{name} must be at least 1 (leave it out for no fuel budget), got 0"),
+        other => Ok(other),
+    }
 }
 
 /// The push routes for the dictionary: the command line's, else the file's. A route is sent as
@@ -510,10 +577,13 @@ fn component_tweaks(
             })?;
             let tweak = match key {
                 "call-timeout-ms" => Tweak::CallTimeout(Duration::from_millis(number.max(1))),
-                "max-memory-mib" => {
-                    Tweak::MaxMemory(usize::try_from(number)?.saturating_mul(1 << 20))
-                }
-                "fuel" => Tweak::Fuel(number),
+                "max-memory-mib" => Tweak::MaxMemory(max_memory(
+                    &format!("--limit {limit}: max-memory-mib"),
+                    usize::try_from(number).unwrap_or(usize::MAX),
+                )?),
+                "fuel" => Tweak::Fuel(
+                    fuel(&format!("--limit {limit}: fuel"), Some(number))?.unwrap_or(number),
+                ),
                 "instances" => match usize::try_from(number) {
                     Ok(count) if (1..=MAX_INSTANCES).contains(&count) => Tweak::Instances(count),
                     _ => bail!(
@@ -603,6 +673,13 @@ fn new_component(name: &str) -> anyhow::Result<()> {
     if !valid {
         bail!(
             "invalid component name {name:?}: start with a letter; use letters, digits, '_' and '-'"
+        );
+    }
+    if name.len() > pitaya_host::runtime::MAX_NAME {
+        bail!(
+            "invalid component name: {} bytes, and the host serves names of at most {}",
+            name.len(),
+            pitaya_host::runtime::MAX_NAME
         );
     }
     let dir = PathBuf::from(name);

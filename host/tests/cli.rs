@@ -206,3 +206,104 @@ fn a_bad_server_type_is_refused() -> Result<()> {
     );
     Ok(())
 }
+
+/// A setting out of its range stops the host with one line naming it, before anything loads:
+/// a value that would leave a useless server (no connection, no answer, a zero fuel budget), a
+/// deadline past the clock's range (a huge shutdown timeout once panicked at SIGTERM), or a
+/// packet size the protocol cannot express.
+#[test]
+fn a_setting_out_of_range_is_one_line_naming_it() -> Result<()> {
+    let echo = echo_wasm()?;
+    let missing = std::env::temp_dir().join("pitaya-host-no-such-folder");
+    for (args, names) in [
+        (
+            vec!["--shutdown-timeout", "9223372036854775807"],
+            "--shutdown-timeout",
+        ),
+        (vec!["--heartbeat", "100000"], "--heartbeat"),
+        (vec!["--max-connections", "0"], "--max-connections"),
+        (vec!["--max-response", "0"], "--max-response"),
+        (vec!["--send-queue", "0"], "--send-queue"),
+        (vec!["--max-packet", "16777216"], "--max-packet"),
+        (vec!["--max-memory-mib", "0"], "--max-memory-mib"),
+        (vec!["--max-memory-mib", "1"], "max-memory-mib is 1"),
+        (vec!["--fuel", "0"], "--fuel"),
+        (vec!["--limit", "echo=fuel:0"], "--limit echo=fuel:0"),
+        (vec!["--tls-cert", "cert.pem"], "--tls-key"),
+        (vec!["--web", missing.to_str().unwrap()], "--web"),
+    ] {
+        let stderr = fails(
+            host()
+                .args(["serve", "--tcp", "127.0.0.1:0"])
+                .args(&args)
+                .arg(&echo),
+        )?;
+        let lines = error_lines(&stderr);
+        assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+        assert!(
+            lines[0].contains(names),
+            "{args:?} must name {names}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    Ok(())
+}
+
+/// TLS may be split between the file and the flags like any other setting, and half of it in
+/// the file is refused as it is on the command line, never served as plain text.
+#[test]
+fn tls_halves_combine_across_the_file_and_the_flags() -> Result<()> {
+    let echo = echo_wasm()?;
+    let dir = std::env::temp_dir().join(format!("pitaya-host-tls-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let key_only = dir.join("key-only.toml");
+    std::fs::write(
+        &key_only,
+        "tcp = \"127.0.0.1:0\"\ntls-key = \"no-such-key.pem\"\n",
+    )?;
+    let cert_only = dir.join("cert-only.toml");
+    std::fs::write(
+        &cert_only,
+        "tcp = \"127.0.0.1:0\"\ntls-cert = \"no-such-cert.pem\"\n",
+    )?;
+    // The flag's certificate and the file's key make a pair: what fails is reading them.
+    let split = fails(
+        host()
+            .args(["serve", "--config"])
+            .arg(&key_only)
+            .args(["--tls-cert", "no-such-cert.pem"])
+            .arg(&echo),
+    );
+    let half = fails(
+        host()
+            .args(["serve", "--config"])
+            .arg(&cert_only)
+            .arg(&echo),
+    );
+    std::fs::remove_dir_all(&dir)?;
+    let split = split?;
+    let lines = error_lines(&split);
+    assert_eq!(lines.len(), 1, "{split}");
+    assert!(lines[0].contains("no-such-cert.pem"), "{split}");
+    let half = half?;
+    let lines = error_lines(&half);
+    assert_eq!(lines.len(), 1, "{half}");
+    assert!(lines[0].contains("--tls-cert needs --tls-key"), "{half}");
+    Ok(())
+}
+
+/// `new` refuses a name the host would refuse to serve.
+#[test]
+fn new_refuses_a_name_longer_than_the_host_serves() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("pitaya-host-new-long-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let name = "x".repeat(101);
+    let stderr = fails(host().args(["new", &name]).current_dir(&dir));
+    let created = dir.join(&name).exists();
+    std::fs::remove_dir_all(&dir)?;
+    let stderr = stderr?;
+    assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
+    assert!(stderr.contains("at most 100"), "{stderr}");
+    assert!(!created, "nothing is created for a refused name");
+    Ok(())
+}

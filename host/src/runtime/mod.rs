@@ -992,15 +992,28 @@ impl Runtime {
                 .map(|_| Shard::empty())
                 .collect();
             let shared = ComponentShared::new(&declared.name);
-            let start_error = |reason| LoadError::Start {
+            let limits = &spec.options.limits;
+            // wasmtime names neither setting when the memory cap or the fuel is too small.
+            let start_error = |reason: String| LoadError::Start {
                 path: path.clone(),
-                reason,
+                reason: if reason.contains("exceeds memory limits") {
+                    format!("{reason} (max-memory-mib is {})", limits.max_memory >> 20)
+                } else if reason.contains("all fuel consumed") {
+                    format!("{reason} (fuel is {})", limits.fuel.unwrap_or(0))
+                } else {
+                    reason
+                },
             };
             let first = instance
                 .restarted(spec.clone(), shared.clone(), Arc::downgrade(&shards[0]))
                 .await
                 .map_err(start_error)?;
-            let instances = Self::start_all(first, &shards, &path).await?;
+            let instances = Self::start_all(first, &shards, &path)
+                .await
+                .map_err(|error| match error {
+                    LoadError::Start { reason, .. } => start_error(reason),
+                    other => other,
+                })?;
             for (instance, shard) in instances.into_iter().zip(&shards) {
                 *shard.lock().await = Some(instance);
             }
