@@ -296,9 +296,12 @@ fn serve(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let server = Server::bind(config).await?;
+        // Before loading, which can take a second or more: a signal then is a graceful
+        // shutdown once the server is up, not a kill mid-load.
         let shutdown = shutdown_signal()?;
-        reload_on_hangup(server.reloader());
+        let hangups = reload_on_hangup();
+        let server = Server::bind(config).await?;
+        hangups(server.reloader());
         if let Some(addr) = server.tcp_addr() {
             println!("tcp://{addr}");
         }
@@ -622,25 +625,30 @@ fn component_tweaks(
     Ok(tweaks)
 }
 
-/// Reloads every component on SIGHUP.
-fn reload_on_hangup(reloader: Reloader) {
+/// Listens for SIGHUP now; the returned function, given the started server, reloads every
+/// component on each one.
+fn reload_on_hangup() -> impl FnOnce(Reloader) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        // Installed now, before the addresses are printed, for the same reason as above.
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; reload by file change only (--watch)");
-            return;
-        };
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading every component");
-                reloader.reload_all().await;
-            }
-        });
+        // Installed now, before loading, for the same reason as the shutdown's: a SIGHUP
+        // then reloads once the server is up instead of killing the process mid-load.
+        let hangups = signal(SignalKind::hangup());
+        move |reloader: Reloader| {
+            let Ok(mut hangups) = hangups else {
+                tracing::warn!("cannot listen for SIGHUP; reload by file change only (--watch)");
+                return;
+            };
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading every component");
+                    reloader.reload_all().await;
+                }
+            });
+        }
     }
     #[cfg(not(unix))]
-    let _ = reloader;
+    |_: Reloader| {}
 }
 
 /// The files of a new component crate, from guest-sdk/template.

@@ -307,3 +307,40 @@ fn new_refuses_a_name_longer_than_the_host_serves() -> Result<()> {
     assert!(!created, "nothing is created for a refused name");
     Ok(())
 }
+
+/// A SIGTERM that comes while the components load (here: compiled afresh, no cache) is a
+/// graceful shutdown once they have loaded, exit status 0, not a kill mid-load.
+#[cfg(unix)]
+#[test]
+fn a_sigterm_while_loading_shuts_down_gracefully() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = host()
+        .args(["serve", "--tcp", "127.0.0.1:0", "--no-cache"])
+        .arg(components_dir().join("lab.wasm"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting pitaya-host")?;
+    let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
+    let mut log = Vec::new();
+    for line in lines.by_ref() {
+        let line = line?;
+        let loading = line.contains("loading components");
+        log.push(line);
+        if loading {
+            break;
+        }
+    }
+    // The line comes before the compiling starts.
+    let pid = libc::pid_t::try_from(child.id())?;
+    // SAFETY: kill has no memory effects; the pid is our child's.
+    anyhow::ensure!(unsafe { libc::kill(pid, libc::SIGTERM) } == 0);
+    log.extend(lines.map_while(Result::ok));
+    let status = child.wait()?;
+    let log = log.join("\n");
+    anyhow::ensure!(status.success(), "exited with {status}:\n{log}");
+    anyhow::ensure!(log.contains("SIGTERM: shutting down"), "{log}");
+    Ok(())
+}
