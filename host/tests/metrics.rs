@@ -28,15 +28,19 @@ fn request(id: u8, route: &str) -> Vec<u8> {
 }
 
 fn get(addr: &str, path: &str) -> Result<String> {
+    send(addr, "GET", path)
+}
+
+fn send(addr: &str, method: &str, path: &str) -> Result<String> {
     let mut socket = TcpStream::connect(addr)?;
     socket.set_read_timeout(Some(Duration::from_secs(10)))?;
     // Written in two pieces on purpose: the endpoint must wait for the whole request head.
     socket
-        .write_all(format!("GET {path} HTTP/1.1\r\n").as_bytes())
-        .context("sending a GET")?;
+        .write_all(format!("{method} {path} HTTP/1.1\r\n").as_bytes())
+        .context("sending a request")?;
     socket
         .write_all(b"Host: x\r\n\r\n")
-        .context("sending a GET")?;
+        .context("sending a request")?;
     let mut response = String::new();
     socket
         .read_to_string(&mut response)
@@ -135,5 +139,6 @@ fn metrics_count_what_happened() -> Result<()> {
     ensure!(get(&metrics, "/healthz")?.starts_with("HTTP/1.1 200"));
     ensure!(get(&metrics, "/readyz")?.starts_with("HTTP/1.1 200"));
     ensure!(get(&metrics, "/other")?.starts_with("HTTP/1.1 404"));
+    ensure!(send(&metrics, "POST", "/metrics")?.starts_with("HTTP/1.1 405"));
     Ok(())
 }

@@ -400,11 +400,20 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             };
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut request = httparse::Request::new(&mut headers);
-            let path = match request.parse(&head) {
-                Ok(_) => request.path.unwrap_or("/").split('?').next().unwrap_or("/"),
-                Err(_) => "",
+            let (method, path) = match request.parse(&head) {
+                Ok(_) => (
+                    request.method.unwrap_or(""),
+                    request.path.unwrap_or("/").split('?').next().unwrap_or("/"),
+                ),
+                Err(_) => ("", ""),
             };
             let (status, content_type, body) = match path {
+                // Read-only endpoints: GET, as scrapers and probes send.
+                "/metrics" | "/healthz" | "/readyz" if method != "GET" => (
+                    "405 Method Not Allowed",
+                    "text/plain",
+                    "GET only\n".to_owned(),
+                ),
                 "/metrics" => (
                     "200 OK",
                     "text/plain; version=0.0.4; charset=utf-8",
