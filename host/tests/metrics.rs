@@ -44,7 +44,7 @@ fn send(addr: &str, method: &str, path: &str) -> Result<String> {
     let mut response = String::new();
     socket
         .read_to_string(&mut response)
-        .context("reading the answer to a GET")?;
+        .context("reading the answer")?;
     Ok(response)
 }
 
