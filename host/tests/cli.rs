@@ -344,3 +344,46 @@ fn a_sigterm_while_loading_shuts_down_gracefully() -> Result<()> {
     anyhow::ensure!(log.contains("SIGTERM: shutting down"), "{log}");
     Ok(())
 }
+
+/// Options for a component that is not loaded (a misspelt name) get one warning per name,
+/// saying which options named it.
+#[cfg(unix)]
+#[test]
+fn options_for_a_component_not_loaded_are_one_warning_naming_them() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = host()
+        .args(["serve", "--tcp", "127.0.0.1:0"])
+        .args([
+            "--grant",
+            "ehco=clock",
+            "--limit",
+            "ehco=fuel:5,instances:2",
+        ])
+        .arg(echo_wasm()?)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting pitaya-host")?;
+    let mut log = Vec::new();
+    // The connection cap is logged after the components are checked.
+    for line in BufReader::new(child.stderr.take().context("no stderr")?).lines() {
+        let line = line?;
+        let done = line.contains("connections");
+        log.push(line);
+        if done {
+            break;
+        }
+    }
+    child.kill()?;
+    child.wait()?;
+    let warnings: Vec<_> = log.iter().filter(|l| l.contains("not loaded")).collect();
+    anyhow::ensure!(warnings.len() == 1, "{log:#?}");
+    anyhow::ensure!(
+        warnings[0].contains("component=\"ehco\"")
+            && warnings[0].contains("options=\"--grant, --limit\""),
+        "{log:#?}"
+    );
+    Ok(())
+}

@@ -137,6 +137,19 @@ pub enum Tweak {
     Instances(usize),
 }
 
+impl Tweak {
+    /// The command-line option that gives it.
+    pub fn option(&self) -> &'static str {
+        match self {
+            Tweak::CallTimeout(_) | Tweak::MaxMemory(_) | Tweak::Fuel(_) | Tweak::Instances(_) => {
+                "--limit"
+            }
+            Tweak::Clock | Tweak::Stdio | Tweak::Env(..) => "--grant",
+            Tweak::Init(_) => "--init",
+        }
+    }
+}
+
 impl ComponentOptions {
     /// Applies one change.
     pub fn apply(&mut self, tweak: &Tweak) {

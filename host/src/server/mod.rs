@@ -280,13 +280,21 @@ impl Server {
                 "component loaded"
             );
         }
-        for (name, _) in &config.component_tweaks {
+        // One warning per name, saying which options named it.
+        let mut unknown: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+            Default::default();
+        for (name, tweak) in &config.component_tweaks {
             if !loaded.iter().any(|component| component.name() == name) {
-                tracing::warn!(
-                    component = name,
-                    "options given for a component that is not loaded; check the name"
-                );
+                unknown.entry(name).or_default().insert(tweak.option());
             }
+        }
+        for (name, options) in unknown {
+            let options = options.into_iter().collect::<Vec<_>>().join(", ");
+            tracing::warn!(
+                component = name,
+                options,
+                "options given for a component that is not loaded; check the name"
+            );
         }
         let router = Router::new(&config.server_type, loaded, &config.push_routes)?;
         // Host functions encode coded push routes with the dictionary of the start: a reload
