@@ -252,8 +252,14 @@ struct ServeArgs {
 fn main() {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let info = || tracing_subscriber::EnvFilter::new("info");
+    let (filter, bad_filter) = match std::env::var("RUST_LOG") {
+        Ok(spec) => match tracing_subscriber::EnvFilter::try_new(&spec) {
+            Ok(filter) => (filter, None),
+            Err(error) => (info(), Some((spec, error))),
+        },
+        Err(_) => (info(), None),
+    };
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
@@ -262,6 +268,9 @@ fn main() {
     } else {
         logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
+    }
+    if let Some((spec, error)) = bad_filter {
+        tracing::warn!("RUST_LOG={spec:?} is not a log filter ({error}); logging at info");
     }
     let result = match cli.command {
         Command::Serve(args) => match matches.subcommand_matches("serve") {
