@@ -345,29 +345,19 @@ fn a_sigterm_while_loading_shuts_down_gracefully() -> Result<()> {
     Ok(())
 }
 
-/// Options for a component that is not loaded (a misspelt name) get one warning per name,
-/// saying which options named it.
+/// The host's stderr up to the line that gives its connection cap (logged once the components
+/// are loaded and checked); the host is then stopped.
 #[cfg(unix)]
-#[test]
-fn options_for_a_component_not_loaded_are_one_warning_naming_them() -> Result<()> {
+fn start_log(command: &mut Command) -> Result<Vec<String>> {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    let mut child = host()
-        .args(["serve", "--tcp", "127.0.0.1:0"])
-        .args([
-            "--grant",
-            "ehco=clock",
-            "--limit",
-            "ehco=fuel:5,instances:2",
-        ])
-        .arg(echo_wasm()?)
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .context("starting pitaya-host")?;
     let mut log = Vec::new();
-    // The connection cap is logged after the components are checked.
     for line in BufReader::new(child.stderr.take().context("no stderr")?).lines() {
         let line = line?;
         let done = line.contains("connections");
@@ -378,11 +368,48 @@ fn options_for_a_component_not_loaded_are_one_warning_naming_them() -> Result<()
     }
     child.kill()?;
     child.wait()?;
+    Ok(log)
+}
+
+/// Options for a component that is not loaded (a misspelt name) get one warning per name,
+/// saying which options named it.
+#[cfg(unix)]
+#[test]
+fn options_for_a_component_not_loaded_are_one_warning_naming_them() -> Result<()> {
+    let log = start_log(
+        host()
+            .args(["serve", "--tcp", "127.0.0.1:0"])
+            .args([
+                "--grant",
+                "ehco=clock",
+                "--limit",
+                "ehco=fuel:5,instances:2",
+            ])
+            .arg(echo_wasm()?),
+    )?;
     let warnings: Vec<_> = log.iter().filter(|l| l.contains("not loaded")).collect();
     anyhow::ensure!(warnings.len() == 1, "{log:#?}");
     anyhow::ensure!(
         warnings[0].contains("component=\"ehco\"")
             && warnings[0].contains("options=\"--grant, --limit\""),
+        "{log:#?}"
+    );
+    Ok(())
+}
+
+/// A RUST_LOG that is not a filter is said, not silently replaced by the default.
+#[cfg(unix)]
+#[test]
+fn a_rust_log_that_is_not_a_filter_is_said() -> Result<()> {
+    let log = start_log(
+        host()
+            .env("RUST_LOG", "garbage===")
+            .args(["serve", "--tcp", "127.0.0.1:0"])
+            .arg(echo_wasm()?),
+    )?;
+    anyhow::ensure!(
+        log.iter()
+            .any(|l| l.contains("RUST_LOG=\"garbage===\" is not a log filter")),
         "{log:#?}"
     );
     Ok(())
