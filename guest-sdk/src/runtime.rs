@@ -148,19 +148,12 @@ pub(crate) fn reset() {
 pub(crate) fn reload<C: Component>(config: Vec<u8>) -> Result<(), String> {
     // A panic in the new instance's init or import fails the reload, as a trap does on the
     // real host; the old instance keeps serving.
-    let unpanicked = |outcome: std::thread::Result<Result<(), String>>, hook: &str| {
-        outcome.unwrap_or_else(|_| Err(format!("{hook} panicked")))
-    };
+    fn caught<R>(hook: &str, call: impl FnOnce() -> Result<R, String>) -> Result<R, String> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
+            .unwrap_or_else(|_| Err(format!("{hook} panicked")))
+    }
     let state = export_state::<C>();
-    let mut fresh = None;
-    unpanicked(
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            fresh = Some(C::init(config)?);
-            Ok(())
-        })),
-        "init",
-    )?;
-    let fresh = fresh.expect("init returned Ok");
+    let fresh = caught("init", || C::init(config))?;
     let swap = |instance: Option<Box<dyn Any>>| {
         INSTANCE.with(|slot| match slot.try_borrow_mut() {
             Ok(mut slot) => Ok(std::mem::replace(&mut *slot, instance)),
@@ -169,10 +162,7 @@ pub(crate) fn reload<C: Component>(config: Vec<u8>) -> Result<(), String> {
     };
     let old = swap(Some(Box::new(fresh)))?;
     if let Some(state) = state
-        && let Err(error) = unpanicked(
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| import_state::<C>(state))),
-            "import-state",
-        )
+        && let Err(error) = caught("import-state", || import_state::<C>(state))
     {
         swap(old)?;
         return Err(error);

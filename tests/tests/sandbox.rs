@@ -45,6 +45,14 @@ fn error_code(m: &Message) -> std::result::Result<String, String> {
     }
 }
 
+/// Sends `hostile.trap` and returns what its response's error code is (see [`error_code`]).
+async fn trap(c: &mut Client) -> Result<std::result::Result<String, String>> {
+    let id = c.next_id();
+    c.send_request(id, "hostile.trap", b"{}").await?;
+    let (m, _) = response_at(c, id, Duration::from_secs(10)).await?;
+    Ok(error_code(&m))
+}
+
 // ------------------------------------------------------------------------------------------ hostile routes
 
 struct HostileRun {
@@ -230,10 +238,7 @@ async fn an_instance_replaced_again_and_again_reuses_its_slot() -> Result<()> {
         server.log_tail(30)
     );
     for n in 1..=TRAPS {
-        let id = c.next_id();
-        c.send_request(id, "hostile.trap", b"{}").await?;
-        let (m, _) = response_at(&mut c, id, Duration::from_secs(10)).await?;
-        let code = error_code(&m);
+        let code = trap(&mut c).await?;
         ensure!(
             code.as_deref() == Ok("PIT-503"),
             "trap {n} of {TRAPS} answered {code:?}\n{}",
@@ -350,12 +355,10 @@ async fn an_instance_has_only_so_many_timers() -> Result<()> {
     server
         .wait_log("timer refused", Duration::from_secs(10))
         .await?;
-    let id = c.next_id();
-    c.send_request(id, "hostile.trap", b"{}").await?;
-    let (m, _) = response_at(&mut c, id, Duration::from_secs(10)).await?;
+    let code = trap(&mut c).await?;
     ensure!(
-        error_code(&m).as_deref() == Ok("PIT-503"),
-        "the trap answered {m:?}"
+        code.as_deref() == Ok("PIT-503"),
+        "the trap answered {code:?}"
     );
     let set = call(&mut c, "hostile.timers", &json!({"count": 5})).await?;
     ensure!(
@@ -371,10 +374,8 @@ async fn an_instance_has_only_so_many_timers() -> Result<()> {
 async fn a_trap_is_logged_one_line_for_the_panic_and_one_for_the_failure() -> Result<()> {
     let server = Server::start(ServerOptions::default().components(&["hostile.wasm"])).await?;
     let mut c = server.connect_ready(Transport::Tcp).await?;
-    let id = c.next_id();
-    c.send_request(id, "hostile.trap", b"{}").await?;
-    let (m, _) = response_at(&mut c, id, Duration::from_secs(10)).await?;
-    ensure!(error_code(&m).as_deref() == Ok("PIT-503"), "{m:?}");
+    let code = trap(&mut c).await?;
+    ensure!(code.as_deref() == Ok("PIT-503"), "{code:?}");
     let panic = server
         .wait_log("component panicked", Duration::from_secs(5))
         .await?;

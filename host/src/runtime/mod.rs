@@ -182,6 +182,26 @@ pub(crate) struct ComponentSpec {
     pub(crate) metered: bool,
 }
 
+impl ComponentSpec {
+    /// The error of a component that failed to start (`info`, `init`, an instance), naming
+    /// the limit it ran into where wasmtime names neither: a memory cap or a fuel budget too
+    /// small for it.
+    fn start_error(&self, reason: String) -> LoadError {
+        let limits = &self.options.limits;
+        let reason = if reason.contains("exceeds memory limits") {
+            format!("{reason} (max-memory-mib is {})", limits.max_memory >> 20)
+        } else if reason.contains("all fuel consumed") {
+            format!("{reason} (fuel is {})", limits.fuel.unwrap_or(0))
+        } else {
+            reason
+        };
+        LoadError::Start {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+}
+
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -926,10 +946,7 @@ impl Runtime {
             });
         }
         let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
-        let start_error = |reason| LoadError::Start {
-            path: path.to_owned(),
-            reason,
-        };
+        let start_error = |reason| spec.start_error(reason);
         // The handler names come from `info`, just below.
         let mut instance = Instance::start(
             pre,
@@ -952,12 +969,9 @@ impl Runtime {
     async fn start_all(
         first: Instance,
         shards: &[Arc<Shard>],
-        path: &std::path::Path,
+        spec: &ComponentSpec,
     ) -> Result<Vec<Instance>, LoadError> {
-        let start_error = |reason| LoadError::Start {
-            path: path.to_owned(),
-            reason,
-        };
+        let start_error = |reason| spec.start_error(reason);
         let mut instances = Vec::with_capacity(shards.len());
         for (index, shard) in shards.iter().enumerate().skip(1) {
             instances.push(
@@ -1005,28 +1019,11 @@ impl Runtime {
                 .map(|_| Shard::empty())
                 .collect();
             let shared = ComponentShared::new(&declared.name);
-            let limits = &spec.options.limits;
-            // wasmtime names neither setting when the memory cap or the fuel is too small.
-            let start_error = |reason: String| LoadError::Start {
-                path: path.clone(),
-                reason: if reason.contains("exceeds memory limits") {
-                    format!("{reason} (max-memory-mib is {})", limits.max_memory >> 20)
-                } else if reason.contains("all fuel consumed") {
-                    format!("{reason} (fuel is {})", limits.fuel.unwrap_or(0))
-                } else {
-                    reason
-                },
-            };
             let first = instance
                 .restarted(spec.clone(), shared.clone(), Arc::downgrade(&shards[0]))
                 .await
-                .map_err(start_error)?;
-            let instances = Self::start_all(first, &shards, &path)
-                .await
-                .map_err(|error| match error {
-                    LoadError::Start { reason, .. } => start_error(reason),
-                    other => other,
-                })?;
+                .map_err(|reason| spec.start_error(reason))?;
+            let instances = Self::start_all(first, &shards, &spec).await?;
             for (instance, shard) in instances.into_iter().zip(&shards) {
                 *shard.lock().await = Some(instance);
             }
@@ -1067,7 +1064,7 @@ impl Runtime {
                 new: declared.name,
             });
         }
-        let mut instances = Self::start_all(first, &handle.shards, &path).await?;
+        let mut instances = Self::start_all(first, &handle.shards, &handle.spec).await?;
         // Every shard is taken, in order, once the calls waiting for it have run; no call
         // holds one shard while waiting for another, so this cannot deadlock. Until the end,
         // nothing runs on the old build but its exports.
@@ -1127,10 +1124,7 @@ impl Runtime {
                 options,
                 metered: self.metered,
             };
-            let start_error = |reason| LoadError::Start {
-                path: spec.path.clone(),
-                reason,
-            };
+            let start_error = |reason| spec.start_error(reason);
             let placeholder = ComponentShared::new(PROVISIONAL_NAME);
             let (instance, declared) = self.prepare(&spec, placeholder, Weak::new()).await?;
             let shared = ComponentShared::new(&declared.name);

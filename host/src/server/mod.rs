@@ -456,7 +456,7 @@ impl Server {
             shared
                 .router
                 .components()
-                .map(|component| async move { component.shutdown().await }),
+                .map(|component| component.shutdown()),
         );
         let hooks_deadline = deadline.max(tokio::time::Instant::now() + HOOKS_AT_LEAST);
         if tokio::time::timeout_at(hooks_deadline, hooks)
