@@ -5,7 +5,7 @@
 //! a handler codes its routes after the old ones.
 
 use std::collections::{HashSet, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -93,18 +93,19 @@ async fn load(
     Ok((c, answers))
 }
 
-#[tokio::test]
-async fn hot_reload_under_load_keeps_clients_and_state() -> Result<()> {
-    const CLIENTS: usize = 200;
-    let lab = components_dir().join("lab.wasm");
+/// A host started with `--watch` on a copy of the component `file` in a folder of its own:
+/// the folder (kept for as long as the test needs the copy), the copy's path, the build's
+/// bytes and the host.
+async fn watching(tag: &str, file: &str) -> Result<(TempDir, PathBuf, Vec<u8>, Server)> {
+    let original = components_dir().join(file);
     ensure!(
-        lab.is_file(),
+        original.is_file(),
         "the component {} does not exist: run `cargo xtask test` (or build it and set PITAYA_COMPONENTS_DIR)",
-        lab.display()
+        original.display()
     );
-    let build = std::fs::read(&lab)?;
-    let dir = TempDir::new("reload")?;
-    let served = dir.0.join("lab.wasm");
+    let build = std::fs::read(&original)?;
+    let dir = TempDir::new(tag)?;
+    let served = dir.0.join(file);
     std::fs::write(&served, &build)?;
     let server = Server::start(
         ServerOptions::default()
@@ -112,6 +113,13 @@ async fn hot_reload_under_load_keeps_clients_and_state() -> Result<()> {
             .arg("--watch"),
     )
     .await?;
+    Ok((dir, served, build, server))
+}
+
+#[tokio::test]
+async fn hot_reload_under_load_keeps_clients_and_state() -> Result<()> {
+    const CLIENTS: usize = 200;
+    let (_dir, served, build, server) = watching("reload", "lab.wasm").await?;
 
     // 200 sessions, half TCP, half WebSocket, connected 25 at a time.
     let mut clients = Vec::with_capacity(CLIENTS);
@@ -422,16 +430,7 @@ async fn a_reload_codes_the_routes_it_adds_after_the_old_ones() -> Result<()> {
 /// reloads it when it comes back.
 #[tokio::test]
 async fn a_watched_file_that_goes_away_is_logged_and_reloaded_when_back() -> Result<()> {
-    let build = std::fs::read(components_dir().join("echo.wasm"))?;
-    let dir = TempDir::new("watch-gone")?;
-    let served = dir.0.join("echo.wasm");
-    std::fs::write(&served, &build)?;
-    let server = Server::start(
-        ServerOptions::default()
-            .components(&[served.to_str().context("temp path is not UTF-8")?])
-            .arg("--watch"),
-    )
-    .await?;
+    let (_dir, served, build, server) = watching("watch-gone", "echo.wasm").await?;
     std::fs::remove_file(&served)?;
     server
         .wait_log("file gone", Duration::from_secs(10))
