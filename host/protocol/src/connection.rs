@@ -197,14 +197,14 @@ impl Connection {
                 Err(error) => return Err(self.fail(error.into())),
             };
             self.last_received = now;
-            if let Err(error) = self.handle_packet(packet) {
+            if let Err(error) = self.handle_packet(packet, now) {
                 return Err(self.fail(error));
             }
         }
         Ok(())
     }
 
-    fn handle_packet(&mut self, packet: Packet) -> Result<(), ProtocolError> {
+    fn handle_packet(&mut self, packet: Packet, now: Instant) -> Result<(), ProtocolError> {
         let unexpected = ProtocolError::UnexpectedPacket {
             kind: packet.kind,
             state: self.state,
@@ -232,9 +232,13 @@ impl Connection {
             (PacketType::HandshakeAck, State::HandshakeSent) => {
                 self.state = State::Working;
                 self.events.push_back(Event::Ready);
+                self.heartbeat_within_half_an_interval(now);
                 Ok(())
             }
-            (PacketType::Heartbeat, _) => Ok(()),
+            (PacketType::Heartbeat, _) => {
+                self.heartbeat_within_half_an_interval(now);
+                Ok(())
+            }
             (PacketType::Data, State::Working) => {
                 let message =
                     decode_message_bytes(&packet.body, &self.dict, self.config.max_inflated)?;
@@ -247,6 +251,25 @@ impl Connection {
                 }
             }
             _ => Err(unexpected),
+        }
+    }
+
+    /// Brings the next server heartbeat to at most half an interval after `now`, when the client
+    /// has just acked or sent a heartbeat.
+    ///
+    /// pomelo's client sends its heartbeat one interval after it *receives* one, and ignores a
+    /// heartbeat that arrives while its own is pending. A server that only beats every interval
+    /// lands each beat just before that client's timer fires, so the client beats every other
+    /// interval: a silence of 2 × `heartbeat` plus timer drift, which the liveness deadline cuts
+    /// off. A beat half an interval after the client's always finds it waiting, so such a client
+    /// beats every 1.5 intervals at most. Clients that beat on their own timer (libpitaya) see one
+    /// beat an interval as before, and one that beats more often gets at most two an interval.
+    fn heartbeat_within_half_an_interval(&mut self, now: Instant) {
+        if let Some(next) = self.next_heartbeat
+            && let Some(soon) = self.after(now, self.config.heartbeat / 2)
+            && soon < next
+        {
+            self.next_heartbeat = Some(soon);
         }
     }
 
@@ -473,6 +496,11 @@ pub fn kick_packet(reason: Option<&str>) -> Bytes {
     body.push(b'}');
     packet_bytes(PacketType::Kick, &body)
         .unwrap_or_else(|_| Bytes::from_static(&[PacketType::Kick as u8, 0, 0, 0]))
+}
+
+/// A Kick packet whose body is `{}`: pomelo's kick without a reason.
+pub fn kick_packet_without_reason() -> Bytes {
+    Bytes::from_static(&[PacketType::Kick as u8, 0, 0, 2, b'{', b'}'])
 }
 
 /// A Heartbeat packet: `03 00 00 00`.
