@@ -37,6 +37,7 @@ pub mod serializer;
 
 pub use connection::{
     Connection, ConnectionConfig, Event, ProtocolError, State, heartbeat_packet, kick_packet,
+    kick_packet_without_reason,
 };
 pub use dict::RouteDict;
 pub use handshake::{

@@ -616,12 +616,16 @@ impl HostContext {
         self.cluster.get()
     }
 
-    /// The Kick packet for `reason`, with a body only when kick reasons are on.
+    /// The Kick packet for `reason`, with a body only when kick reasons are on: then `{}` for a
+    /// kick without one, as pomelo sends, whose web client parses every kick's body as JSON.
     pub fn kick_packet(&self, reason: Option<&str>) -> Bytes {
-        let reason = reason
-            .filter(|_| self.kick_reasons)
-            .map(|reason| crate::clip(reason, MAX_REASON));
-        pitaya_protocol::kick_packet(reason.as_deref())
+        if !self.kick_reasons {
+            return pitaya_protocol::kick_packet(None);
+        }
+        match reason {
+            Some(reason) => pitaya_protocol::kick_packet(Some(&crate::clip(reason, MAX_REASON))),
+            None => pitaya_protocol::kick_packet_without_reason(),
+        }
     }
 }
 
