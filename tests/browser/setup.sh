@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Prepares the browser test: Debian's Chromium, Node.js and npm, and the npm packages
-# (playwright-core). Idempotent.
+# Prepares the browser test and the pomelo client test: Debian's Chromium, Node.js and npm, and
+# the npm packages (playwright-core; pomelo-cocos2d-js and ws). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")"
 

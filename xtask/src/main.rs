@@ -290,5 +290,14 @@ fn test() -> anyhow::Result<()> {
             .env("PITAYA_COMPONENTS_DIR", &components)
             .env("XDG_CACHE_HOME", &cache),
     )
-    .context("the browser test")
+    .context("the browser test")?;
+    // A client we did not write: pomelo's web client from npm, in Node.js, set up by setup.sh too.
+    run_command(
+        Command::new("node")
+            .arg(browser.join("pomelo.mjs"))
+            .env("PITAYA_HOST_BIN", host_binary())
+            .env("PITAYA_COMPONENTS_DIR", &components)
+            .env("XDG_CACHE_HOME", &cache),
+    )
+    .context("the pomelo client test")
 }
