@@ -149,6 +149,8 @@ pub struct Connection {
     latest_now: Instant,
     /// When the next server heartbeat is due; `None` until the handshake is accepted.
     next_heartbeat: Option<Instant>,
+    /// When the client last acked or sent a heartbeat (see [`Connection::client_beat`]).
+    last_beat: Option<Instant>,
 }
 
 impl Connection {
@@ -166,6 +168,7 @@ impl Connection {
             last_received: now,
             latest_now: now,
             next_heartbeat: None,
+            last_beat: None,
         }
     }
 
@@ -232,11 +235,11 @@ impl Connection {
             (PacketType::HandshakeAck, State::HandshakeSent) => {
                 self.state = State::Working;
                 self.events.push_back(Event::Ready);
-                self.heartbeat_within_half_an_interval(now);
+                self.client_beat(now);
                 Ok(())
             }
             (PacketType::Heartbeat, _) => {
-                self.heartbeat_within_half_an_interval(now);
+                self.client_beat(now);
                 Ok(())
             }
             (PacketType::Data, State::Working) => {
@@ -254,18 +257,26 @@ impl Connection {
         }
     }
 
-    /// Brings the next server heartbeat to at most half an interval after `now`, when the client
-    /// has just acked or sent a heartbeat.
+    /// The client acked or sent a heartbeat at `now`. After its ack, or a heartbeat that came more
+    /// than 1.25 intervals after its last, the next server heartbeat is brought to at most half
+    /// an interval later.
     ///
     /// pomelo's client sends its heartbeat one interval after it *receives* one, and ignores a
     /// heartbeat that arrives while its own is pending. A server that only beats every interval
     /// lands each beat just before that client's timer fires, so the client beats every other
     /// interval: a silence of 2 × `heartbeat` plus timer drift, which the liveness deadline cuts
     /// off. A beat half an interval after the client's always finds it waiting, so such a client
-    /// beats every 1.5 intervals at most. Clients that beat on their own timer (libpitaya) see one
-    /// beat an interval as before, and one that beats more often gets at most two an interval.
-    fn heartbeat_within_half_an_interval(&mut self, now: Instant) {
-        if let Some(next) = self.next_heartbeat
+    /// beats every 1.5 intervals. A client that beats every interval, on its own timer (libpitaya)
+    /// or in answer to the server's (pitaya-bench), never gaps that long after its first beat,
+    /// so it sees one server heartbeat an interval, as before.
+    fn client_beat(&mut self, now: Instant) {
+        let late = self.last_beat.is_none_or(|last| {
+            self.after(last, self.config.heartbeat.saturating_mul(5) / 4)
+                .is_some_and(|limit| now > limit)
+        });
+        self.last_beat = Some(now);
+        if late
+            && let Some(next) = self.next_heartbeat
             && let Some(soon) = self.after(now, self.config.heartbeat / 2)
             && soon < next
         {

@@ -610,11 +610,15 @@ fn a_late_host_gets_one_heartbeat_not_a_burst() {
     assert_eq!(h.conn.poll_timeout(), Some(h.at(115 * SECOND)));
 }
 
-/// pomelo's web client answers a heartbeat one interval after it receives it, and drops one that
-/// arrives while its answer is pending. Played here with a 1 s interval: the client never goes
-/// 2 s without a packet, though each of the host's own beats lands while its answer is pending.
-#[test]
-fn a_client_that_answers_heartbeats_late_stays_alive() {
+/// A client that answers each server heartbeat it takes `answer_after` later; with
+/// `drops_while_pending`, a heartbeat that arrives while its answer is pending is dropped, as
+/// pomelo's web client does. Plays 30 s at a 1 s interval, each server heartbeat reaching the
+/// client 1 ms after it is sent, and returns when the client's and the server's heartbeats went
+/// out.
+fn play_heartbeats(
+    answer_after: Duration,
+    drops_while_pending: bool,
+) -> (Vec<Duration>, Vec<Duration>) {
     const MS: Duration = Duration::from_millis(1);
     let config = ConnectionConfig {
         heartbeat: SECOND,
@@ -625,32 +629,60 @@ fn a_client_that_answers_heartbeats_late_stays_alive() {
     h.conn.accept_handshake().unwrap();
     h.transmits();
     h.receive(ACK, MS).unwrap();
-    let mut pending: Option<Duration> = None; // when the client's answer goes out
-    let mut client_sent = vec![MS];
+    let mut pending: Vec<Duration> = Vec::new(); // when the client's answers go out
+    let (mut client, mut server) = (vec![MS], Vec::new());
     let mut now = Duration::ZERO;
     while now < 30 * SECOND {
         now += MS;
-        if pending.is_some_and(|at| at <= now) {
-            pending = None;
+        if pending.first().is_some_and(|&at| at <= now) {
+            pending.remove(0);
             h.receive(HEARTBEAT, now).unwrap();
-            client_sent.push(now);
+            client.push(now);
         }
         h.timeout(now).unwrap();
-        // Each beat reaches the client 1 ms later; its timer fires 2 ms late.
-        if !h.transmits().is_empty() && pending.is_none() {
-            pending = Some(now + SECOND + 3 * MS);
+        if !h.transmits().is_empty() {
+            server.push(now);
+            if pending.is_empty() || !drops_while_pending {
+                pending.push(now + MS + answer_after);
+            }
         }
     }
     assert_eq!(h.conn.state(), State::Working);
-    let longest = client_sent.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    (client, server)
+}
+
+fn longest_gap(times: &[Duration]) -> Duration {
+    times.windows(2).map(|w| w[1] - w[0]).max().unwrap()
+}
+
+/// pomelo's web client answers a heartbeat one interval after it receives it (here its timer
+/// fires 2 ms late) and drops one that arrives while its answer is pending. Against beats exactly
+/// one interval apart it would answer every other one, 2 s apart, and time out; here it never
+/// goes 1.6 s without a packet.
+#[test]
+fn a_client_that_answers_heartbeats_an_interval_late_stays_alive() {
+    let (client, _) = play_heartbeats(SECOND + Duration::from_millis(2), true);
+    let longest = longest_gap(&client);
     assert!(
-        longest <= 1600 * MS,
+        longest <= Duration::from_millis(1600),
         "the client was silent for {longest:?}"
     );
+    assert!(client.len() >= 18, "{} client beats", client.len());
+}
+
+/// A client that answers each heartbeat at once (as pitaya-bench does) still gets one an
+/// interval: the half-interval beat is not a reply to every client heartbeat.
+#[test]
+fn a_client_that_answers_heartbeats_at_once_gets_one_an_interval() {
+    let (client, server) = play_heartbeats(Duration::from_millis(1), false);
     assert!(
-        client_sent.len() >= 20,
-        "{} client beats",
-        client_sent.len()
+        (29..=31).contains(&server.len()),
+        "{} server beats in 30 s",
+        server.len()
+    );
+    assert!(
+        longest_gap(&client) <= Duration::from_millis(1010),
+        "{client:?}"
     );
 }
 
