@@ -283,21 +283,16 @@ fn test() -> anyhow::Result<()> {
     let browser = root().join("tests").join("browser");
     run_command(Command::new("bash").arg(browser.join("setup.sh")))
         .context("setting up the browser test")?;
-    run_command(
-        Command::new("node")
-            .arg(browser.join("run.mjs"))
+    let node = |script: &str| {
+        let mut command = Command::new("node");
+        command
+            .arg(browser.join(script))
             .env("PITAYA_HOST_BIN", host_binary())
             .env("PITAYA_COMPONENTS_DIR", &components)
-            .env("XDG_CACHE_HOME", &cache),
-    )
-    .context("the browser test")?;
+            .env("XDG_CACHE_HOME", &cache);
+        command
+    };
+    run_command(&mut node("run.mjs")).context("the browser test")?;
     // A client we did not write: pomelo's web client from npm, in Node.js, set up by setup.sh too.
-    run_command(
-        Command::new("node")
-            .arg(browser.join("pomelo.mjs"))
-            .env("PITAYA_HOST_BIN", host_binary())
-            .env("PITAYA_COMPONENTS_DIR", &components)
-            .env("XDG_CACHE_HOME", &cache),
-    )
-    .context("the pomelo client test")
+    run_command(&mut node("pomelo.mjs")).context("the pomelo client test")
 }

@@ -90,6 +90,19 @@ impl Harness {
         h
     }
 
+    /// Handshake at t=0 with a `heartbeat` interval, accepted at once.
+    fn answered_with_heartbeat(heartbeat: Duration) -> Self {
+        let config = ConnectionConfig {
+            heartbeat,
+            ..ConnectionConfig::default()
+        };
+        let mut h = Self::with(config, RouteDict::default());
+        h.receive(HANDSHAKE, Duration::ZERO).unwrap();
+        h.conn.accept_handshake().unwrap();
+        h.transmits();
+        h
+    }
+
     fn working(offset: Duration) -> Self {
         let mut h = Self::handshake_sent(offset);
         h.receive(ACK, offset).unwrap();
@@ -586,14 +599,7 @@ fn partial_packets_are_not_a_sign_of_life() {
 
 #[test]
 fn liveness_counts_from_the_handshake_while_waiting_for_the_ack() {
-    let config = ConnectionConfig {
-        heartbeat: SECOND,
-        ..ConnectionConfig::default()
-    };
-    let mut h = Harness::with(config, RouteDict::default());
-    h.receive(HANDSHAKE, Duration::ZERO).unwrap();
-    h.conn.accept_handshake().unwrap();
-    h.transmits();
+    let mut h = Harness::answered_with_heartbeat(SECOND);
     h.timeout(SECOND).unwrap();
     assert_eq!(h.transmits(), [Bytes::from_static(HEARTBEAT)]);
     assert_eq!(h.timeout(2 * SECOND), Err(ProtocolError::HeartbeatTimeout));
@@ -620,14 +626,7 @@ fn play_heartbeats(
     drops_while_pending: bool,
 ) -> (Vec<Duration>, Vec<Duration>) {
     const MS: Duration = Duration::from_millis(1);
-    let config = ConnectionConfig {
-        heartbeat: SECOND,
-        ..ConnectionConfig::default()
-    };
-    let mut h = Harness::with(config, RouteDict::default());
-    h.receive(HANDSHAKE, Duration::ZERO).unwrap();
-    h.conn.accept_handshake().unwrap();
-    h.transmits();
+    let mut h = Harness::answered_with_heartbeat(SECOND);
     h.receive(ACK, MS).unwrap();
     let mut pending: Vec<Duration> = Vec::new(); // when the client's answers go out
     let (mut client, mut server) = (vec![MS], Vec::new());
