@@ -95,7 +95,8 @@ impl Group {
     }
 
     /// Creates the group, empty. Returns `false` if it exists already, or the host cannot make
-    /// it (a name over 256 bytes, or a million groups already). There is seldom a need:
+    /// it (a name over 256 bytes, a million groups already, or this component has made its
+    /// share of them: a million divided by the components the host runs). There is seldom a need:
     /// [`Group::add`] creates the group when it does not exist.
     ///
     /// ```
@@ -120,8 +121,7 @@ impl Group {
     }
 
     /// Adds a session, creating the group if needed. Returns `false` if the session has closed,
-    /// or the group is new and the host cannot make it (a name over 256 bytes, or a million
-    /// groups already).
+    /// or the group is new and the host cannot make it (as for [`Group::create`]).
     /// Adding a member again changes nothing (and returns `true`).
     ///
     /// ```

@@ -368,6 +368,36 @@ async fn an_instance_has_only_so_many_timers() -> Result<()> {
     Ok(())
 }
 
+/// A component that makes groups without end cannot leave the other components none: with three
+/// components each may make a third of the host's million. The other components' groups are
+/// still made, and what the greedy one made still takes members.
+#[tokio::test]
+async fn a_component_makes_only_its_share_of_the_groups() -> Result<()> {
+    let server = Server::start(
+        ServerOptions::default()
+            .components(&["hostile.wasm", "lab.wasm", "echo.wasm"])
+            .args("--limit", "hostile=call-timeout-ms:60000"),
+    )
+    .await?;
+    let mut c = server.connect_ready(Transport::Tcp).await?;
+    let made = call(&mut c, "hostile.groups", &json!({"count": 1_000_000})).await?;
+    ensure!(
+        made == json!({"made": 333_333}),
+        "a million groups asked: {made}"
+    );
+    server
+        .wait_log("its share of 333333", Duration::from_secs(10))
+        .await?;
+    let joined = call(&mut c, "lab.join", &json!({"group": "lobby"})).await?;
+    ensure!(joined == json!({"count": 1}), "lab's own group: {joined}");
+    let joined = call(&mut c, "lab.join", &json!({"group": "hostile-7"})).await?;
+    ensure!(
+        joined == json!({"count": 1}),
+        "a group hostile made: {joined}"
+    );
+    Ok(())
+}
+
 /// A trap is logged so that one grep finds all of it: the component's panic message with where
 /// it panicked, and the host's failure with its wasm backtrace, each on one line.
 #[tokio::test]

@@ -18,6 +18,9 @@
 //! - `hostile.peek` answers what the sandbox lets it see: `{"env":N,"clockSecs":S,"files":bool}`
 //!   (environment variables, seconds since the epoch, whether `/` can be listed). With nothing
 //!   granted that is `{"env":0,"clockSecs":0,"files":false}`.
+//! - `hostile.groups` `{"count":N}` makes groups `hostile-0`, `hostile-1`, ... until N or the host
+//!   refuses one, answering `{"made":M}`: a component may make only its share of the host's
+//!   groups, so that it cannot leave the other components none.
 //! - `hostile.flood` `{"bytes":N,"chunk":C}` pushes `onFlood` chunks of C bytes to the caller
 //!   until N bytes are queued or a push is refused: a client that does not read is disconnected
 //!   once its bounded send queue is full, and the host's memory stays bounded.
@@ -50,6 +53,12 @@ struct Fail {
 /// How many timers `hostile.timers` is asked to set.
 #[derive(Deserialize)]
 struct Timers {
+    count: usize,
+}
+
+/// How many groups `hostile.groups` is asked to make.
+#[derive(Deserialize)]
+struct Groups {
     count: usize,
 }
 
@@ -136,6 +145,14 @@ impl Hostile {
             .filter(|timer| u64::from(*timer) != 0)
             .count();
         Ok(serde_json::json!({ "set": set }))
+    }
+
+    #[request]
+    fn groups(groups: Groups) -> Result<serde_json::Value> {
+        let made = (0..groups.count)
+            .take_while(|n| Group::named(format!("hostile-{n}")).create())
+            .count();
+        Ok(serde_json::json!({ "made": made }))
     }
 
     #[request]

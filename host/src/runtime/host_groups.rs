@@ -22,10 +22,13 @@ impl HostState {
 
 impl groups::Host for HostState {
     fn create(&mut self, group: String) -> bool {
-        self.context.groups.create(&group).unwrap_or_else(|error| {
-            self.refused(&error.to_string());
-            false
-        })
+        self.context
+            .groups
+            .create(&group, &self.shared.name)
+            .unwrap_or_else(|error| {
+                self.refused(&error.to_string());
+                false
+            })
     }
 
     fn delete(&mut self, group: String) -> bool {
@@ -51,7 +54,7 @@ impl groups::Host for HostState {
         };
         // Noted first, so that a close racing the add still takes the session out of it.
         member.note_group(&group);
-        match self.context.groups.add(&group, session) {
+        match self.context.groups.add(&group, session, &self.shared.name) {
             Ok(_) => true,
             Err(error) => {
                 // Refused only when new: the session was not in it before.

@@ -201,7 +201,7 @@ impl Server {
         let registry = Arc::new(Registry::default());
         let context = Arc::new(HostContext {
             registry: registry.clone(),
-            groups: Groups::default(),
+            groups: Groups::new(config.components.len()),
             encode: config.encode.clone(),
             json_payloads: config.serializer == Serializer::Json,
             dict: Default::default(),
