@@ -252,7 +252,9 @@ struct ServeArgs {
 fn main() {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
-    let info = || tracing_subscriber::EnvFilter::new("info");
+    // rustls warns on every TLS connection that names an IP address as its server name, which
+    // libpitaya does whenever it is given one: the line would repeat for each such client.
+    let info = || tracing_subscriber::EnvFilter::new("info,rustls=error");
     let (filter, bad_filter) = match std::env::var("RUST_LOG") {
         Ok(spec) => match tracing_subscriber::EnvFilter::try_new(&spec) {
             Ok(filter) => (filter, None),

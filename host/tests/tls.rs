@@ -190,3 +190,71 @@ fn an_unreadable_certificate_is_one_clear_line() -> Result<()> {
     );
     Ok(())
 }
+
+/// A TLS ClientHello that names the server `name` (server_name extension, RFC 6066) and offers
+/// one TLS 1.3 cipher suite: enough for the server to read it, and then to refuse it.
+fn client_hello(name: &str) -> Vec<u8> {
+    let name = name.as_bytes();
+    let with_len = |prefix: &[u8], body: &[u8]| {
+        let mut out = prefix.to_vec();
+        out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    };
+    let server_name = with_len(&[0], name); // host_name, then the name
+    let server_name_list = with_len(&[], &server_name);
+    let extensions = with_len(&[0, 0], &server_name_list); // extension 0: server_name
+    let mut hello = vec![3, 3]; // legacy version TLS 1.2
+    hello.extend_from_slice(&[7; 32]); // random
+    hello.push(0); // no session id
+    hello.extend_from_slice(&[0, 2, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
+    hello.extend_from_slice(&[1, 0]); // no compression
+    hello.extend(with_len(&[], &extensions));
+    let len = hello.len() as u32;
+    let mut handshake = vec![1]; // client_hello
+    handshake.extend_from_slice(&len.to_be_bytes()[1..]);
+    handshake.extend(hello);
+    with_len(&[0x16, 3, 1], &handshake) // a handshake record
+}
+
+/// libpitaya names the server by the host it was given, an IP address too, and rustls warns of
+/// each such hello: the host's default log filter keeps those lines out of its log.
+#[test]
+fn an_ip_address_as_the_tls_server_name_is_not_logged_for_each_connection() -> Result<()> {
+    use std::io::{Read, Write};
+
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let dir = std::env::temp_dir().join(format!("pitaya-host-sni-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, generated.cert.pem())?;
+    std::fs::write(&key_path, generated.signing_key.serialize_pem())?;
+    let echo = component("echo.wasm")?;
+    let (host, log) = common::start_with_default_log(
+        &[
+            "--tcp".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--tls-cert".as_ref(),
+            cert_path.as_os_str(),
+            "--tls-key".as_ref(),
+            key_path.as_os_str(),
+            echo.as_os_str(),
+        ],
+        1,
+    )?;
+    let mut socket = std::net::TcpStream::connect(host.tcp.clone().unwrap_or_default())?;
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    socket.write_all(&client_hello("127.0.0.1"))?;
+    // The server's answer (a TLS alert: the hello offers too little) shows it has read the hello.
+    let mut answer = [0; 2];
+    socket.read_exact(&mut answer)?;
+    ensure!(answer[0] == 0x15, "not a TLS alert: {answer:?}");
+    drop(host);
+    let log = log
+        .join()
+        .map_err(|_| anyhow::anyhow!("the log reader panicked"))?;
+    ensure!(log.contains("component loaded"), "no info lines: {log}");
+    ensure!(!log.contains("Illegal SNI"), "{log}");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

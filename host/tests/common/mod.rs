@@ -46,13 +46,41 @@ pub fn component(file: &str) -> Result<PathBuf> {
 
 /// Starts `pitaya-host serve ARGS` and waits until it has printed `listeners` address lines.
 pub fn start(args: &[&std::ffi::OsStr], listeners: usize) -> Result<Host> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pitaya-host"))
+    spawn(args, listeners, |_| ())
+}
+
+/// Like [`start`], with no `RUST_LOG` (the host's default log filter), and a thread that reads
+/// its log until it exits: join it, once the host is dropped, for everything it logged.
+#[allow(dead_code)] // not every test binary that shares this module reads the log
+pub fn start_with_default_log(
+    args: &[&std::ffi::OsStr],
+    listeners: usize,
+) -> Result<(Host, std::thread::JoinHandle<String>)> {
+    let mut host = spawn(args, listeners, |command| {
+        command.env_remove("RUST_LOG").stderr(Stdio::piped());
+    })?;
+    let mut stderr = host.child.stderr.take().context("no stderr")?;
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut log);
+        log
+    });
+    Ok((host, log))
+}
+
+fn spawn(
+    args: &[&std::ffi::OsStr],
+    listeners: usize,
+    configure: impl FnOnce(&mut Command),
+) -> Result<Host> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pitaya-host"));
+    command
         .arg("serve")
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start pitaya-host")?;
+        .stderr(Stdio::inherit());
+    configure(&mut command);
+    let mut child = command.spawn().context("cannot start pitaya-host")?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut host = Host {
         child,
