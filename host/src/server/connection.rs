@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::router::Resolved;
 use crate::runtime::{CallFailure, HandlerKind, ToTheEnd};
 use crate::send_queue::Taken;
-use crate::session::{Outbound, SendQueue, Session};
+use crate::session::{Outbound, SendError, SendQueue, Session};
 use crate::transport::{
     BoxedIo, Farewell, Link, Outgoing, TransportKind, Writer, accept_websocket,
 };
@@ -520,9 +520,13 @@ fn drive(
                 Wake::Dispatched((response, given_back)) => {
                     lent = Some(given_back);
                     if let (Some(packet), Some(session)) = (response, &session)
-                        && session.send_own(packet).is_err()
+                        && let Err(error) = session.send_own(packet)
                     {
-                        break 'conn "send queue full";
+                        // A handler that kicked its own session gets here too: closed, not full.
+                        break 'conn match error {
+                            SendError::QueueFull => "send queue full",
+                            SendError::Closed | SendError::Remote => "closed by the server",
+                        };
                     }
                 }
                 Wake::Closed => break 'conn "closed by the server",
