@@ -165,6 +165,9 @@ fn judge(request: &httparse::Request<'_, '_>) -> Verdict {
     if request.version != Some(1) {
         return refuse("400 Bad Request", "a WebSocket upgrade needs HTTP/1.1");
     }
+    if values("host").next().is_none() {
+        return refuse("400 Bad Request", "no Host");
+    }
     // The protocol switches after the request (RFC 9110 §7.8), so a body would be read as
     // WebSocket frames.
     let body = values("transfer-encoding").next().is_some()
@@ -288,6 +291,10 @@ mod tests {
         let with = |from: &str, to: &str| EXAMPLE.replacen(from, to, 1);
         assert_eq!(status(&with("GET", "POST")), "405 Method Not Allowed");
         assert_eq!(status(&with("HTTP/1.1", "HTTP/1.0")), "400 Bad Request");
+        assert_eq!(
+            status(&with("Host: server.example.com\r\n", "")),
+            "400 Bad Request"
+        );
         assert_eq!(
             verdict(&with("Upgrade: websocket", "Upgrade: h2c")),
             Verdict::Get(Page {
