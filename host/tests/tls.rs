@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,14 +48,21 @@ async fn read_packet(stream: &mut (impl AsyncReadExt + Unpin)) -> Result<(u8, Ve
     Ok((header[0], body))
 }
 
-#[tokio::test]
-async fn echo_over_tls_and_wss_and_a_page_over_https() -> Result<()> {
+/// A self-signed certificate for `localhost` and its key, written as `cert.pem` and `key.pem` in
+/// a fresh folder named for `test`: the folder, the two files, and the certificate to trust.
+fn self_signed(test: &str) -> Result<(PathBuf, PathBuf, PathBuf, CertificateDer<'static>)> {
     let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
-    let dir = std::env::temp_dir().join(format!("pitaya-host-tls-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("pitaya-host-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, generated.cert.pem())?;
     std::fs::write(&key_path, generated.signing_key.serialize_pem())?;
+    Ok((dir, cert_path, key_path, generated.cert.der().clone()))
+}
+
+#[tokio::test]
+async fn echo_over_tls_and_wss_and_a_page_over_https() -> Result<()> {
+    let (dir, cert_path, key_path, cert) = self_signed("tls")?;
     let web = dir.join("web");
     std::fs::create_dir_all(&web)?;
     std::fs::write(web.join("hello.txt"), "hello over https")?;
@@ -79,7 +87,7 @@ async fn echo_over_tls_and_wss_and_a_page_over_https() -> Result<()> {
         host.tcp.clone().unwrap_or_default(),
         host.ws.clone().unwrap_or_default(),
     );
-    let connector = connector(generated.cert.der().clone())?;
+    let connector = connector(cert)?;
     let name = ServerName::try_from("localhost")?.to_owned();
 
     // TCP + TLS.
@@ -223,12 +231,7 @@ fn client_hello(name: &str) -> Vec<u8> {
 fn an_ip_address_as_the_tls_server_name_is_not_logged_for_each_connection() -> Result<()> {
     use std::io::{Read, Write};
 
-    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
-    let dir = std::env::temp_dir().join(format!("pitaya-host-sni-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, generated.cert.pem())?;
-    std::fs::write(&key_path, generated.signing_key.serialize_pem())?;
+    let (dir, cert_path, key_path, _) = self_signed("sni")?;
     let echo = component("echo.wasm")?;
     let (host, log) = common::start_with_default_log(
         &[
