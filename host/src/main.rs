@@ -595,9 +595,10 @@ fn component_tweaks(
                     &format!("--limit {limit}: max-memory-mib"),
                     usize::try_from(number).unwrap_or(usize::MAX),
                 )?),
-                "fuel" => Tweak::Fuel(
-                    fuel(&format!("--limit {limit}: fuel"), Some(number))?.unwrap_or(number),
-                ),
+                "fuel" => {
+                    fuel(&format!("--limit {limit}: fuel"), Some(number))?;
+                    Tweak::Fuel(number)
+                }
                 "instances" => match usize::try_from(number) {
                     Ok(count) if (1..=MAX_INSTANCES).contains(&count) => Tweak::Instances(count),
                     _ => bail!(

@@ -46,6 +46,14 @@ fn error_lines(stderr: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The one `error:` line of `stderr`; fails the test, saying `what` it ran, if there is not
+/// exactly one.
+fn the_error_line<'a>(stderr: &'a str, what: &str) -> &'a str {
+    let lines = error_lines(stderr);
+    assert_eq!(lines.len(), 1, "{what}{stderr}");
+    lines[0]
+}
+
 #[test]
 fn help_describes_every_flag() -> Result<()> {
     let output = host().args(["serve", "--help"]).output()?;
@@ -79,10 +87,9 @@ fn help_describes_every_flag() -> Result<()> {
 #[test]
 fn a_missing_component_is_one_clear_line() -> Result<()> {
     let stderr = fails(host().args(["serve", "--tcp", "127.0.0.1:0", "no/such/game.wasm"]))?;
-    let lines = error_lines(&stderr);
-    assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].contains("no/such/game.wasm"), "{stderr}");
-    assert!(lines[0].contains("cannot read component"), "{stderr}");
+    let line = the_error_line(&stderr, "");
+    assert!(line.contains("no/such/game.wasm"), "{stderr}");
+    assert!(line.contains("cannot read component"), "{stderr}");
     Ok(())
 }
 
@@ -106,16 +113,12 @@ fn an_invalid_component_is_one_clear_line() -> Result<()> {
         let stderr = fails(host().args(["serve", "--tcp", "127.0.0.1:0"]).arg(&path));
         std::fs::remove_file(&path)?;
         let stderr = stderr?;
-        let lines = error_lines(&stderr);
-        assert_eq!(lines.len(), 1, "{what}: {stderr}");
-        assert!(lines[0].contains("invalid component"), "{what}: {stderr}");
-        assert!(
-            lines[0].contains(&*path.to_string_lossy()),
-            "{what}: {stderr}"
-        );
-        assert!(lines[0].contains(says), "{what}: {stderr}");
+        let line = the_error_line(&stderr, &format!("{what}: "));
+        assert!(line.contains("invalid component"), "{what}: {stderr}");
+        assert!(line.contains(&*path.to_string_lossy()), "{what}: {stderr}");
+        assert!(line.contains(says), "{what}: {stderr}");
         // Nothing after the error line: a reason over several lines would continue it.
-        assert!(stderr.trim_end().ends_with(lines[0]), "{what}: {stderr}");
+        assert!(stderr.trim_end().ends_with(line), "{what}: {stderr}");
     }
     Ok(())
 }
@@ -142,11 +145,10 @@ fn a_component_built_for_another_contract_version_says_so() -> Result<()> {
     );
     std::fs::remove_file(&path)?;
     let stderr = stderr?;
-    let lines = error_lines(&stderr);
-    assert_eq!(lines.len(), 1, "{stderr}");
+    let line = the_error_line(&stderr, "");
     assert!(
-        lines[0].contains("built for pitaya:host@0.1.0")
-            && lines[0].contains("rebuild it with this version's guest SDK"),
+        line.contains("built for pitaya:host@0.1.0")
+            && line.contains("rebuild it with this version's guest SDK"),
         "{stderr}"
     );
     Ok(())
@@ -161,18 +163,16 @@ fn duplicate_routes_are_refused() -> Result<()> {
             .arg(&echo)
             .arg(&echo),
     )?;
-    let lines = error_lines(&stderr);
-    assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].contains("duplicate route echo."), "{stderr}");
+    let line = the_error_line(&stderr, "");
+    assert!(line.contains("duplicate route echo."), "{stderr}");
     Ok(())
 }
 
 #[test]
 fn a_malformed_address_is_refused() -> Result<()> {
     let stderr = fails(host().args(["serve", "--tcp", "not-an-address", "x.wasm"]))?;
-    let lines = error_lines(&stderr);
-    assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].contains("not-an-address"), "{stderr}");
+    let line = the_error_line(&stderr, "");
+    assert!(line.contains("not-an-address"), "{stderr}");
     Ok(())
 }
 
@@ -181,10 +181,9 @@ fn an_address_in_use_is_one_clear_line() -> Result<()> {
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = taken.local_addr()?.to_string();
     let stderr = fails(host().args(["serve", "--tcp", &addr]).arg(echo_wasm()?))?;
-    let lines = error_lines(&stderr);
-    assert_eq!(lines.len(), 1, "{stderr}");
+    let line = the_error_line(&stderr, "");
     assert!(
-        lines[0].contains(&format!("cannot listen on tcp {addr}")),
+        line.contains(&format!("cannot listen on tcp {addr}")),
         "{stderr}"
     );
     Ok(())
@@ -238,12 +237,8 @@ fn a_setting_out_of_range_is_one_line_naming_it() -> Result<()> {
                 .args(&args)
                 .arg(&echo),
         )?;
-        let lines = error_lines(&stderr);
-        assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
-        assert!(
-            lines[0].contains(names),
-            "{args:?} must name {names}: {stderr}"
-        );
+        let line = the_error_line(&stderr, &format!("{args:?}: "));
+        assert!(line.contains(names), "{args:?} must name {names}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
     Ok(())
@@ -282,13 +277,11 @@ fn tls_halves_combine_across_the_file_and_the_flags() -> Result<()> {
     );
     std::fs::remove_dir_all(&dir)?;
     let split = split?;
-    let lines = error_lines(&split);
-    assert_eq!(lines.len(), 1, "{split}");
-    assert!(lines[0].contains("no-such-cert.pem"), "{split}");
+    let line = the_error_line(&split, "");
+    assert!(line.contains("no-such-cert.pem"), "{split}");
     let half = half?;
-    let lines = error_lines(&half);
-    assert_eq!(lines.len(), 1, "{half}");
-    assert!(lines[0].contains("--tls-cert needs --tls-key"), "{half}");
+    let line = the_error_line(&half, "");
+    assert!(line.contains("--tls-cert needs --tls-key"), "{half}");
     Ok(())
 }
 
@@ -302,7 +295,7 @@ fn new_refuses_a_name_longer_than_the_host_serves() -> Result<()> {
     let created = dir.join(&name).exists();
     std::fs::remove_dir_all(&dir)?;
     let stderr = stderr?;
-    assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
+    the_error_line(&stderr, "");
     assert!(stderr.contains("at most 100"), "{stderr}");
     assert!(!created, "nothing is created for a refused name");
     Ok(())
