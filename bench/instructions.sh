@@ -22,7 +22,7 @@ PROFILE=${PROFILE:-dist}
 
 HOST=${1:-target/$PROFILE/pitaya-host}
 BENCH=target/$PROFILE/pitaya-bench
-ECHO=target/wasm32-wasip2/release/echo.wasm
+ECHO=${ECHO:-target/wasm32-wasip2/release/echo.wasm}
 REQUESTS=${REQUESTS:-3000}
 TRANSPORT=${TRANSPORT:-tcp}
 case $TRANSPORT in
