@@ -52,6 +52,10 @@
 //! Past that the host sets no timer and [`after`] and [`every`] return `TimerId(0)`, which
 //! never fires: a component that sets a timer per request and never cancels it cannot grow the
 //! host without end.
+//!
+//! An instance's fires draw on a budget of fires a second (the host's `timer-fires`, 10,000 by
+//! default, with a burst of a tenth of a second's worth). A fire over it is not lost: it comes
+//! late, in its turn, so timers that ask for more fire at the budget's rate between them.
 
 use std::fmt;
 use std::time::Duration;

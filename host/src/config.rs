@@ -71,6 +71,9 @@ pub struct FileConfig {
     pub max_memory_mib: Option<usize>,
     /// `--fuel`.
     pub fuel: Option<u64>,
+    /// `--timer-fires`.
+    #[serde(default, deserialize_with = "timer_fires")]
+    pub timer_fires: Option<u32>,
     /// `--serializer`: `json` or `protobuf`.
     pub serializer: Option<String>,
     /// `--compress`.
@@ -140,6 +143,9 @@ pub struct FileComponent {
     pub max_memory_mib: Option<usize>,
     /// Overrides `fuel` for this component.
     pub fuel: Option<u64>,
+    /// Overrides `timer-fires` for this component.
+    #[serde(default, deserialize_with = "timer_fires")]
+    pub timer_fires: Option<u32>,
     /// How many instances serve this component (1 when absent), sessions shared out by id.
     #[serde(default, deserialize_with = "instance_count")]
     pub instances: Option<usize>,
@@ -171,6 +177,18 @@ fn instance_count<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Option<u
         _ => Err(serde::de::Error::custom(format!(
             "must be a whole number from 1 to {}, got {value}",
             crate::runtime::MAX_INSTANCES
+        ))),
+    }
+}
+
+/// Reads `timer-fires`, refusing a budget the host would not take, with the key named.
+fn timer_fires<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Option<u32>, D::Error> {
+    let value = toml::Value::deserialize(input)?;
+    let max = crate::runtime::MAX_TIMER_FIRES;
+    match value.as_integer().and_then(|n| u32::try_from(n).ok()) {
+        Some(fires) if (1..=max).contains(&fires) => Ok(Some(fires)),
+        _ => Err(serde::de::Error::custom(format!(
+            "must be a whole number from 1 to {max}, got {value}"
         ))),
     }
 }

@@ -10,7 +10,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use pitaya_host::cluster::{ClusterConfig, ForwardBy};
 use pitaya_host::config::{DuplicateLogin, FileConfig, Grant};
 
-use pitaya_host::runtime::MAX_INSTANCES;
+use pitaya_host::runtime::{DEFAULT_TIMER_FIRES, MAX_INSTANCES, MAX_TIMER_FIRES};
 use pitaya_host::{ComponentOptions, Grants, Limits, Reloader, Server, ServerConfig, Tweak};
 use pitaya_protocol::{ConnectionConfig, EncodeOptions, MAX_ROUTE_LEN, Serializer};
 
@@ -92,6 +92,11 @@ struct ServeArgs {
     /// Linear memory cap of one component instance, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     max_memory_mib: usize,
+
+    /// Timer fires one component instance may take a second; past it, fires wait their turn,
+    /// so a storm of short timers cannot take a core.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TIMER_FIRES)]
+    timer_fires: u32,
 
     /// The payload serializer advertised in the handshake: `json` or `protobuf`. Payloads are
     /// the components' business; the host's own error payloads follow this choice.
@@ -183,8 +188,9 @@ struct ServeArgs {
     grant: Vec<String>,
 
     /// Limits for one component, over the defaults above: NAME=KEY:VALUE[,KEY:VALUE...] with
-    /// KEY one of `call-timeout-ms`, `max-memory-mib`, `fuel`, or `instances` (how many
-    /// instances serve it, each one call at a time, sessions shared out by id; default 1).
+    /// KEY one of `call-timeout-ms`, `max-memory-mib`, `fuel`, `timer-fires`, or `instances`
+    /// (how many instances serve it, each one call at a time, sessions shared out by id;
+    /// default 1).
     /// Repeatable.
     #[arg(long, value_name = "NAME=LIMITS")]
     limit: Vec<String>,
@@ -430,6 +436,8 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
             call_timeout: Duration::from_millis(pick!(call_timeout_ms).max(1)),
             max_memory: max_memory("--max-memory-mib", pick!(max_memory_mib))?,
             fuel: fuel("--fuel", args.fuel.or(file.fuel))?,
+            // A value from the file was checked as it was read.
+            timer_fires: timer_fires("--timer-fires", pick!(timer_fires).into())?,
         },
         grants: Grants::default(),
         instances: 1,
@@ -449,6 +457,10 @@ fn server_config(args: ServeArgs, given: &ArgMatches) -> anyhow::Result<ServerCo
             }
             options.limits.fuel =
                 fuel(&format!("{table} fuel"), component.fuel)?.or(options.limits.fuel);
+            // The file's value was checked as it was read.
+            if let Some(fires) = component.timer_fires {
+                options.limits.timer_fires = fires;
+            }
             options.instances = component.instances.unwrap_or(options.instances);
             options.grants.clock = component.grants.contains(&Grant::Clock);
             options.grants.stdio = component.grants.contains(&Grant::Stdio);
@@ -546,6 +558,13 @@ fn fuel(name: &str, fuel: Option<u64>) -> anyhow::Result<Option<u64>> {
     }
 }
 
+/// A timer-fire budget: at least one a second, and at most [`MAX_TIMER_FIRES`].
+fn timer_fires(name: &str, fires: u64) -> anyhow::Result<u32> {
+    let fires = in_range(name, fires, 1, MAX_TIMER_FIRES.into())?;
+    // In range, so it fits.
+    Ok(u32::try_from(fires).unwrap_or(MAX_TIMER_FIRES))
+}
+
 /// The push routes for the dictionary: the command line's, else the file's. A route is sent as
 /// one length byte and its bytes, so it must be 1 to 255 bytes long.
 fn push_routes(args: &[String], file: Option<&[String]>) -> anyhow::Result<Vec<String>> {
@@ -599,6 +618,10 @@ fn component_tweaks(
                     fuel(&format!("--limit {limit}: fuel"), Some(number))?;
                     Tweak::Fuel(number)
                 }
+                "timer-fires" => Tweak::TimerFires(timer_fires(
+                    &format!("--limit {limit}: timer-fires"),
+                    number,
+                )?),
                 "instances" => match usize::try_from(number) {
                     Ok(count) if (1..=MAX_INSTANCES).contains(&count) => Tweak::Instances(count),
                     _ => bail!(
@@ -606,7 +629,7 @@ fn component_tweaks(
                     ),
                 },
                 _ => bail!(
-                    "--limit {limit}: unknown limit {key:?} (call-timeout-ms, max-memory-mib, fuel or instances)"
+                    "--limit {limit}: unknown limit {key:?} (call-timeout-ms, max-memory-mib, fuel, timer-fires or instances)"
                 ),
             };
             tweaks.push((name.to_owned(), tweak));

@@ -207,7 +207,8 @@ fn a_bad_server_type_is_refused() -> Result<()> {
 }
 
 /// A setting out of its range stops the host with one line naming it, before anything loads:
-/// a value that would leave a useless server (no connection, no answer, a zero fuel budget), a
+/// a value that would leave a useless server (no connection, no answer, a zero fuel or timer
+/// budget), a
 /// deadline past the clock's range (a huge shutdown timeout once panicked at SIGTERM), or a
 /// packet size the protocol cannot express.
 #[test]
@@ -228,6 +229,11 @@ fn a_setting_out_of_range_is_one_line_naming_it() -> Result<()> {
         (vec!["--max-memory-mib", "1"], "max-memory-mib is 1"),
         (vec!["--fuel", "0"], "--fuel"),
         (vec!["--limit", "echo=fuel:0"], "--limit echo=fuel:0"),
+        (vec!["--timer-fires", "0"], "--timer-fires"),
+        (
+            vec!["--limit", "echo=timer-fires:1000001"],
+            "--limit echo=timer-fires:1000001",
+        ),
         (vec!["--tls-cert", "cert.pem"], "--tls-key"),
         (vec!["--web", missing.to_str().unwrap()], "--web"),
     ] {

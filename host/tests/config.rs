@@ -133,6 +133,29 @@ fn a_wrong_type_is_named_with_its_key_and_line() -> Result<()> {
     Ok(())
 }
 
+/// A timer-fire budget outside 1 ..= 1,000,000 is named with its key and line, at the top of
+/// the file and in a component's table alike.
+#[test]
+fn a_timer_fires_budget_out_of_range_is_named_with_its_line() -> Result<()> {
+    let top = refused("fires-top", "tcp = \"127.0.0.1:0\"\ntimer-fires = 0\n")?;
+    let table = refused(
+        "fires-table",
+        "tcp = \"127.0.0.1:0\"\n[[component]]\npath = \"game.wasm\"\ntimer-fires = 2000000\n",
+    )?;
+    for (lines, at) in [
+        (top, "host.toml:2: timer-fires"),
+        (table, "host.toml:4: timer-fires"),
+    ] {
+        ensure!(
+            lines.len() == 1
+                && lines[0].contains(at)
+                && lines[0].contains("must be a whole number from 1 to 1000000"),
+            "{lines:?}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn a_missing_component_path_is_named() -> Result<()> {
     let lines = refused(

@@ -398,6 +398,63 @@ async fn a_component_makes_only_its_share_of_the_groups() -> Result<()> {
     Ok(())
 }
 
+/// Timers that ask for more fires than the component's budget get the budget, no more: five
+/// 1 ms timers ask for 5,000 fires a second, and `timer-fires:100` lets through 100 a second
+/// and a burst of a tenth of a second's worth. The fires held back are counted and logged.
+#[tokio::test]
+async fn a_timer_storm_fires_at_the_components_budget() -> Result<()> {
+    let server = Server::start(
+        ServerOptions::default()
+            .components(&["lab.wasm"])
+            .tcp_only()
+            .with_metrics()
+            .args("--limit", "lab=timer-fires:100"),
+    )
+    .await?;
+    let mut c = server.connect_ready(Transport::Tcp).await?;
+    for _ in 0..5 {
+        let r = call(&mut c, "lab.every", &json!({"ms": 1, "count": 1_000_000})).await?;
+        ensure!(!r["timer"].is_null(), "lab.every answered {r}");
+    }
+    // Ticks that arrive in the two seconds after the first.
+    let window = Duration::from_secs(2);
+    let (_, first) = c.wait_push_within("onTick", Duration::from_secs(5)).await?;
+    let mut ticks = 1;
+    loop {
+        let (_, at) = c
+            .wait_push_within("onTick", Duration::from_secs(5))
+            .await
+            .with_context(|| {
+                format!(
+                    "tick {} (the budget must still let fires through)",
+                    ticks + 1
+                )
+            })?;
+        if at.duration_since(first) >= window {
+            break;
+        }
+        ticks += 1;
+    }
+    // 200 in two seconds and a burst of 11; what a delivery delay can add to the window's end
+    // is far below the 10,000 that five unbounded 1 ms timers fire.
+    ensure!(
+        (150..=260).contains(&ticks),
+        "{ticks} ticks in the {window:?} after the first, for a budget of 100 fires a second"
+    );
+    server
+        .wait_log(
+            "timer-fires budget (100 a second): fires wait their turn",
+            Duration::from_secs(5),
+        )
+        .await?;
+    let held = server
+        .metric("pitaya_timer_fires_delayed_total{component=\"lab\"}")
+        .await?
+        .unwrap_or(0.0);
+    ensure!(held > 0.0, "no fire was counted as held back: {held}");
+    Ok(())
+}
+
 /// A trap is logged so that one grep finds all of it: the component's panic message with where
 /// it panicked, and the host's failure with its wasm backtrace, each on one line.
 #[tokio::test]

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub restarts: Family<ComponentLabel, Counter>,
     /// Linear memory of each component's current instance, in bytes.
     pub memory: Family<ComponentLabel, Gauge>,
+    /// Timer fires that waited for their turn under the component's timer-fire budget.
+    pub timer_fires_delayed: Family<ComponentLabel, Counter>,
     /// Messages refused or dropped, by reason.
     pub dropped: Family<Reason, Counter>,
     /// Connections refused, by reason.
@@ -177,6 +179,12 @@ impl Default for Metrics {
             "Linear memory of each component's instance",
             memory.clone(),
         );
+        let timer_fires_delayed = Family::<ComponentLabel, Counter>::default();
+        registry.register(
+            "timer_fires_delayed",
+            "Timer fires that waited for their turn under the component's timer-fires budget",
+            timer_fires_delayed.clone(),
+        );
         let dropped = Family::<Reason, Counter>::default();
         registry.register(
             "dropped",
@@ -217,6 +225,7 @@ impl Default for Metrics {
             bytes,
             restarts,
             memory,
+            timer_fires_delayed,
             dropped,
             connections_refused,
             heartbeat_timeouts,

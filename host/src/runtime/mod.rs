@@ -21,6 +21,7 @@ mod host_session;
 mod host_timers;
 mod host_users;
 mod instance;
+mod pace;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -45,6 +46,7 @@ pub use bindings::HandlerKind;
 use cache::CompileCache;
 pub use cache::default_dir as default_cache_dir;
 use instance::{HostState, Instance};
+pub use pace::{DEFAULT_TIMER_FIRES, MAX_TIMER_FIRES};
 
 /// How often running guest code checks its call deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -62,6 +64,8 @@ pub struct Limits {
     /// Fuel (roughly, wasm instructions) one call may burn, for deterministic budgets. None
     /// leaves only the wall-clock deadline.
     pub fuel: Option<u64>,
+    /// Timer fires one instance may take a second; later fires wait their turn.
+    pub timer_fires: u32,
 }
 
 impl Default for Limits {
@@ -70,6 +74,7 @@ impl Default for Limits {
             call_timeout: Duration::from_secs(1),
             max_memory: 64 << 20,
             fuel: None,
+            timer_fires: DEFAULT_TIMER_FIRES,
         }
     }
 }
@@ -135,15 +140,19 @@ pub enum Tweak {
     Init(Vec<u8>),
     /// `--limit NAME=instances:N`.
     Instances(usize),
+    /// `--limit NAME=timer-fires:N`.
+    TimerFires(u32),
 }
 
 impl Tweak {
     /// The command-line option that gives it.
     pub fn option(&self) -> &'static str {
         match self {
-            Tweak::CallTimeout(_) | Tweak::MaxMemory(_) | Tweak::Fuel(_) | Tweak::Instances(_) => {
-                "--limit"
-            }
+            Tweak::CallTimeout(_)
+            | Tweak::MaxMemory(_)
+            | Tweak::Fuel(_)
+            | Tweak::Instances(_)
+            | Tweak::TimerFires(_) => "--limit",
             Tweak::Clock | Tweak::Stdio | Tweak::Env(..) => "--grant",
             Tweak::Init(_) => "--init",
         }
@@ -162,6 +171,7 @@ impl ComponentOptions {
             Tweak::Env(key, value) => self.grants.env.push((key.clone(), value.clone())),
             Tweak::Init(config) => self.config = config.clone(),
             Tweak::Instances(count) => self.instances = *count,
+            Tweak::TimerFires(fires) => self.limits.timer_fires = *fires,
         }
     }
 
@@ -354,6 +364,8 @@ impl Declared {
 pub(crate) struct Shard {
     /// Empty only while the component is being loaded.
     slot: tokio::sync::Mutex<Option<instance::Instance>>,
+    /// The instance's timer-fire budget, which outlives restarts and reloads as the shard does.
+    pub(crate) timer_pace: pace::Pace,
 }
 
 impl std::fmt::Debug for Shard {
@@ -375,9 +387,10 @@ impl Shard {
         }
     }
 
-    fn empty() -> Arc<Self> {
+    fn empty(timer_fires: u32) -> Arc<Self> {
         Arc::new(Self {
             slot: tokio::sync::Mutex::new(None),
+            timer_pace: pace::Pace::new(timer_fires),
         })
     }
 
@@ -1020,7 +1033,7 @@ impl Runtime {
                 metered: self.metered,
             };
             let shards: Vec<_> = (0..spec.options.instance_count())
-                .map(|_| Shard::empty())
+                .map(|_| Shard::empty(spec.options.limits.timer_fires))
                 .collect();
             let shared = ComponentShared::new(&declared.name);
             let first = instance
