@@ -2,7 +2,8 @@
 //!
 //! Each fire is a call into the instance. Without a bound, a component that sets a few hundred
 //! 1 ms timers (it may have 10,000) keeps a core busy with calls for as long as the host runs,
-//! and every other component's requests share what is left (docs/operations.md, "Limits").
+//! and every other component's requests share what is left (docs/operations.md, "Limits, and
+//! what clients see").
 //! Fires past the budget are not dropped: each waits for its turn at the budget's rate, so a
 //! repeating timer under pressure fires as often as the budget lets it, and no more.
 
