@@ -92,7 +92,7 @@
 //! | Marker | Signature (arguments optional unless said) | Called |
 //! |---|---|---|
 //! | `#[init]` | `fn(config: Vec<u8>) -> Result<Self, E: Display>` | once, to build the state (else `Default`) |
-//! | `#[session_closed]` | `fn(session: SessionId)` | when a session that called the component closes (not one its validator refused) |
+//! | `#[session_closed]` | `fn(session: SessionId)` | when a session that called the component closes (not one its validator refused); its uid, data, handshake and address can still be read, it is no longer connected |
 //! | `#[timer]` | `fn(timer: TimerId)`, returns `()` or `Result<(), E>` (logged) | when a [`timers`] timer fires |
 //! | `#[validate_handshake]` | `fn(session: &Session, handshake: Handshake) -> Result<(), E>` | for every new client; an error refuses it |
 //! | `#[before]` | `fn(session: &Session, handler: &str) -> Result<(), HandlerError>` | before every handler call; an error is the answer |
@@ -287,7 +287,38 @@ pub use pitaya_guest_macros::notify;
 /// [`#[component]`](component) block.
 pub use pitaya_guest_macros::init;
 
-/// Marks the hook that hears of closed sessions, inside a [`#[component]`](component) block.
+/// Marks the hook that hears of closed sessions, inside a [`#[component]`](component) block:
+/// `fn left(&mut self, session: SessionId)`. While it runs, the closed session's uid, data,
+/// handshake and address can still be read (`session.session().uid()`), so the hook knows who
+/// left; the session is no longer connected, so pushes to it fail and changes to it are lost.
+///
+/// ```
+/// use pitaya_guest::prelude::*;
+///
+/// #[derive(Default)]
+/// struct Lobby;
+///
+/// #[component(name = "lobby")]
+/// impl Lobby {
+///     #[session_closed]
+///     fn left(&mut self, session: SessionId) {
+///         let player = session.session();
+///         let who = player.uid().unwrap_or_default();
+///         pitaya_guest::log::info!("{who} left, connected: {}", player.is_connected());
+///     }
+/// }
+///
+/// let mut host = pitaya_guest::testing::TestHost::<Lobby>::new().unwrap();
+/// let client = host.connect();
+/// client.session().bind("ana").unwrap();
+/// host.close(client);
+/// assert_eq!(
+///     host.take_logs(),
+///     [(pitaya_guest::log::Level::Info, "ana left, connected: false".to_string())]
+/// );
+/// // Once the hook has run, the session is gone.
+/// assert_eq!(client.session().uid(), None);
+/// ```
 pub use pitaya_guest_macros::session_closed;
 
 /// Marks the hook that receives timer fires, inside a [`#[component]`](component) block:

@@ -401,7 +401,7 @@ impl<C: Component> TestHost<C> {
     /// ```
     pub fn close(&mut self, session: SessionId) {
         fake::end(session.0, fake::End::Disconnected);
-        self.call(|| runtime::session_closed::<C>(session));
+        self.hear_closed(session);
     }
 
     /// Closes the session without telling the component yet, as when a client goes away
@@ -794,8 +794,15 @@ impl<C: Component> TestHost<C> {
     /// real host does once the call is over (it never re-enters a component mid-call).
     fn close_ended(&mut self) {
         for session in fake::take_ended() {
-            self.call(|| runtime::session_closed::<C>(SessionId(session)));
+            self.hear_closed(SessionId(session));
         }
+    }
+
+    /// Runs the component's `#[session_closed]` hook, with the session readable meanwhile.
+    fn hear_closed(&mut self, session: SessionId) {
+        fake::set_closing(Some(session.0));
+        self.call(|| runtime::session_closed::<C>(session));
+        fake::set_closing(None);
     }
 
     /// Runs one call into the component; `None` when it panicked, and then the instance has
@@ -849,6 +856,8 @@ pub(crate) mod fake {
     #[derive(Default)]
     struct Host {
         last_session: u64,
+        /// The session whose `#[session_closed]` hook is running: it can still be read.
+        closing: Option<u64>,
         sessions: BTreeMap<u64, Session>,
         /// Members in the order they were added.
         groups: BTreeMap<String, Vec<u64>>,
@@ -897,6 +906,23 @@ pub(crate) mod fake {
 
     fn with_host<R>(f: impl FnOnce(&mut Host) -> R) -> R {
         HOST.with(|host| f(&mut host.borrow_mut()))
+    }
+
+    /// Runs `f` on the session if it can be read: connected, or closed with its
+    /// `#[session_closed]` hook running (as on the real host).
+    fn with_readable<R>(session: u64, f: impl FnOnce(&Session) -> R) -> Option<R> {
+        with_host(|host| {
+            let closing = host.closing == Some(session);
+            host.sessions
+                .get(&session)
+                .filter(|s| s.connected || closing)
+                .map(f)
+        })
+    }
+
+    /// Marks the session whose `#[session_closed]` hook runs, or none once it has.
+    pub(crate) fn set_closing(session: Option<u64>) {
+        with_host(|host| host.closing = session);
     }
 
     /// Runs `f` on the session if it is connected.
@@ -973,7 +999,7 @@ pub(crate) mod fake {
     // The `session` interface.
 
     pub(crate) fn uid(session: u64) -> Option<String> {
-        with_connected(session, |session| session.uid.clone()).flatten()
+        with_readable(session, |session| session.uid.clone()).flatten()
     }
 
     /// Binds as the host does by default: another session holding the uid is kicked.
@@ -1006,7 +1032,7 @@ pub(crate) mod fake {
     }
 
     pub(crate) fn get(session: u64, key: &str) -> Option<String> {
-        with_connected(session, |session| session.data.get(key).cloned()).flatten()
+        with_readable(session, |session| session.data.get(key).cloned()).flatten()
     }
 
     pub(crate) fn set(session: u64, key: &str, value: &str) {
@@ -1046,12 +1072,12 @@ pub(crate) mod fake {
     }
 
     pub(crate) fn remote_address(session: u64) -> Option<String> {
-        with_connected(session, |_| ())?;
+        with_readable(session, |_| ())?;
         Some(address_of(session).to_string())
     }
 
     pub(crate) fn handshake(session: u64) -> Option<String> {
-        with_connected(session, |session| session.handshake.clone())
+        with_readable(session, |session| session.handshake.clone())
     }
 
     // The `groups` interface.

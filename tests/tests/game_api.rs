@@ -1005,6 +1005,38 @@ async fn a_refused_session_closes_unheard() -> Result<()> {
     Ok(())
 }
 
+/// A component's `#[session_closed]` hook can still read who left: lab's hook logs the closed
+/// session's uid, over both transports, whether the client closed or was kicked.
+#[tokio::test]
+async fn the_close_hook_still_reads_the_sessions_uid() -> Result<()> {
+    let server = lab_server(&[]).await?;
+    for (t, uid) in [(Transport::Tcp, "ana"), (Transport::Ws, "bea")] {
+        let mut c = server.connect_ready(t).await?;
+        let bound = call(&mut c, "lab.bind", &json!({ "uid": uid })).await?;
+        ensure!(
+            bound == json!({"ok": true}),
+            "{t}: lab.bind answered {bound}"
+        );
+        let who = call(&mut c, "lab.whoami", &json!({})).await?;
+        c.close().await?;
+        let heard = format!("lab heard session {} close (uid {uid})", who["session"]);
+        server
+            .wait_log(&heard, Duration::from_secs(5))
+            .await
+            .with_context(|| format!("{t}: the hook must read the uid\n{}", server.log_tail(20)))?;
+    }
+    let mut kicked = server.connect_ready(Transport::Tcp).await?;
+    call(&mut kicked, "lab.bind", &json!({"uid": "cy"})).await?;
+    let who = call(&mut kicked, "lab.whoami", &json!({})).await?;
+    call(&mut kicked, "lab.kickMe", &json!({})).await.ok();
+    let heard = format!("lab heard session {} close (uid cy)", who["session"]);
+    server
+        .wait_log(&heard, Duration::from_secs(5))
+        .await
+        .with_context(|| format!("a kicked session's uid\n{}", server.log_tail(20)))?;
+    Ok(())
+}
+
 /// whoami: the session id (distinct per session), uid null then bound, the remote address as seen by the
 /// server (127.0.0.1 and our port), and the handshake's sys and user data.
 async fn whoami(server: &Server, t: Transport) -> Result<()> {

@@ -19,7 +19,8 @@
 //!   the session data key "auth" is set; an `#[after]` hook logs every call (failures at info
 //!   level, successes at debug level). A handshake whose
 //!   `user` has `"refuse": true` is refused ("refused by lab"). `#[shutdown]` logs "lab shutting
-//!   down"; `#[session_closed]` logs "lab heard session N close".
+//!   down"; `#[session_closed]` logs "lab heard session N close", with " (uid U)" when the
+//!   session had bound one.
 //! - Hot reload: `lab.counter` → {"counter","generation"} counts calls; the state handed over
 //!   keeps the counter and the new instance's generation is the old one's plus one
 //!   (`lab.generation` → {"generation"}). A configuration {"fail":true} makes `init` fail.
@@ -476,7 +477,11 @@ impl Lab {
 
     #[session_closed]
     fn closed(&mut self, session: SessionId) {
-        log::info!("lab heard session {session} close");
+        // The closed session's uid can still be read while this hook runs.
+        match session.session().uid() {
+            Some(uid) => log::info!("lab heard session {session} close (uid {uid})"),
+            None => log::info!("lab heard session {session} close"),
+        }
     }
 
     #[export_state]

@@ -100,9 +100,22 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// A session to read from: a connected one, or the one whose `session-closed` hook is
+    /// running. Changes go only to connected sessions (`registry.get`).
+    fn readable(&self, session: SessionId) -> Option<Arc<Session>> {
+        self.context.registry.get(session).or_else(|| {
+            self.closing
+                .as_ref()
+                .filter(|closing| closing.id() == session)
+                .cloned()
+        })
+    }
+}
+
 impl session::Host for HostState {
     fn uid(&mut self, session: SessionId) -> Option<String> {
-        self.context.registry.get(session)?.uid()
+        self.readable(session)?.uid()
     }
 
     async fn bind(&mut self, session: SessionId, uid: String) -> Result<(), BindError> {
@@ -123,7 +136,7 @@ impl session::Host for HostState {
     }
 
     fn get(&mut self, session: SessionId, key: String) -> Option<String> {
-        self.context.registry.get(session)?.get(&key)
+        self.readable(session)?.get(&key)
     }
 
     fn set(&mut self, session: SessionId, key: String, value: String) {
@@ -184,12 +197,12 @@ impl session::Host for HostState {
     }
 
     fn remote_address(&mut self, session: SessionId) -> Option<String> {
-        let session = self.context.registry.get(session)?;
+        let session = self.readable(session)?;
         (!session.is_remote()).then(|| session.remote().to_string())
     }
 
     fn handshake(&mut self, session: SessionId) -> Option<String> {
-        let session = self.context.registry.get(session)?;
+        let session = self.readable(session)?;
         if session.is_remote() {
             return None;
         }

@@ -9,6 +9,7 @@ use wasmtime::component::{InstancePre, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 
 use crate::metrics::ComponentLabel;
+use crate::session::Session;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{ComponentInfo, Game};
@@ -32,6 +33,9 @@ pub(crate) struct HostState {
     /// When the current call must end. Checked on every epoch tick, so the deadline is kept in
     /// wall-clock time even when a busy machine delays the ticker.
     call_deadline: Instant,
+    /// The session whose `session-closed` hook is running: gone from the registry, but its uid,
+    /// data, handshake and address can still be read, so the hook knows who left.
+    pub(crate) closing: Option<Arc<Session>>,
 }
 
 impl HostState {
@@ -333,15 +337,17 @@ impl Instance {
         }
     }
 
-    pub(crate) async fn session_closed(&mut self, session: u64) {
+    pub(crate) async fn session_closed(&mut self, session: &Arc<Session>) {
         if self.ready().await {
             self.arm();
+            self.store.data_mut().closing = Some(session.clone());
             let outcome = self
                 .game
                 .pitaya_host_handler()
-                .call_session_closed(&mut self.store, session)
+                .call_session_closed(&mut self.store, session.id())
                 .await;
-            self.survived(outcome, "session-closed", Some(session));
+            self.store.data_mut().closing = None;
+            self.survived(outcome, "session-closed", Some(session.id()));
         }
     }
 
@@ -504,6 +510,7 @@ async fn instantiate(
         shard: shard.clone(),
         timers: Timers::default(),
         call_deadline: Instant::now(),
+        closing: None,
     };
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|state| &mut state.limits);

@@ -39,7 +39,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::group::Groups;
-use crate::session::{Registry, SessionId};
+use crate::session::{Registry, Session, SessionId};
 use crate::striped::ReadMostly;
 use bindings::Game;
 pub use bindings::HandlerKind;
@@ -729,12 +729,14 @@ impl ComponentHandle {
     }
 
     /// Tells the component that a session it has seen has closed: the one instance that
-    /// served the session hears of it.
-    pub async fn session_closed(&self, session: SessionId) {
-        let shard = self.shard(session);
+    /// served the session hears of it, and may still read the session's uid and data while it
+    /// does (the session is gone from the registry by then).
+    pub async fn session_closed(&self, session: &Arc<Session>) {
+        let shard = self.shard(session.id());
+        let session = session.clone();
         to_the_end(async move {
             if let Some(instance) = shard.lock().await.as_mut() {
-                instance.session_closed(session).await;
+                instance.session_closed(&session).await;
             }
         })
         .await;

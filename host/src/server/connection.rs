@@ -856,7 +856,7 @@ pub(super) async fn release(shared: &Arc<Shared>, session: &Arc<Session>) {
         .leave_all(session.id(), &session.groups());
     for index in session.components_seen() {
         if let Some(component) = shared.router.component_by_index(index) {
-            component.session_closed(session.id()).await;
+            component.session_closed(session).await;
         }
     }
 }
