@@ -203,7 +203,8 @@ impl Session {
         self.id
     }
 
-    /// The uid bound to the session, if any (and `None` once it has closed).
+    /// The uid bound to the session, if any (and `None` once it has closed, but for the
+    /// [`#[session_closed]`](crate::session_closed) hook that hears of the close).
     ///
     /// ```
     /// fn name(session: &pitaya_guest::Session) -> String {
@@ -405,8 +406,9 @@ impl Session {
         sys::is_connected(self.id.0)
     }
 
-    /// The client's address (`IP:PORT`), or `None` once the session has closed. An address the
-    /// host gives in another form is logged as a warning and reads as `None`.
+    /// The client's address (`IP:PORT`), or `None` once the session has closed (but in its
+    /// [`#[session_closed]`](crate::session_closed) hook). An address the host gives in another
+    /// form is logged as a warning and reads as `None`.
     ///
     /// ```
     /// fn where_from(session: &pitaya_guest::Session) -> String {
@@ -434,7 +436,8 @@ impl Session {
     }
 
     /// What the client sent in its handshake: the `sys` part (client type and version) and the
-    /// `user` part (anything the game's client put there). `None` once the session has closed.
+    /// `user` part (anything the game's client put there). `None` once the session has closed
+    /// (but in its [`#[session_closed]`](crate::session_closed) hook).
     ///
     /// ```
     /// fn client_version(session: &pitaya_guest::Session) -> Option<String> {
