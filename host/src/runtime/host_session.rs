@@ -98,9 +98,7 @@ impl HostState {
         }
         Ok(())
     }
-}
 
-impl HostState {
     /// A session to read from: a connected one, or the one whose `session-closed` hook is
     /// running. Changes go only to connected sessions (`registry.get`).
     fn readable(&self, session: SessionId) -> Option<Arc<Session>> {
