@@ -13,7 +13,8 @@ impl HostState {
             Ok(packet) => Some(packet),
             Err(error) => {
                 let route = crate::clip(route, 256);
-                self.refused(&format!("push refused: {error} (route {route:?})"));
+                self.shared
+                    .refused(format_args!("push refused: {error} (route {route:?})"));
                 None
             }
         }
@@ -26,7 +27,7 @@ impl groups::Host for HostState {
             .groups
             .create(&group, &self.shared.name)
             .unwrap_or_else(|error| {
-                self.refused(&error.to_string());
+                self.shared.refused(error);
                 false
             })
     }
@@ -59,7 +60,7 @@ impl groups::Host for HostState {
             Err(error) => {
                 // Refused only when new: the session was not in it before.
                 member.forget_group(&group);
-                self.refused(&error.to_string());
+                self.shared.refused(error);
                 false
             }
         }

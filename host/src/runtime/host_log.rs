@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use super::ComponentShared;
 use super::bindings::LogLevel;
 use super::bindings::pitaya::host::log;
 use super::instance::HostState;
@@ -47,12 +48,13 @@ impl log::Host for HostState {
     }
 }
 
-impl HostState {
-    /// Warns that a host function refused the component something (a timer, a group, session
-    /// data over a bound), within the budget of the host's lines about the component.
-    pub(crate) fn refused(&self, what: &str) {
-        if let Some(unlogged) = self.shared.failures.admit_line() {
-            tracing::warn!(component = self.component(), unlogged, "{what}");
+impl ComponentShared {
+    /// Warns that the host refused or held back something the component asked for (a timer, a
+    /// group, session data over a bound, a timer fire over the budget), within the budget of the
+    /// host's lines about the component. `what` is formatted only when the line is written.
+    pub(crate) fn refused(&self, what: impl std::fmt::Display) {
+        if let Some(unlogged) = self.failures.admit_line() {
+            tracing::warn!(component = %self.name, unlogged, "{what}");
         }
     }
 }

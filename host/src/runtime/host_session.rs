@@ -142,7 +142,8 @@ impl session::Host for HostState {
             if session.set(key, value) {
                 sync_remote_data(&session);
             } else {
-                self.refused("session data refused: the session's data would pass 64 KiB");
+                self.shared
+                    .refused("session data refused: the session's data would pass 64 KiB");
             }
         }
     }

@@ -20,7 +20,8 @@ pub(crate) const MAX_TIMERS: usize = 10_000;
 impl HostState {
     fn start_timer(&mut self, ms: u32, repeat: bool) -> u64 {
         if self.timers.lock().len() >= MAX_TIMERS {
-            self.refused("timer refused: the instance has 10,000 timers running");
+            self.shared
+                .refused("timer refused: the instance has 10,000 timers running");
             return 0;
         }
         let id = self.shared.next_timer.fetch_add(1, Ordering::Relaxed);
@@ -100,13 +101,9 @@ fn held_back(shared: &ComponentShared, metrics: &Metrics, per_second: u32) {
             component: shared.name.to_string(),
         })
         .inc();
-    if let Some(unlogged) = shared.failures.admit_line() {
-        tracing::warn!(
-            component = %shared.name,
-            unlogged,
-            "timers ask for more than the component's timer-fires budget ({per_second} a second): fires wait their turn"
-        );
-    }
+    shared.refused(format_args!(
+        "timers ask for more than the component's timer-fires budget ({per_second} a second): fires wait their turn"
+    ));
 }
 
 impl timers::Host for HostState {
