@@ -27,7 +27,10 @@ const COMPONENTS = process.env.PITAYA_COMPONENTS_DIR || join(REPO, 'target/wasm3
 const POMELO = readFileSync(
   createRequire(import.meta.url).resolve('pomelo-cocos2d-js/dist/pomelo-cocos2d-js.js'), 'utf8');
 const WAIT = 20_000; // the longest any one step may take (a busy CI machine is slow)
-const HEARTBEAT = 1; // seconds; the host closes a connection silent for twice that
+// Seconds; the host closes a connection silent for twice that. 2, not 1: pomelo's client answers a
+// heartbeat only one interval after it, so at 1 a stall of the Node.js client or of a busy CI machine
+// of about a second is enough to end a connection (seen once in CI).
+const HEARTBEAT = 2;
 
 // Packet types (protocol.md §2), to tell the heartbeats apart in the frames a client sees.
 const HEARTBEAT_PACKET = 3;
@@ -54,7 +57,10 @@ function startHost() {
   // resolves coded push routes, so the host runs as a pomelo deployment would configure it.
   const args = ['serve', '--ws', '127.0.0.1:0', '--heartbeat', String(HEARTBEAT), '--kick-reasons',
     '--push-route', 'onMessage', '--push-route-codes', ...components];
-  host = spawn(HOST_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Connection closes are logged at debug level, with their reason: the log printed on a failure
+  // says why the host closed a connection.
+  const env = { ...process.env, RUST_LOG: 'info,pitaya_host::server::connection=debug' };
+  host = spawn(HOST_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   createInterface({ input: host.stderr }).on('line', (line) => hostLog.push(line) > 200 && hostLog.shift());
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => reject(new Error('no ws:// line from the host within 60 s')), 60_000);
