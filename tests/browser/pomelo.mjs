@@ -27,9 +27,10 @@ const COMPONENTS = process.env.PITAYA_COMPONENTS_DIR || join(REPO, 'target/wasm3
 const POMELO = readFileSync(
   createRequire(import.meta.url).resolve('pomelo-cocos2d-js/dist/pomelo-cocos2d-js.js'), 'utf8');
 const WAIT = 20_000; // the longest any one step may take (a busy CI machine is slow)
-// Seconds; the host closes a connection silent for twice that. 2, not 1: pomelo's client answers a
-// heartbeat only one interval after it, so at 1 a stall of the Node.js client or of a busy CI machine
-// of about a second is enough to end a connection (seen once in CI).
+// Seconds; the host closes a connection silent for twice that. pomelo's client beats every 1.5
+// intervals against the host (docs/protocol.md, Heartbeats), which leaves it half an interval to
+// spare: at 1 s, a stall of the Node.js client or of a busy CI machine of half a second ended a
+// connection once in CI.
 const HEARTBEAT = 2;
 
 // Packet types (protocol.md §2), to tell the heartbeats apart in the frames a client sees.
