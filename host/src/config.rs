@@ -372,6 +372,56 @@ mod tests {
         }
     }
 
+    /// The keys serde expects where `text` has an unknown one (its message lists them all).
+    fn keys_expected(text: &str) -> Vec<String> {
+        let message = FileConfig::parse(text).unwrap_err().message().to_owned();
+        let list = message.split_once("expected one of").expect(&message).1;
+        list.split(',')
+            .map(|key| key.trim().trim_matches('`').to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_example_file_parses_and_shows_every_key() {
+        let example = include_str!("../../examples/host.toml");
+        FileConfig::parse(example).unwrap_or_else(|error| panic!("examples/host.toml: {error}"));
+        // Its commented-out settings are valid too, once taken in.
+        let taken_in: String = example
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(setting)
+                    if setting.split_once(" = ").is_some_and(|(key, _)| {
+                        key.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                    }) =>
+                {
+                    format!("{setting}\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        let config = FileConfig::parse(&taken_in).unwrap_or_else(|error| {
+            panic!("a setting commented out in examples/host.toml is not valid: {error}")
+        });
+        assert_eq!(config.cluster, Some(true), "the cluster keys are shown");
+        let shown = |key: &str| {
+            taken_in
+                .lines()
+                .any(|line| line.split_once(" = ").is_some_and(|(k, _)| k == key))
+        };
+        let top = keys_expected("no-such-key = 1");
+        let component = keys_expected("[[component]]\npath = \"a.wasm\"\nno-such-key = 1");
+        assert!(
+            top.len() > 30 && component.len() > 5,
+            "{top:?} {component:?}"
+        );
+        for key in top.iter().chain(&component) {
+            assert!(
+                key == "component" || shown(key),
+                "examples/host.toml does not show `{key}`"
+            );
+        }
+    }
+
     #[test]
     fn a_wrong_type_is_named_with_its_line() {
         let message = error_of("tcp = \"127.0.0.1:0\"\n\nheartbeat = \"often\"\n");
