@@ -84,6 +84,41 @@ fn help_describes_every_flag() -> Result<()> {
     Ok(())
 }
 
+/// Every flag `serve --help` lists is in the README's table of options and in the
+/// configuration reference, so neither falls behind the binary.
+#[test]
+fn every_flag_is_documented() -> Result<()> {
+    let output = host().args(["serve", "--help"]).output()?;
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout)?;
+    // An option's line starts with its names (`-h, --help`), then its value and description.
+    let flags: Vec<&str> = help
+        .lines()
+        .flat_map(|line| {
+            line.split_whitespace()
+                .map(|word| word.trim_end_matches(','))
+                .take_while(|word| word.starts_with('-'))
+        })
+        .filter(|word| word.starts_with("--") && *word != "--help")
+        .collect();
+    anyhow::ensure!(
+        flags.len() > 30,
+        "too few flags read from --help: {flags:?}"
+    );
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for doc in ["README.md", "docs/configuration.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).with_context(|| doc.to_owned())?;
+        let missing: Vec<&&str> = flags
+            .iter()
+            .filter(|flag| {
+                !text.contains(&format!("`{flag}`")) && !text.contains(&format!("`{flag} "))
+            })
+            .collect();
+        anyhow::ensure!(missing.is_empty(), "{doc} does not document {missing:?}");
+    }
+    Ok(())
+}
+
 #[test]
 fn a_missing_component_is_one_clear_line() -> Result<()> {
     let stderr = fails(host().args(["serve", "--tcp", "127.0.0.1:0", "no/such/game.wasm"]))?;
