@@ -448,3 +448,78 @@ fn a_rust_log_that_is_not_a_filter_is_said() -> Result<()> {
     );
     Ok(())
 }
+
+/// The configuration reference's table of start-up errors quotes what the host prints: each
+/// mistake it lists, made here the same way, gives that line word for word.
+#[test]
+fn the_configuration_reference_quotes_the_errors_as_printed() -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let reference = std::fs::read_to_string(root.join("docs/configuration.md"))?;
+    let dir = std::env::temp_dir().join(format!("pitaya-host-doc-errors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let echo = echo_wasm()?;
+    // (a file to write in the working folder, the arguments after `serve`)
+    let mistakes: &[(Option<(&str, &str)>, &[&str])] = &[
+        (
+            Some((
+                "host.toml",
+                "tcp = \"127.0.0.1:0\"\n\nheartbeat = \"often\"\n",
+            )),
+            &["--config", "host.toml"],
+        ),
+        (
+            Some((
+                "host.toml",
+                "tcp = \"127.0.0.1:0\"\n[[component]]\ngrants = [\"network\"]\n",
+            )),
+            &["--config", "host.toml"],
+        ),
+        (
+            Some(("host.toml", "tcp = \"127.0.0.1:0\"\ntimer-fires = 0\n")),
+            &["--config", "host.toml"],
+        ),
+        (
+            Some((
+                "host.toml",
+                "[[component]]\npath = \"x.wasm\"\ninstances = 0\n",
+            )),
+            &["--config", "host.toml"],
+        ),
+        (
+            Some(("host.toml", "serializer = \"xml\"\n")),
+            &["--config", "host.toml"],
+        ),
+        (
+            Some(("game.json", "{\"tcp\": \"127.0.0.1:3250\"}\n")),
+            &["--config", "game.json"],
+        ),
+        (None, &["--config", "nope.toml"]),
+        (None, &["--max-connections", "0"]),
+        (None, &["--heartbeat", "100000"]),
+        (None, &["--max-packet", "0"]),
+        (None, &["--grant", "echo=network"]),
+        (None, &["--limit", "echo=memory:5"]),
+        (None, &["--limit", "lab=instances:0"]),
+        (None, &["--limit", "echo=fuel:lots"]),
+        (None, &["--init", "echo"]),
+        (None, &["--server-type", "a.b"]),
+        (None, &["--tls-cert", "nope.pem"]),
+        (None, &["--web", "/srv/nope"]),
+    ];
+    for (file, args) in mistakes {
+        if let Some((name, text)) = file {
+            std::fs::write(dir.join(name), text)?;
+        }
+        let stderr = fails(host().current_dir(&dir).arg("serve").args(*args).arg(&echo))?;
+        let line = the_error_line(&stderr, &format!("{args:?}"));
+        anyhow::ensure!(
+            reference.contains(line),
+            "docs/configuration.md does not quote {args:?}'s error as printed: {line}"
+        );
+    }
+    let stderr = fails(host().current_dir(&dir).args(["serve", "x.wasm"]))?;
+    let line = the_error_line(&stderr, "a missing component");
+    anyhow::ensure!(reference.contains(line), "not quoted as printed: {line}");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
