@@ -157,3 +157,106 @@ async fn new_project_builds_and_serves_hello() -> Result<()> {
     );
     Ok(())
 }
+
+/// The `arena` listing of docs/design-patterns.md's appendix, put into a crate from
+/// `pitaya-host new arena` as the page says: it builds, passes its own test, and answers the
+/// session the page shows (the same response and push), and a handshake without a token is
+/// refused with code 400.
+#[tokio::test]
+async fn the_design_patterns_arena_builds_passes_and_answers_as_shown() -> Result<()> {
+    let page = std::fs::read_to_string(workspace_dir().join("docs/design-patterns.md"))?;
+    let appendix = &page[page
+        .find("## Appendix: the arena component")
+        .context("the appendix")?..];
+    let block = |after: &str, fence: &str| -> Result<String> {
+        let start = appendix.find(after).with_context(|| format!("{after:?}"))? + after.len();
+        let start = start + appendix[start..].find(fence).context("fence")? + fence.len();
+        let end = start + appendix[start..].find("\n```").context("closing fence")?;
+        Ok(appendix[start..end].to_owned())
+    };
+    let listing = block("`src/lib.rs`:", "```rust\n")?;
+    // The output block after the pitaya-cli session: `response ROUTE {json}`, `push ROUTE {json}`.
+    let shown = block("\nEOF\n```\n", "```\n")?;
+    let mut expected = Vec::new();
+    for entry in shown.split("\nresponse ").skip(1) {
+        for (i, part) in entry.split("\npush ").enumerate() {
+            let (route, json) = part.split_once(' ').context("route and JSON")?;
+            let json: serde_json::Value = serde_json::from_str(json)
+                .with_context(|| format!("the page's JSON for {route}"))?;
+            expected.push((
+                if i == 0 { "response" } else { "push" },
+                route.to_owned(),
+                json,
+            ));
+        }
+    }
+    ensure!(
+        expected.len() == 2,
+        "the page's session output: {expected:?}"
+    );
+
+    let tmp = TempDir::new("arena")?;
+    let mut new = Command::new(host_binary());
+    new.args(["new", "arena"]).current_dir(&tmp.0);
+    let out = tokio::task::spawn_blocking(move || run(new, Duration::from_secs(60))).await??;
+    ensure_ok("`pitaya-host new arena`", &out)?;
+    let project = tmp.0.join("arena");
+    std::fs::write(project.join("src/lib.rs"), listing)?;
+    let target_dir = workspace_dir().join("target/template-build");
+    for args in [
+        &["build", "--release", "--target", "wasm32-wasip2"][..],
+        &["test"][..],
+    ] {
+        let mut cmd = Command::new(cargo());
+        cmd.args(args)
+            .current_dir(&project)
+            .env("CARGO_TARGET_DIR", &target_dir);
+        let out = tokio::task::spawn_blocking(move || run(cmd, Duration::from_secs(300))).await??;
+        ensure_ok(
+            &format!("`cargo {}` of the arena listing", args.join(" ")),
+            &out,
+        )?;
+    }
+    let wasm = target_dir.join("wasm32-wasip2/release/arena.wasm");
+    let server = Server::start(
+        ServerOptions::default()
+            .tcp_only()
+            .components(&[wasm.to_str().context("path is not UTF-8")?]),
+    )
+    .await
+    .context("serving arena.wasm")?;
+
+    let mut c = server.connect(Transport::Tcp).await?;
+    c.handshake(r#"{"sys":{"platform":"cli"},"user":{"token":"ana"}}"#)
+        .await?;
+    let enter = c.request("arena.enter", br#"{"room":"red"}"#).await?;
+    ensure!(!enter.error, "arena.enter failed: {:?}", enter.json());
+    c.send_notify("arena.score", b"{}").await?;
+    let scores = c.wait_push(&expected[1].1).await?;
+    for ((kind, route, want), mut got) in expected.iter().zip([enter.json()?, scores.json()?]) {
+        // `ticks` counts the room's 10 Hz ticks: 1 unless a tick passed between the answer
+        // and the notify (a stalled machine), so any count is taken for the page's.
+        if let (Some(ticks), Some(shown)) =
+            (got.get("ticks").and_then(|t| t.as_u64()), want.get("ticks"))
+        {
+            ensure!(ticks >= 1, "{kind} {route}: ticks {ticks}");
+            got["ticks"] = shown.clone();
+        }
+        ensure!(
+            got == *want,
+            "{kind} {route}: the page shows {want}, the host sent {got}"
+        );
+    }
+
+    let mut stranger = server.connect(Transport::Tcp).await?;
+    stranger
+        .send_handshake(r#"{"sys":{"platform":"cli"},"user":{}}"#)
+        .await?;
+    let refused = stranger.wait_handshake().await?;
+    ensure!(
+        refused.code == 400 && page.contains(&refused.json.to_string()),
+        "a handshake without a token: {} (the page quotes the refusal)",
+        refused.json
+    );
+    Ok(())
+}
