@@ -29,8 +29,7 @@ const POMELO = readFileSync(
 const WAIT = 20_000; // the longest any one step may take (a busy CI machine is slow)
 // Seconds; the host closes a connection silent for twice that. pomelo's client beats every 1.5
 // intervals against the host (docs/protocol.md, Heartbeats), which leaves it half an interval to
-// spare: at 1 s, a stall of the Node.js client or of a busy CI machine of half a second ended a
-// connection once in CI.
+// spare; 2 s makes that a second, for a stall of the Node.js client on a busy CI machine.
 const HEARTBEAT = 2;
 
 // Packet types (protocol.md §2), to tell the heartbeats apart in the frames a client sees.

@@ -258,17 +258,20 @@ impl Connection {
     }
 
     /// The client acked or sent a heartbeat at `now`. After its ack, or a heartbeat that came more
-    /// than 1.25 intervals after its last, the next server heartbeat is brought to at most half
-    /// an interval later.
+    /// than 1.25 intervals after its last, the next server heartbeat is due half an interval
+    /// later, whether it was due sooner or later than that.
     ///
     /// pomelo's client sends its heartbeat one interval after it *receives* one, and ignores a
     /// heartbeat that arrives while its own is pending. A server that only beats every interval
     /// lands each beat just before that client's timer fires, so the client beats every other
     /// interval: a silence of 2 × `heartbeat` plus timer drift, which the liveness deadline cuts
     /// off. A beat half an interval after the client's always finds it waiting, so such a client
-    /// beats every 1.5 intervals. A client that beats every interval, on its own timer (libpitaya)
-    /// or in answer to the server's (pitaya-bench), never gaps that long after its first beat,
-    /// so it sees one server heartbeat an interval, as before.
+    /// beats every 1.5 intervals. The beat is put off, too, when it was due sooner: a late host
+    /// that reads the client's heartbeat just before sending one that was due would otherwise
+    /// start the client's next interval in step with its own, and the client would beat every
+    /// other interval again. A client that beats every interval, on its own timer (libpitaya) or
+    /// in answer to the server's (pitaya-bench), never gaps that long after its first beat, so
+    /// it sees one server heartbeat an interval, as before.
     fn client_beat(&mut self, now: Instant) {
         let late = self.last_beat.is_none_or(|last| {
             self.after(last, self.config.heartbeat.saturating_mul(5) / 4)
@@ -276,9 +279,8 @@ impl Connection {
         });
         self.last_beat = Some(now);
         if late
-            && let Some(next) = self.next_heartbeat
+            && self.next_heartbeat.is_some()
             && let Some(soon) = self.after(now, self.config.heartbeat / 2)
-            && soon < next
         {
             self.next_heartbeat = Some(soon);
         }
