@@ -458,8 +458,12 @@ fn the_configuration_reference_quotes_the_errors_as_printed() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("pitaya-host-doc-errors-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let echo = echo_wasm()?;
-    // (a file to write in the working folder, the arguments after `serve`)
-    let mistakes: &[(Option<(&str, &str)>, &[&str])] = &[
+    // A file to write in the working folder (name, text), and the arguments after `serve`.
+    type Mistake = (
+        Option<(&'static str, &'static str)>,
+        &'static [&'static str],
+    );
+    let mistakes: &[Mistake] = &[
         (
             Some((
                 "host.toml",

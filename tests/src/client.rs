@@ -277,6 +277,16 @@ impl Client {
         Ok(())
     }
 
+    /// WebSocket only: sends `text` as a text frame, which the protocol does not use.
+    pub async fn send_ws_text(&mut self, text: &str) -> Result<()> {
+        let Writer::Ws(s) = &mut self.writer else {
+            bail!("a text frame is for WebSocket only");
+        };
+        s.send(WsMessage::text(text))
+            .await
+            .context("WebSocket send")
+    }
+
     /// Sends several packets (already encoded) together: one TCP write, or one WebSocket frame.
     pub async fn send_batch(&mut self, packets: &[Vec<u8>]) -> Result<()> {
         self.send_raw(&packets.concat()).await

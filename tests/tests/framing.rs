@@ -234,6 +234,40 @@ async fn oversized(server: &Server, t: Transport) -> Result<()> {
     Ok(())
 }
 
+/// A WebSocket frame the host refuses ends the connection with the code a packet over the limit
+/// or a protocol error gets (1009, 1002), after the request in the frame before it is answered:
+/// a frame over the frame cap (4 × `--max-packet`, at least 64 KiB), and a text frame.
+#[tokio::test]
+async fn a_refused_websocket_frame_closes_with_its_code_after_earlier_answers() -> Result<()> {
+    let server = Server::start(ServerOptions::default().max_packet(1024)).await?;
+    for (what, code) in [
+        ("a 70,000-byte frame", "code: Size"),
+        ("a text frame", "code: Protocol"),
+    ] {
+        let mut c = server.connect_ready(Transport::Ws).await?;
+        let id = c.next_id();
+        c.send_raw(&Message::request(id, "echo.echo", b"{}").to_packet()?)
+            .await?;
+        if code == "code: Size" {
+            // Zeros: a frame within the cap would close with 1002 (packet type 0), not 1009.
+            c.send_raw(&[0; 70_000]).await?;
+        } else {
+            c.send_ws_text("{}").await?;
+        }
+        ensure_echo(&c.wait_response(id).await?, id, b"{}")
+            .with_context(|| format!("the request before {what} must be answered"))?;
+        let (why, _) = c
+            .wait_close(Duration::from_secs(5))
+            .await
+            .with_context(|| format!("{what} must close the connection"))?;
+        ensure!(
+            why.contains(code),
+            "{what} must close with {code}, got {why}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn oversized_length_header_closes_connection() -> Result<()> {
     let server = Server::start(ServerOptions::default().max_packet(1024)).await?;

@@ -30,7 +30,7 @@ use crate::runtime::{CallFailure, HandlerKind, ToTheEnd};
 use crate::send_queue::Taken;
 use crate::session::{Outbound, SendError, SendQueue, Session};
 use crate::transport::{
-    BoxedIo, Farewell, Link, Outgoing, TransportKind, Writer, accept_websocket,
+    BoxedIo, Farewell, Link, Outgoing, RefusedFrame, TransportKind, Writer, accept_websocket,
 };
 
 /// Seconds between two log lines about refused connections; the ones between are counted.
@@ -502,10 +502,22 @@ fn drive(
                     protocol.close();
                     ending = Some(Ending::ClosedByClient);
                 }
-                Wake::Read(Err(error)) => {
-                    tracing::debug!(%peer, %kind, %error, "read failed");
-                    break 'conn "read error";
-                }
+                Wake::Read(Err(error)) => match RefusedFrame::farewell_of(&error) {
+                    // As for a packet that breaks the protocol: nothing more is read, and what
+                    // came before is still answered.
+                    Some(farewell) => {
+                        tracing::debug!(%peer, %kind, %error, "frame refused, closing");
+                        protocol.close();
+                        ending = Some(match farewell {
+                            Farewell::TooLarge => Ending::TooLarge,
+                            Farewell::ProtocolError | Farewell::Normal => Ending::ProtocolError,
+                        });
+                    }
+                    None => {
+                        tracing::debug!(%peer, %kind, %error, "read failed");
+                        break 'conn "read error";
+                    }
+                },
                 Wake::Timer => {
                     armed = None;
                     trim = true;

@@ -26,9 +26,9 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 /// A byte stream a connection runs over: a TCP stream, or TLS over one.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -187,6 +187,50 @@ pub enum Farewell {
     TooLarge,
 }
 
+/// A WebSocket frame the transport refused, carried in the `io::Error` its read returns: the
+/// client broke WebSocket's rules or ours, as opposed to a connection that failed, and the close
+/// frame says which (1009 for a frame over the size cap, 1002 otherwise).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct RefusedFrame {
+    /// The close code the client is owed.
+    pub farewell: Farewell,
+    what: String,
+}
+
+impl RefusedFrame {
+    fn error(farewell: Farewell, what: String) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, Self { farewell, what })
+    }
+
+    /// The close code a read error calls for, if it is a refused frame.
+    pub fn farewell_of(error: &io::Error) -> Option<Farewell> {
+        error
+            .get_ref()?
+            .downcast_ref::<Self>()
+            .map(|refused| refused.farewell)
+    }
+}
+
+/// A tungstenite read error as an `io::Error`: a [`RefusedFrame`] when the client's frames broke
+/// the rules (too large, not WebSocket, text), a plain failure otherwise.
+fn refused_or_failed(error: tungstenite::Error) -> io::Error {
+    use tungstenite::error::ProtocolError;
+    match error {
+        tungstenite::Error::Capacity(capacity) => {
+            RefusedFrame::error(Farewell::TooLarge, capacity.to_string())
+        }
+        // A peer that dropped the connection without a close frame broke nothing worth a code.
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            io::Error::other(error)
+        }
+        tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => {
+            RefusedFrame::error(Farewell::ProtocolError, error.to_string())
+        }
+        error => io::Error::other(error),
+    }
+}
+
 /// The receiving half of a [`Link`].
 pub enum Reader<'a> {
     /// Plain TCP.
@@ -221,12 +265,12 @@ impl Reader<'_> {
                     // nothing for us.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Text(_))) => {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "text frame: the protocol uses binary frames",
+                        return Poll::Ready(Err(RefusedFrame::error(
+                            Farewell::ProtocolError,
+                            "text frame: the protocol uses binary frames".into(),
                         )));
                     }
-                    Some(Err(error)) => return Poll::Ready(Err(io::Error::other(error))),
+                    Some(Err(error)) => return Poll::Ready(Err(refused_or_failed(error))),
                 }
             },
         }
