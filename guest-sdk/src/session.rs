@@ -129,7 +129,7 @@ pub enum BindError {
     SessionClosed,
     /// The session is already bound to another uid, given here.
     AlreadyBound(String),
-    /// The uid is empty.
+    /// The uid is empty, or longer than 256 bytes.
     InvalidUid,
     /// Another session holds the uid, and the host is configured to refuse duplicate logins.
     /// (By default the host kicks the older session instead, and binding succeeds.)
@@ -146,7 +146,7 @@ impl fmt::Display for BindError {
             BindError::AlreadyBound(uid) => {
                 write!(f, "the session is already bound to uid {uid:?}")
             }
-            BindError::InvalidUid => write!(f, "the uid is empty"),
+            BindError::InvalidUid => write!(f, "the uid is empty or over 256 bytes"),
             BindError::UidTaken => write!(f, "another session holds the uid"),
             BindError::Unreachable(why) => {
                 write!(f, "the session's frontend did not take it: {why}")

@@ -1,7 +1,7 @@
 //! The compiled-component cache (`--cache-dir`, `--no-cache`): a first start compiles and writes an
 //! entry, a second start with the same directory loads it ("component loaded from cache"), a
-//! corrupted entry is compiled again, still serves, and is rewritten, and `--no-cache` leaves the
-//! directory alone.
+//! corrupted entry is compiled again, still serves, and is rewritten, `--no-cache` leaves the
+//! directory alone, and a cache that cannot be written is said, and not claimed written.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use pitaya_tests::{Server, ServerOptions, TempDir, Transport};
 
 const LOADED: &str = "component loaded from cache";
 const COMPILED: &str = "component compiled and cached";
+const NOT_CACHED: &str = "component compiled (not cached)";
 
 /// Starts the host serving echo with the cache in `dir`, checks that echo answers, and returns
 /// the server (for its log).
@@ -105,5 +106,29 @@ async fn a_second_start_loads_from_the_cache_and_a_bad_entry_is_rewritten() -> R
     );
     drop(uncached);
     ensure!(!other.exists(), "--no-cache created {}", other.display());
+    Ok(())
+}
+
+/// A cache directory that cannot be made (under a regular file): the component is compiled and
+/// served, a warning says the cache cannot be written, and the start-up line does not claim an
+/// entry was written.
+#[tokio::test]
+async fn a_cache_that_cannot_be_written_is_said_and_not_claimed() -> Result<()> {
+    let scratch = TempDir::new("cache-unwritable")?;
+    let file = scratch.0.join("a-file");
+    std::fs::write(&file, b"not a directory")?;
+    let server = start(&file.join("compiled"), &[]).await?;
+    server
+        .wait_log(
+            "cannot write the compiled-component cache",
+            Duration::from_secs(10),
+        )
+        .await?;
+    server.wait_log(NOT_CACHED, Duration::from_secs(10)).await?;
+    ensure!(
+        server.log_line_containing(COMPILED).is_none(),
+        "the log claims an entry was written\n{}",
+        server.log_tail(20)
+    );
     Ok(())
 }

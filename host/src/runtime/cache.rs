@@ -37,7 +37,10 @@ pub(crate) struct CompileCache {
 /// How a component came to be compiled, for the log.
 enum Source {
     Cache,
-    Compiled,
+    /// Compiled now; `cached` if its entry was written for the next start.
+    Compiled {
+        cached: bool,
+    },
 }
 
 /// Feeds everything `Hash` writes into SHA-256, so the engine's compatibility hash becomes a
@@ -100,8 +103,8 @@ impl CompileCache {
             }
             None => {
                 let component = Component::new(engine, wasm)?;
-                self.write(&component, &entry);
-                (component, Source::Compiled)
+                let cached = self.write(&component, &entry);
+                (component, Source::Compiled { cached })
             }
         };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -112,11 +115,16 @@ impl CompileCache {
                 ms = format_args!("{ms:.1}"),
                 "component loaded from cache"
             ),
-            Source::Compiled => tracing::info!(
+            Source::Compiled { cached: true } => tracing::info!(
                 path = %path.display(),
                 entry = %entry.display(),
                 ms = format_args!("{ms:.1}"),
                 "component compiled and cached"
+            ),
+            Source::Compiled { cached: false } => tracing::info!(
+                path = %path.display(),
+                ms = format_args!("{ms:.1}"),
+                "component compiled (not cached)"
             ),
         }
         Ok(component)
@@ -154,15 +162,20 @@ impl CompileCache {
 
     /// Writes an entry, atomically (a reader sees the old entry, none, or the whole new one).
     /// A cache that cannot be written costs the next start a compilation, nothing more.
-    fn write(&self, component: &Component, entry: &Path) {
+    /// Writes `component` to its entry; false (said in a warning) if it could not.
+    fn write(&self, component: &Component, entry: &Path) -> bool {
         let outcome = component
             .serialize()
             .map_err(|error| format!("{error:#}"))
             .and_then(|code| write_entry(&self.dir, entry, &code).map_err(|e| e.to_string()));
         match outcome {
-            Ok(()) => prune(&self.dir, SystemTime::now()),
+            Ok(()) => {
+                prune(&self.dir, SystemTime::now());
+                true
+            }
             Err(error) => {
-                tracing::warn!(dir = %self.dir.display(), %error, "cannot write the compiled-component cache")
+                tracing::warn!(dir = %self.dir.display(), %error, "cannot write the compiled-component cache");
+                false
             }
         }
     }
