@@ -75,6 +75,7 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "timer_fires")]
     pub timer_fires: Option<u32>,
     /// `--serializer`: `json` or `protobuf`.
+    #[serde(default, deserialize_with = "serializer_name")]
     pub serializer: Option<String>,
     /// `--compress`.
     pub compress: Option<bool>,
@@ -189,6 +190,17 @@ fn timer_fires<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Option<u32>
         Some(fires) if (1..=max).contains(&fires) => Ok(Some(fires)),
         _ => Err(serde::de::Error::custom(format!(
             "must be a whole number from 1 to {max}, got {value}"
+        ))),
+    }
+}
+
+/// Reads `serializer`, refusing a name the host does not know, with the key named.
+fn serializer_name<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Option<String>, D::Error> {
+    let value = toml::Value::deserialize(input)?;
+    match value.as_str() {
+        Some(name @ ("json" | "protobuf")) => Ok(Some(name.to_owned())),
+        _ => Err(serde::de::Error::custom(format!(
+            "must be \"json\" or \"protobuf\", got {value}"
         ))),
     }
 }
@@ -420,6 +432,17 @@ mod tests {
                 "examples/host.toml does not show `{key}`"
             );
         }
+    }
+
+    #[test]
+    fn an_unknown_serializer_is_named_with_its_line() {
+        let message = error_of("heartbeat = 5\nserializer = \"xml\"\n");
+        assert_eq!(
+            message,
+            "host.toml:2: serializer: must be \"json\" or \"protobuf\", got \"xml\""
+        );
+        let config = FileConfig::parse("serializer = \"protobuf\"").unwrap();
+        assert_eq!(config.serializer.as_deref(), Some("protobuf"));
     }
 
     #[test]
