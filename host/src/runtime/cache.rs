@@ -160,9 +160,9 @@ impl CompileCache {
         }
     }
 
-    /// Writes an entry, atomically (a reader sees the old entry, none, or the whole new one).
-    /// A cache that cannot be written costs the next start a compilation, nothing more.
-    /// Writes `component` to its entry; false (said in a warning) if it could not.
+    /// Writes `component` to its entry, atomically (a reader sees the old entry, none, or the
+    /// whole new one); false, said in a warning, if it could not. A cache that cannot be written
+    /// costs the next start a compilation, nothing more.
     fn write(&self, component: &Component, entry: &Path) -> bool {
         let outcome = component
             .serialize()

@@ -194,7 +194,7 @@ pub enum Farewell {
 #[error("{what}")]
 pub struct RefusedFrame {
     /// The close code the client is owed.
-    pub farewell: Farewell,
+    farewell: Farewell,
     what: String,
 }
 
