@@ -1,16 +1,27 @@
-//! Fuzzes the message decoder: whatever it accepts re-encodes to a message that decodes to the
-//! same thing.
+//! Fuzzes the message decoder: both decoders agree, a compressed payload never inflates past its
+//! cap, and whatever they accept re-encodes to a message that decodes to the same thing.
 #![no_main]
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use pitaya_protocol::{RouteDict, decode_message, encode_message};
+use pitaya_protocol::{RouteDict, decode_message, decode_message_bytes, encode_message};
 
 fuzz_target!(|data: &[u8]| {
     let dict = RouteDict::from_routes(["room.join", "room.message", "onMessage"]);
-    let Ok(message) = decode_message(data, &dict, 64 * 1024) else {
+    // The first byte sets the inflate cap: small caps reach the bound, 0 the empty payload.
+    let Some((&cap, data)) = data.split_first() else {
         return;
     };
+    let max_inflated = usize::from(cap) * 64;
+    let decoded = decode_message(data, &dict, max_inflated);
+    assert_eq!(
+        decode_message_bytes(&Bytes::copy_from_slice(data), &dict, max_inflated),
+        decoded
+    );
+    let Ok(message) = decoded else {
+        return;
+    };
+    assert!(message.payload.len() <= max_inflated.max(data.len()));
     let code = if message.route_compressed {
         dict.code(&message.route)
     } else {
@@ -28,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
         &mut body,
     )
     .expect("a decoded message re-encodes");
-    let again = decode_message(&body, &dict, 64 * 1024).expect("a re-encoded message decodes");
+    let again =
+        decode_message(&body, &dict, message.payload.len()).expect("a re-encoded message decodes");
     assert_eq!(again, message);
 });
