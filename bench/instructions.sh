@@ -8,11 +8,16 @@
 #
 #   bench/instructions.sh [HOST_BINARY]     (default target/dist/pitaya-host)
 #   TRANSPORT=ws bench/instructions.sh     (over WebSocket; default tcp)
+#   CACHE=1 CONNECTIONS=500 REQUESTS=40000 bench/instructions.sh
+#                                          (also last-level cache misses per request, from
+#                                          callgrind's simulation of a 32 KiB L1 and 1 MiB
+#                                          last level; no hardware counters are needed)
 #
 # Needs valgrind, target/dist/pitaya-bench, and target/wasm32-wasip2/release/echo.wasm
 # (cargo xtask build; cargo build --profile dist -p pitaya-host -p pitaya-bench). Each server
-# runs under callgrind on 127.0.0.1 port 0; 1,000 warm-up requests are not counted, then REQUESTS (default 3,000)
-# requests over 10 connections are; the servers are stopped when it ends. About a minute.
+# runs under callgrind on 127.0.0.1 port 0; warm-up requests (1,000, or 4 per connection if
+# more) are not counted, then REQUESTS (default 3,000) requests over CONNECTIONS (default 10)
+# connections are; the servers are stopped when it ends. About a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +29,11 @@ HOST=${1:-target/$PROFILE/pitaya-host}
 BENCH=target/$PROFILE/pitaya-bench
 ECHO=${ECHO:-target/wasm32-wasip2/release/echo.wasm}
 REQUESTS=${REQUESTS:-3000}
+CONNECTIONS=${CONNECTIONS:-10}
+CACHE=${CACHE:-0}
+WARM_UP=$(( CONNECTIONS * 4 > 1000 ? CONNECTIONS * 4 : 1000 ))
+cache_flags=()
+[[ $CACHE == 1 ]] && cache_flags=(--cache-sim=yes --D1=32768,8,64 --LL=1048576,16,64)
 TRANSPORT=${TRANSPORT:-tcp}
 case $TRANSPORT in
     tcp) floor_flag=() ;;
@@ -43,7 +53,7 @@ trap cleanup EXIT
 count() {
     local name=$1; shift
     # JIT-compiled wasm rewrites code pages: all-non-file makes valgrind notice.
-    valgrind --tool=callgrind --smc-check=all-non-file \
+    valgrind --tool=callgrind --smc-check=all-non-file "${cache_flags[@]}" \
         --callgrind-out-file="$WORK/$name.%p" "$@" >"$WORK/$name.stdout" 2>"$WORK/$name.stderr" &
     PID=$!
     local url=
@@ -53,10 +63,12 @@ count() {
         sleep 0.2
     done
     [[ -n $url ]] || { echo "$name did not print its address; see $WORK/$name.stderr" >&2; exit 1; }
-    "$BENCH" load --url "$url" --connections 10 --requests 1000 --duration 120 >/dev/null
+    # Connections opened in small batches: under valgrind the server takes them slowly.
+    "$BENCH" load --url "$url" --connections "$CONNECTIONS" --requests "$WARM_UP" \
+        --duration 300 --batch 50 --connect-timeout 60 >/dev/null
     callgrind_control --zero "$PID" >/dev/null 2>&1
-    "$BENCH" load --url "$url" --connections 10 --requests "$REQUESTS" --duration 300 --json \
-        >"$WORK/$name.json"
+    "$BENCH" load --url "$url" --connections "$CONNECTIONS" --requests "$REQUESTS" \
+        --duration 600 --batch 50 --connect-timeout 60 --json >"$WORK/$name.json"
     callgrind_control --dump "$PID" >/dev/null 2>&1
     kill "$PID"
     wait "$PID" 2>/dev/null || true
@@ -65,8 +77,14 @@ count() {
 import json, sys
 name, load, dump = sys.argv[1:4]
 ok = json.load(open(load))["ok"]
-total = next(int(line.split()[1]) for line in open(dump) if line.startswith("summary:"))
-print(f"{name:6} {ok} requests  {total:,} instructions  {total / ok:,.0f} per request")
+events = next(line.split()[1:] for line in open(dump) if line.startswith("events:"))
+summary = next(line.split()[1:] for line in open(dump) if line.startswith("summary:"))
+counts = dict(zip(events, map(int, summary)))
+line = f"{name:6} {ok} requests  {counts['Ir']:,} instructions  {counts['Ir'] / ok:,.0f} per request"
+if "DLmr" in counts:
+    line += (f"  last-level misses per request: {counts['DLmr'] / ok:.2f} read,"
+             f" {counts['DLmw'] / ok:.2f} write")
+print(line)
 EOF
 }
 
