@@ -463,36 +463,34 @@ fn the_configuration_reference_quotes_the_errors_as_printed() -> Result<()> {
         Option<(&'static str, &'static str)>,
         &'static [&'static str],
     );
+    const IN_FILE: &[&str] = &["--config", "host.toml"];
     let mistakes: &[Mistake] = &[
         (
             Some((
                 "host.toml",
                 "tcp = \"127.0.0.1:0\"\n\nheartbeat = \"often\"\n",
             )),
-            &["--config", "host.toml"],
+            IN_FILE,
         ),
         (
             Some((
                 "host.toml",
                 "tcp = \"127.0.0.1:0\"\n[[component]]\ngrants = [\"network\"]\n",
             )),
-            &["--config", "host.toml"],
+            IN_FILE,
         ),
         (
             Some(("host.toml", "tcp = \"127.0.0.1:0\"\ntimer-fires = 0\n")),
-            &["--config", "host.toml"],
+            IN_FILE,
         ),
         (
             Some((
                 "host.toml",
                 "[[component]]\npath = \"x.wasm\"\ninstances = 0\n",
             )),
-            &["--config", "host.toml"],
+            IN_FILE,
         ),
-        (
-            Some(("host.toml", "serializer = \"xml\"\n")),
-            &["--config", "host.toml"],
-        ),
+        (Some(("host.toml", "serializer = \"xml\"\n")), IN_FILE),
         (
             Some(("game.json", "{\"tcp\": \"127.0.0.1:3250\"}\n")),
             &["--config", "game.json"],

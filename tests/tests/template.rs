@@ -92,6 +92,26 @@ fn list(dir: &Path) -> String {
         .unwrap_or_else(|e| format!("({e})"))
 }
 
+/// Serves the component at `wasm`, over TCP only.
+async fn serve(wasm: &Path, what: &str) -> Result<Server> {
+    Server::start(
+        ServerOptions::default()
+            .tcp_only()
+            .components(&[wasm.to_str().context("path is not UTF-8")?]),
+    )
+    .await
+    .with_context(|| format!("serving {what}"))
+}
+
+/// Runs `pitaya-host new NAME` in `dir`: the project's folder.
+async fn new_project(dir: &Path, name: &str) -> Result<PathBuf> {
+    let mut new = Command::new(host_binary());
+    new.args(["new", name]).current_dir(dir);
+    let out = tokio::task::spawn_blocking(move || run(new, Duration::from_secs(60))).await??;
+    ensure_ok(&format!("`pitaya-host new {name}`"), &out)?;
+    Ok(dir.join(name))
+}
+
 #[tokio::test]
 async fn new_project_builds_and_serves_hello() -> Result<()> {
     let bin = host_binary();
@@ -102,11 +122,7 @@ async fn new_project_builds_and_serves_hello() -> Result<()> {
     );
     let tmp = TempDir::new("template")?;
 
-    let mut new = Command::new(&bin);
-    new.args(["new", "demo"]).current_dir(&tmp.0);
-    let out = tokio::task::spawn_blocking(move || run(new, Duration::from_secs(60))).await??;
-    ensure_ok("`pitaya-host new demo`", &out)?;
-    let project = tmp.0.join("demo");
+    let project = new_project(&tmp.0, "demo").await?;
     ensure!(
         project.join("Cargo.toml").is_file(),
         "`pitaya-host new demo` did not create demo/Cargo.toml; the directory holds: {}",
@@ -142,13 +158,7 @@ async fn new_project_builds_and_serves_hello() -> Result<()> {
         list(&release)
     );
 
-    let server = Server::start(
-        ServerOptions::default()
-            .tcp_only()
-            .components(&[wasm.to_str().context("path is not UTF-8")?]),
-    )
-    .await
-    .context("serving the template's demo.wasm")?;
+    let server = serve(&wasm, "the template's demo.wasm").await?;
     let mut c = server.connect_ready(Transport::Tcp).await?;
     let r = call(&mut c, "demo.hello", &json!({"name": "x"})).await?;
     ensure!(
@@ -196,11 +206,7 @@ async fn the_design_patterns_arena_builds_passes_and_answers_as_shown() -> Resul
     );
 
     let tmp = TempDir::new("arena")?;
-    let mut new = Command::new(host_binary());
-    new.args(["new", "arena"]).current_dir(&tmp.0);
-    let out = tokio::task::spawn_blocking(move || run(new, Duration::from_secs(60))).await??;
-    ensure_ok("`pitaya-host new arena`", &out)?;
-    let project = tmp.0.join("arena");
+    let project = new_project(&tmp.0, "arena").await?;
     std::fs::write(project.join("src/lib.rs"), listing)?;
     let target_dir = workspace_dir().join("target/template-build");
     for args in [
@@ -218,13 +224,7 @@ async fn the_design_patterns_arena_builds_passes_and_answers_as_shown() -> Resul
         )?;
     }
     let wasm = target_dir.join("wasm32-wasip2/release/arena.wasm");
-    let server = Server::start(
-        ServerOptions::default()
-            .tcp_only()
-            .components(&[wasm.to_str().context("path is not UTF-8")?]),
-    )
-    .await
-    .context("serving arena.wasm")?;
+    let server = serve(&wasm, "arena.wasm").await?;
 
     let mut c = server.connect(Transport::Tcp).await?;
     c.handshake(r#"{"sys":{"platform":"cli"},"user":{"token":"ana"}}"#)

@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(
                 parse(&bytes[..len]),
                 Parsed::Complete {
-                    verdict: clone(&verdict),
+                    verdict: verdict.clone(),
                     len
                 }
             );
@@ -38,15 +38,3 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
-
-/// `Verdict` is not `Clone`; the fuzzer needs a copy to compare with.
-fn clone(verdict: &Verdict) -> Verdict {
-    match verdict {
-        Verdict::Accept(key) => Verdict::Accept(key.clone()),
-        Verdict::Get(page) => Verdict::Get(pitaya_host::transport::upgrade::Page {
-            path: page.path.clone(),
-            head_only: page.head_only,
-        }),
-        Verdict::Refuse(why) => Verdict::Refuse(*why),
-    }
-}

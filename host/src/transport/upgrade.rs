@@ -30,7 +30,7 @@ pub enum UpgradeError {
 }
 
 /// What a complete request head gets.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Switching protocols, with this `Sec-WebSocket-Accept` value.
     Accept(String),
@@ -42,7 +42,7 @@ pub enum Verdict {
 }
 
 /// What a plain GET or HEAD asks for.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
     /// The request's path, query included.
     pub path: String,
