@@ -312,6 +312,114 @@ async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
     ensure_nothing_else(&mut c).await
 }
 
+/// A browser game's folder: a file the browser has already is answered 304 while it is
+/// unchanged, a range gets that part (206) or 416 past the end, and a precompressed build file
+/// (as Unity's WebGL builds ship them) goes out with its content coding and the type of what it
+/// compresses (RFC 9110 §13, §14).
+#[tokio::test]
+async fn web_pages_are_revalidated_ranged_and_precompressed() -> Result<()> {
+    use pitaya_tests::ServerOptions;
+    use pitaya_tests::tempdir::TempDir;
+
+    let dir = TempDir::new("web-cache")?;
+    let build: String = (0..200)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    std::fs::create_dir_all(dir.0.join("Build"))?;
+    std::fs::write(dir.0.join("Build/game.wasm.br"), &build)?;
+    std::fs::write(dir.0.join("saves.tar.gz"), "not inflated")?;
+    let server = Server::start(ServerOptions::default().args("--web", dir.0.display())).await?;
+    let get = |extra: &str| format!("GET /Build/game.wasm.br HTTP/1.1\r\nHost: a\r\n{extra}\r\n");
+    let header = |answer: &str, name: &str| {
+        answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .split("\r\n")
+            .find_map(|line| line.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+    };
+
+    let whole = http_answer(server.ws, &get(""), "HTTP/1.1 200 OK\r\n").await?;
+    ensure!(whole.ends_with(&format!("\r\n\r\n{build}")), "{whole:?}");
+    for (name, value) in [
+        ("Content-Type", "application/wasm"),
+        ("Content-Encoding", "br"),
+        ("Content-Length", "200"),
+        ("Accept-Ranges", "bytes"),
+    ] {
+        ensure!(
+            header(&whole, name).as_deref() == Some(value),
+            "{name} is not {value}: {whole:?}"
+        );
+    }
+    let etag = header(&whole, "ETag").context("no ETag")?;
+    let modified = header(&whole, "Last-Modified").context("no Last-Modified")?;
+
+    // The browser's copy is current: 304, and no body.
+    for condition in [
+        format!("If-None-Match: {etag}\r\n"),
+        format!("If-None-Match: \"stale\", W/{etag}\r\n"),
+        format!("If-Modified-Since: {modified}\r\n"),
+    ] {
+        let answer = http_answer(server.ws, &get(&condition), "HTTP/1.1 304 ").await?;
+        ensure!(
+            answer.ends_with("\r\n\r\n"),
+            "{condition:?}: a body: {answer:?}"
+        );
+        ensure!(header(&answer, "ETag") == Some(etag.clone()), "{answer:?}");
+    }
+    // It is not: the whole file again.
+    let stale = get("If-None-Match: \"stale\"\r\n");
+    let answer = http_answer(server.ws, &stale, "HTTP/1.1 200 OK\r\n").await?;
+    ensure!(answer.ends_with(&build), "{answer:?}");
+
+    // Ranges: a part, the last bytes, a part while the file is the one named, and past the end.
+    for (range, status, part) in [
+        ("Range: bytes=10-19\r\n", "HTTP/1.1 206 ", Some((10, 19))),
+        ("Range: bytes=-5\r\n", "HTTP/1.1 206 ", Some((195, 199))),
+        (
+            &*format!("Range: bytes=190-\r\nIf-Range: {etag}\r\n"),
+            "HTTP/1.1 206 ",
+            Some((190, 199)),
+        ),
+        (
+            "Range: bytes=190-\r\nIf-Range: \"stale\"\r\n",
+            "HTTP/1.1 200 ",
+            None,
+        ),
+        ("Range: bytes=200-\r\n", "HTTP/1.1 416 ", None),
+    ] {
+        let answer = http_answer(server.ws, &get(range), status).await?;
+        match part {
+            Some((start, end)) => {
+                ensure!(
+                    answer.ends_with(&format!("\r\n\r\n{}", &build[start..=end])),
+                    "{range:?}: {answer:?}"
+                );
+                ensure!(
+                    header(&answer, "Content-Range") == Some(format!("bytes {start}-{end}/200")),
+                    "{range:?}: {answer:?}"
+                );
+            }
+            None if status.contains("416") => ensure!(
+                header(&answer, "Content-Range").as_deref() == Some("bytes */200"),
+                "{answer:?}"
+            ),
+            None => ensure!(answer.ends_with(&build), "{range:?}: {answer:?}"),
+        }
+    }
+
+    // A compressed file of no page type is a download, not inflated by the browser.
+    let archive = "GET /saves.tar.gz HTTP/1.1\r\n\r\n";
+    let answer = http_answer(server.ws, archive, "HTTP/1.1 200 OK\r\n").await?;
+    ensure!(
+        header(&answer, "Content-Type").as_deref() == Some("application/gzip")
+            && header(&answer, "Content-Encoding").is_none(),
+        "{answer:?}"
+    );
+    Ok(())
+}
+
 /// A page larger than the sockets can buffer, read slowly for longer than the handshake timeout,
 /// arrives whole: the timeout bounds the request head, not the download of a game's assets.
 #[tokio::test]

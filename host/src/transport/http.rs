@@ -4,41 +4,73 @@
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 
-use super::upgrade::Page;
+use super::upgrade::{Conditions, Page};
 
 /// Answers a plain GET (or HEAD) with a file from `root`, then closes. The request head has
 /// been read already (by the WebSocket port's upgrade, which told it apart). The file is sent
 /// a piece at a time, so a large one costs no more memory than a small one; a client that
 /// stops reading for `stall` is dropped.
+///
+/// A browser that has the file already gets 304 when it has not changed (`ETag` and
+/// `Last-Modified`, with `Cache-Control: no-cache` so that it always asks); a range gets 206
+/// and that part only. A precompressed file (`game.wasm.br`, `app.js.gz`, as Unity's WebGL
+/// builds ship) goes out with its `Content-Encoding` and the type of what it compresses.
 pub async fn serve_file(
     stream: &mut (impl AsyncWrite + Unpin),
     root: &Path,
     page: &Page,
     stall: Duration,
 ) -> io::Result<()> {
-    let Some((path, file, len)) = open_page(root, &page.path).await else {
-        let answer = head("404 Not Found", "text/plain", NOT_FOUND.len() as u64);
-        within(
-            stall,
-            stream.write_all(&[answer.as_bytes(), NOT_FOUND].concat()),
-        )
-        .await?;
-        return within(stall, stream.shutdown()).await;
+    let Some((path, file, len, modified)) = open_page(root, &page.path).await else {
+        return send_short(stream, "404 Not Found", "", NOT_FOUND, stall).await;
     };
-    within(
-        stall,
-        stream.write_all(head("200 OK", content_type(&path), len).as_bytes()),
-    )
-    .await?;
+    let validators = Validators::new(len, modified);
+    let (media_type, encoding) = media_type(&path);
+    let mut headers = validators.header_lines();
+    let (status, start, count) = match answer(&page.conditions, &validators, len, page.head_only) {
+        Answer::NotModified => {
+            let answer = format!("HTTP/1.1 304 Not Modified\r\n{headers}{CLOSING}\r\n");
+            within(stall, stream.write_all(answer.as_bytes())).await?;
+            return within(stall, stream.shutdown()).await;
+        }
+        Answer::Unsatisfiable => {
+            let range = format!("Content-Range: bytes */{len}\r\n");
+            return send_short(
+                stream,
+                "416 Range Not Satisfiable",
+                &range,
+                UNSATISFIABLE,
+                stall,
+            )
+            .await;
+        }
+        Answer::Whole => ("200 OK", 0, len),
+        Answer::Part { start, end } => {
+            headers.push_str(&format!("Content-Range: bytes {start}-{end}/{len}\r\n"));
+            ("206 Partial Content", start, end - start + 1)
+        }
+    };
+    if let Some(encoding) = encoding {
+        headers.push_str(&format!("Content-Encoding: {encoding}\r\n"));
+    }
+    let answer = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {media_type}\r\nContent-Length: {count}\r\n\
+         Accept-Ranges: bytes\r\n{headers}{CLOSING}\r\n"
+    );
+    within(stall, stream.write_all(answer.as_bytes())).await?;
     // HEAD: the length of what a GET would get, and no body.
     if !page.head_only {
+        let mut file = file;
+        if start > 0 {
+            file.seek(io::SeekFrom::Start(start)).await?;
+        }
         // No more than the length announced, should the file grow meanwhile.
-        let mut file = file.take(len);
-        let mut piece = vec![0; PIECE];
+        let mut file = file.take(count);
+        let mut piece = vec![0; PIECE.min(usize::try_from(count).unwrap_or(PIECE))];
         loop {
             let n = file.read(&mut piece).await?;
             if n == 0 {
@@ -56,12 +88,167 @@ const PIECE: usize = 64 * 1024;
 /// The body of a 404.
 const NOT_FOUND: &[u8] = b"not found\n";
 
-/// The head of an answer whose body is `len` bytes; the connection closes after it.
-fn head(status: &str, content_type: &str, len: u64) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\
-         Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
-    )
+/// The body of a 416.
+const UNSATISFIABLE: &[u8] = b"range not satisfiable\n";
+
+/// The last header lines of every answer: the client asks again each time (and gets 304 while
+/// the file is unchanged), and the connection closes after the answer.
+const CLOSING: &str = "Cache-Control: no-cache\r\nConnection: close\r\n";
+
+/// Writes an answer with a short text body, then closes.
+async fn send_short(
+    stream: &mut (impl AsyncWrite + Unpin),
+    status: &str,
+    headers: &str,
+    body: &[u8],
+    stall: Duration,
+) -> io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         {headers}{CLOSING}\r\n",
+        body.len()
+    );
+    within(stall, stream.write_all(&[head.as_bytes(), body].concat())).await?;
+    within(stall, stream.shutdown()).await
+}
+
+/// What identifies the version of a file a client may hold already (RFC 9110 §8.8).
+#[derive(Debug)]
+struct Validators {
+    /// A strong entity tag made of the length and the modification time, as nginx makes its
+    /// own: a file rewritten changes one or the other.
+    etag: String,
+    /// The modification time, to the second, as an HTTP date; none when the file system keeps
+    /// none.
+    last_modified: Option<(SystemTime, String)>,
+}
+
+impl Validators {
+    fn new(len: u64, modified: Option<SystemTime>) -> Self {
+        let since_epoch = modified.and_then(|m| m.duration_since(UNIX_EPOCH).ok());
+        let etag = match since_epoch {
+            Some(t) => format!("\"{len:x}-{:x}.{:x}\"", t.as_secs(), t.subsec_nanos()),
+            None => format!("\"{len:x}\""),
+        };
+        let last_modified = since_epoch.map(|t| {
+            let second = UNIX_EPOCH + Duration::from_secs(t.as_secs());
+            (second, httpdate::fmt_http_date(second))
+        });
+        Self {
+            etag,
+            last_modified,
+        }
+    }
+
+    fn header_lines(&self) -> String {
+        let mut lines = format!("ETag: {}\r\n", self.etag);
+        if let Some((_, date)) = &self.last_modified {
+            lines.push_str(&format!("Last-Modified: {date}\r\n"));
+        }
+        lines
+    }
+
+    /// Whether an `If-None-Match` list names this version (weak comparison, §13.1.2).
+    fn none_match_hits(&self, tags: &str) -> bool {
+        let ours = opaque(&self.etag);
+        tags.split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || opaque(tag) == ours)
+    }
+
+    /// Whether an `If-Range` validator is this version (strong comparison, §13.1.5): an
+    /// entity tag that is ours and not weak, or exactly our `Last-Modified` date.
+    fn if_range_holds(&self, validator: &str) -> bool {
+        let validator = validator.trim();
+        if validator.starts_with('"') || validator.starts_with("W/") {
+            return validator == self.etag;
+        }
+        matches!(&self.last_modified, Some((_, date)) if date == validator)
+    }
+}
+
+/// An entity tag without its weakness mark.
+fn opaque(tag: &str) -> &str {
+    tag.strip_prefix("W/").unwrap_or(tag)
+}
+
+/// What a GET or HEAD of a file gets, given what it asked and the file as it is.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// 200: the whole file.
+    Whole,
+    /// 304: the client's copy is this version.
+    NotModified,
+    /// 206: bytes `start..=end` of the file.
+    Part { start: u64, end: u64 },
+    /// 416: no byte of the range is in the file.
+    Unsatisfiable,
+}
+
+/// RFC 9110's order (§13.2.2) for a GET or HEAD: `If-None-Match`, else `If-Modified-Since`,
+/// then `Range` (a GET's only, §14.2) unless `If-Range` names another version. A `Range` the
+/// host does not serve (another unit, several ranges, a malformed one) is ignored, as §14.2
+/// allows: the whole file.
+fn answer(conditions: &Conditions, file: &Validators, len: u64, head_only: bool) -> Answer {
+    if let Some(tags) = &conditions.if_none_match {
+        if file.none_match_hits(tags) {
+            return Answer::NotModified;
+        }
+    } else if let (Some(since), Some((modified, _))) =
+        (&conditions.if_modified_since, &file.last_modified)
+        && let Ok(since) = httpdate::parse_http_date(since.trim())
+        && *modified <= since
+    {
+        return Answer::NotModified;
+    }
+    let Some(range) = conditions.range.as_deref().filter(|_| !head_only) else {
+        return Answer::Whole;
+    };
+    if let Some(validator) = &conditions.if_range
+        && !file.if_range_holds(validator)
+    {
+        return Answer::Whole;
+    }
+    byte_range(range, len).unwrap_or(Answer::Whole)
+}
+
+/// A `Range` of one byte range (§14.1.2): `bytes=A-B`, `bytes=A-` or `bytes=-N` (the last N).
+/// None for what is not one: another unit, several ranges, or a malformed one.
+fn byte_range(range: &str, len: u64) -> Option<Answer> {
+    let (unit, spec) = range.trim().split_once('=')?;
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.trim().split_once('-')?;
+    let number = |digits: &str| {
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<u64>().ok())
+            .flatten()
+    };
+    let (start, end) = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let suffix = number(suffix)?;
+            if suffix == 0 || len == 0 {
+                return Some(Answer::Unsatisfiable);
+            }
+            (len.saturating_sub(suffix), len - 1)
+        }
+        (first, "") => (number(first)?, u64::MAX),
+        (first, last) => {
+            let (first, last) = (number(first)?, number(last)?);
+            if last < first {
+                return None;
+            }
+            (first, last)
+        }
+    };
+    if start >= len {
+        return Some(Answer::Unsatisfiable);
+    }
+    Some(Answer::Part {
+        start,
+        end: end.min(len - 1),
+    })
 }
 
 /// `io` unless it stalls for `limit`.
@@ -76,7 +263,10 @@ async fn within<T>(limit: Duration, io: impl Future<Output = io::Result<T>>) -> 
 /// folder means its `index.html`). Not a link out of the folder, nor a hidden file, by the
 /// name asked for or the one a link leads to, nor a FIFO or a device, whose open could block a
 /// thread for good.
-async fn open_page(root: &Path, path: &str) -> Option<(PathBuf, tokio::fs::File, u64)> {
+async fn open_page(
+    root: &Path,
+    path: &str,
+) -> Option<(PathBuf, tokio::fs::File, u64, Option<SystemTime>)> {
     let (relative, folder) = relative_path(path)?;
     let root = tokio::fs::canonicalize(root).await.ok()?;
     let mut file = tokio::fs::canonicalize(root.join(relative)).await.ok()?;
@@ -89,23 +279,23 @@ async fn open_page(root: &Path, path: &str) -> Option<(PathBuf, tokio::fs::File,
     if inside.components().any(unservable) {
         return None;
     }
-    let (opened, len) = open_regular(file.clone()).await?;
-    Some((file, opened, len))
+    let (opened, len, modified) = open_regular(file.clone()).await?;
+    Some((file, opened, len, modified))
 }
 
 /// Opens `path` if it is a regular file, with its length. Checked on the file opened, not by
 /// name: the name may have been swapped since it was looked at for a FIFO, whose plain open
 /// would block its thread until a writer came, so the open does not wait (`O_NONBLOCK`, which
 /// changes nothing for a regular file's reads).
-async fn open_regular(path: PathBuf) -> Option<(tokio::fs::File, u64)> {
-    let (file, len) = tokio::task::spawn_blocking(move || open_regular_now(&path))
+async fn open_regular(path: PathBuf) -> Option<(tokio::fs::File, u64, Option<SystemTime>)> {
+    let (file, len, modified) = tokio::task::spawn_blocking(move || open_regular_now(&path))
         .await
         .ok()??;
-    Some((tokio::fs::File::from_std(file), len))
+    Some((tokio::fs::File::from_std(file), len, modified))
 }
 
 /// `open_regular`'s work, on the calling thread.
-fn open_regular_now(path: &Path) -> Option<(std::fs::File, u64)> {
+fn open_regular_now(path: &Path) -> Option<(std::fs::File, u64, Option<SystemTime>)> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -113,7 +303,10 @@ fn open_regular_now(path: &Path) -> Option<(std::fs::File, u64)> {
         .open(path)
         .ok()?;
     let metadata = file.metadata().ok()?;
-    metadata.is_file().then_some((file, metadata.len()))
+    let modified = metadata.modified().ok();
+    metadata
+        .is_file()
+        .then_some((file, metadata.len(), modified))
 }
 
 /// Whether a path component rules the path out: anything but a plain name (`..`, `.`, a root),
@@ -169,31 +362,230 @@ fn percent_decode(path: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn content_type(file: &Path) -> &'static str {
-    match file.extension().and_then(|e| e.to_str()) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js" | "mjs") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("json") => "application/json",
-        Some("png") => "image/png",
-        Some("svg") => "image/svg+xml",
-        Some("wasm") => "application/wasm",
-        Some("txt") => "text/plain; charset=utf-8",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("gif") => "image/gif",
-        Some("webp") => "image/webp",
-        Some("ico") => "image/x-icon",
-        Some("woff2") => "font/woff2",
-        Some("mp3") => "audio/mpeg",
-        Some("ogg") => "audio/ogg",
-        Some("wav") => "audio/wav",
-        _ => "application/octet-stream",
+/// The media type of a file, and its content coding when it is a precompressed copy of a file
+/// of a known type (`game.wasm.br`: `application/wasm`, `br`), which browsers then inflate
+/// themselves. A compressed file of no known inner type (`saves.tar.gz`) is just a file.
+fn media_type(file: &Path) -> (&'static str, Option<&'static str>) {
+    let extension = |path: &Path| path.extension().and_then(|e| e.to_str()).map(str::to_owned);
+    let extension = extension(file).map(|e| e.to_ascii_lowercase());
+    let coding = match extension.as_deref() {
+        Some("gz") => Some(("gzip", "application/gzip")),
+        Some("br") => Some(("br", "application/octet-stream")),
+        _ => None,
+    };
+    if let Some((coding, alone)) = coding {
+        let inner = file
+            .file_stem()
+            .and_then(|stem| Path::new(stem).extension())
+            .and_then(|e| e.to_str())
+            .and_then(|e| known_type(&e.to_ascii_lowercase()));
+        return match inner {
+            Some(inner) => (inner, Some(coding)),
+            None => (alone, None),
+        };
     }
+    let known = extension.as_deref().and_then(known_type);
+    (known.unwrap_or("application/octet-stream"), None)
+}
+
+/// The media types of what a browser game's folder holds, by extension (lower case).
+fn known_type(extension: &str) -> Option<&'static str> {
+    Some(match extension {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" | "map" => "application/json",
+        "txt" => "text/plain; charset=utf-8",
+        "csv" => "text/csv; charset=utf-8",
+        "xml" => "application/xml",
+        "wasm" => "application/wasm",
+        // Unity's WebGL data file, and other packed assets.
+        "data" | "bin" | "unityweb" => "application/octet-stream",
+        "png" => "image/png",
+        "svg" => "image/svg+xml",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "ico" => "image/x-icon",
+        "ktx2" => "image/ktx2",
+        "woff2" => "font/woff2",
+        "woff" => "font/woff",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        "mp3" => "audio/mpeg",
+        "ogg" => "audio/ogg",
+        "wav" => "audio/wav",
+        "m4a" => "audio/mp4",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "glb" => "model/gltf-binary",
+        "gltf" => "model/gltf+json",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn conditions(
+        if_none_match: Option<&str>,
+        if_modified_since: Option<&str>,
+        range: Option<&str>,
+        if_range: Option<&str>,
+    ) -> Conditions {
+        Conditions {
+            if_none_match: if_none_match.map(Into::into),
+            if_modified_since: if_modified_since.map(Into::into),
+            range: range.map(Into::into),
+            if_range: if_range.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn byte_ranges_are_read_as_rfc_9110_writes_them() {
+        let part = |start, end| Some(Answer::Part { start, end });
+        assert_eq!(byte_range("bytes=0-9", 100), part(0, 9));
+        assert_eq!(byte_range("bytes=90-", 100), part(90, 99));
+        assert_eq!(byte_range("bytes=90-1000", 100), part(90, 99));
+        assert_eq!(byte_range("bytes=-10", 100), part(90, 99));
+        assert_eq!(byte_range("bytes=-1000", 100), part(0, 99));
+        assert_eq!(byte_range("Bytes = 5-5", 100), part(5, 5));
+        assert_eq!(byte_range("bytes=99-99", 100), part(99, 99));
+        for unsatisfiable in ["bytes=100-", "bytes=100-200", "bytes=-0"] {
+            assert_eq!(
+                byte_range(unsatisfiable, 100),
+                Some(Answer::Unsatisfiable),
+                "{unsatisfiable}"
+            );
+        }
+        // An empty file has no byte to give.
+        assert_eq!(byte_range("bytes=0-", 0), Some(Answer::Unsatisfiable));
+        assert_eq!(byte_range("bytes=-5", 0), Some(Answer::Unsatisfiable));
+        for ignored in [
+            "items=0-9",
+            "bytes=0-9,20-29",
+            "bytes=9-0",
+            "bytes=-",
+            "bytes=a-9",
+            "bytes=+1-9",
+            "bytes=0x1-9",
+            "bytes 0-9",
+            "bytes=99999999999999999999999-",
+            "",
+        ] {
+            assert_eq!(byte_range(ignored, 100), None, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn validators_answer_304_and_if_range_guards_the_range() {
+        let modified = UNIX_EPOCH + Duration::new(1_795_000_000, 123_456_789);
+        let file = Validators::new(100, Some(modified));
+        assert_eq!(file.etag, "\"64-6afd86c0.75bcd15\"");
+        let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(1_795_000_000));
+        assert_eq!(file.last_modified.as_ref().map(|(_, d)| d), Some(&date));
+        let answer = |c: Conditions| answer(&c, &file, 100, false);
+        let etag = file.etag.clone();
+        // If-None-Match: weak comparison, any tag of the list, or `*`.
+        for tags in [
+            etag.clone(),
+            format!("W/{etag}"),
+            format!("\"other\", {etag}"),
+            "*".into(),
+        ] {
+            assert_eq!(
+                answer(conditions(Some(&tags), None, None, None)),
+                Answer::NotModified,
+                "{tags}"
+            );
+        }
+        assert_eq!(
+            answer(conditions(Some("\"other\""), None, None, None)),
+            Answer::Whole
+        );
+        // If-Modified-Since: not modified since the date; ignored beside If-None-Match, or when
+        // it is no date.
+        assert_eq!(
+            answer(conditions(None, Some(&date), None, None)),
+            Answer::NotModified
+        );
+        let earlier = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(1_794_999_999));
+        assert_eq!(
+            answer(conditions(None, Some(&earlier), None, None)),
+            Answer::Whole
+        );
+        assert_eq!(
+            answer(conditions(Some("\"other\""), Some(&date), None, None)),
+            Answer::Whole
+        );
+        assert_eq!(
+            answer(conditions(None, Some("yesterday"), None, None)),
+            Answer::Whole
+        );
+        // Range, guarded by If-Range: a strong match of the tag, or the date exactly.
+        let part = Answer::Part { start: 0, end: 9 };
+        let range = Some("bytes=0-9");
+        assert_eq!(answer(conditions(None, None, range, None)), part);
+        assert_eq!(answer(conditions(None, None, range, Some(&etag))), part);
+        assert_eq!(answer(conditions(None, None, range, Some(&date))), part);
+        for stale in [format!("W/{etag}"), "\"other\"".into(), earlier.clone()] {
+            assert_eq!(
+                answer(conditions(None, None, range, Some(&stale))),
+                Answer::Whole,
+                "{stale}"
+            );
+        }
+        // 304 comes before the range; HEAD has no range.
+        assert_eq!(
+            answer(conditions(Some(&etag), None, range, None)),
+            Answer::NotModified
+        );
+        assert_eq!(
+            super::answer(&conditions(None, None, range, None), &file, 100, true),
+            Answer::Whole
+        );
+        // A file system that keeps no times: a tag of the length alone, and no date.
+        let timeless = Validators::new(100, None);
+        assert_eq!(timeless.etag, "\"64\"");
+        assert!(timeless.last_modified.is_none());
+        assert_eq!(
+            super::answer(
+                &conditions(None, Some(&date), None, None),
+                &timeless,
+                100,
+                false
+            ),
+            Answer::Whole
+        );
+    }
+
+    #[test]
+    fn precompressed_files_keep_the_type_of_what_they_compress() {
+        let media = |name: &str| media_type(Path::new(name));
+        assert_eq!(
+            media("Build/game.wasm.br"),
+            ("application/wasm", Some("br"))
+        );
+        assert_eq!(
+            media("Build/game.framework.js.gz"),
+            ("text/javascript; charset=utf-8", Some("gzip"))
+        );
+        assert_eq!(
+            media("Build/game.data.br"),
+            ("application/octet-stream", Some("br"))
+        );
+        assert_eq!(
+            media("Build/GAME.WASM.GZ"),
+            ("application/wasm", Some("gzip"))
+        );
+        assert_eq!(media("saves.tar.gz"), ("application/gzip", None));
+        assert_eq!(media("x.br"), ("application/octet-stream", None));
+        assert_eq!(media("index.html"), ("text/html; charset=utf-8", None));
+        assert_eq!(media("Logo.PNG"), ("image/png", None));
+        assert_eq!(media("README"), ("application/octet-stream", None));
+    }
 
     #[test]
     fn paths_are_decoded_and_stay_below_the_root() {
@@ -261,7 +653,7 @@ mod tests {
         let served = |path: &'static str| {
             let root = root.clone();
             async move {
-                let (_, mut file, _) = open_page(&root, path).await?;
+                let (_, mut file, _, _) = open_page(&root, path).await?;
                 let mut text = String::new();
                 file.read_to_string(&mut text).await.unwrap();
                 Some(text)

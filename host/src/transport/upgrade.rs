@@ -48,6 +48,22 @@ pub struct Page {
     pub path: String,
     /// HEAD: the answer has the headers and no body.
     pub head_only: bool,
+    /// What the request makes its answer depend on, as sent.
+    pub conditions: Conditions,
+}
+
+/// A GET's conditional and range headers (RFC 9110 §13.1, §14.2), as sent: a browser that has
+/// a page asks whether it changed, and a media element or a resumed download asks for a part.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conditions {
+    /// `If-None-Match`: entity tags, every such header's list joined.
+    pub if_none_match: Option<String>,
+    /// `If-Modified-Since`: an HTTP date.
+    pub if_modified_since: Option<String>,
+    /// `Range`: the bytes asked for.
+    pub range: Option<String>,
+    /// `If-Range`: the range only if the file is still this one (an entity tag or a date).
+    pub if_range: Option<String>,
 }
 
 /// An HTTP error answer to a request head.
@@ -144,10 +160,20 @@ fn judge(request: &httparse::Request<'_, '_>) -> Verdict {
     });
     if !upgrade {
         return match (request.method, request.path) {
-            (Some(method @ ("GET" | "HEAD")), Some(path)) => Verdict::Get(Page {
-                path: path.to_owned(),
-                head_only: method == "HEAD",
-            }),
+            (Some(method @ ("GET" | "HEAD")), Some(path)) => {
+                let first = |name| values(name).next().map(str::to_owned);
+                let tags: Vec<&str> = values("if-none-match").collect();
+                Verdict::Get(Page {
+                    path: path.to_owned(),
+                    head_only: method == "HEAD",
+                    conditions: Conditions {
+                        if_none_match: (!tags.is_empty()).then(|| tags.join(", ")),
+                        if_modified_since: first("if-modified-since"),
+                        range: first("range"),
+                        if_range: first("if-range"),
+                    },
+                })
+            }
             _ => refuse_with(
                 "405 Method Not Allowed",
                 "only GET, or a WebSocket upgrade",
@@ -299,7 +325,8 @@ mod tests {
             verdict(&with("Upgrade: websocket", "Upgrade: h2c")),
             Verdict::Get(Page {
                 path: "/chat".into(),
-                head_only: false
+                head_only: false,
+                conditions: Conditions::default(),
             })
         );
         assert_eq!(
@@ -354,14 +381,32 @@ mod tests {
             verdict("GET /chat.html?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
             Verdict::Get(Page {
                 path: "/chat.html?x=1".into(),
-                head_only: false
+                head_only: false,
+                conditions: Conditions::default(),
             })
         );
         assert_eq!(
             verdict("HEAD / HTTP/1.0\r\n\r\n"),
             Verdict::Get(Page {
                 path: "/".into(),
-                head_only: true
+                head_only: true,
+                conditions: Conditions::default(),
+            })
+        );
+        let conditional = "GET /a.js HTTP/1.1\r\nIf-None-Match: \"x\"\r\nRange: bytes=0-9\r\n\
+             if-none-match: W/\"y\", \"z\"\r\nIf-Modified-Since: Sat, 28 Nov 2026 01:00:00 GMT\r\n\
+             If-Range: \"x\"\r\n\r\n";
+        assert_eq!(
+            verdict(conditional),
+            Verdict::Get(Page {
+                path: "/a.js".into(),
+                head_only: false,
+                conditions: Conditions {
+                    if_none_match: Some("\"x\", W/\"y\", \"z\"".into()),
+                    if_modified_since: Some("Sat, 28 Nov 2026 01:00:00 GMT".into()),
+                    range: Some("bytes=0-9".into()),
+                    if_range: Some("\"x\"".into()),
+                },
             })
         );
     }
