@@ -147,8 +147,12 @@ pub struct Connection {
     last_received: Instant,
     /// The latest `now` seen, so that methods without a `now` argument can still schedule.
     latest_now: Instant,
-    /// When the next server heartbeat is due; `None` until the handshake is accepted.
+    /// When the next server heartbeat is due, one interval after the last; `None` until the
+    /// handshake is accepted.
     next_heartbeat: Option<Instant>,
+    /// A heartbeat owed half an interval after the client's ack or late heartbeat (see
+    /// [`Connection::client_beat`]), when it is not the next one anyway.
+    owed_heartbeat: Option<Instant>,
     /// When the client last acked or sent a heartbeat (see [`Connection::client_beat`]).
     last_beat: Option<Instant>,
 }
@@ -168,6 +172,7 @@ impl Connection {
             last_received: now,
             latest_now: now,
             next_heartbeat: None,
+            owed_heartbeat: None,
             last_beat: None,
         }
     }
@@ -258,31 +263,30 @@ impl Connection {
     }
 
     /// The client acked or sent a heartbeat at `now`. After its ack, or a heartbeat that came more
-    /// than 1.25 intervals after its last, the next server heartbeat is due half an interval
-    /// later, whether it was due sooner or later than that.
+    /// than 1.25 intervals after its last, the host owes it a heartbeat half an interval later,
+    /// besides the one due an interval after the host's last (protocol.md §6: the host beats
+    /// every interval, whatever the client does).
     ///
     /// pomelo's client sends its heartbeat one interval after it *receives* one, and ignores a
     /// heartbeat that arrives while its own is pending. A server that only beats every interval
     /// lands each beat just before that client's timer fires, so the client beats every other
     /// interval: a silence of 2 × `heartbeat` plus timer drift, which the liveness deadline cuts
     /// off. A beat half an interval after the client's always finds it waiting, so such a client
-    /// beats every 1.5 intervals. The beat is put off, too, when it was due sooner: a late host
-    /// that reads the client's heartbeat just before sending one that was due would otherwise
-    /// start the client's next interval in step with its own, and the client would beat every
-    /// other interval again. A client that beats every interval, on its own timer (libpitaya) or
-    /// in answer to the server's (pitaya-bench), never gaps that long after its first beat, so
-    /// it sees one server heartbeat an interval, as before.
+    /// beats every 1.5 intervals at most. The owed beat is sent even when another went out just
+    /// before it: a late host that reads the client's heartbeat just before sending one that was
+    /// due starts the client's next interval in step with its own, and only the owed beat,
+    /// which the waiting client drops, moves the host's beats out of step again (every beat
+    /// restarts the host's interval). A client that beats every interval, on its own timer
+    /// (libpitaya) or in answer to the server's (pitaya-bench), never gaps that long after its
+    /// first beat, so it sees one server heartbeat an interval.
     fn client_beat(&mut self, now: Instant) {
         let late = self.last_beat.is_none_or(|last| {
             self.after(last, self.config.heartbeat.saturating_mul(5) / 4)
                 .is_some_and(|limit| now > limit)
         });
         self.last_beat = Some(now);
-        if late
-            && self.next_heartbeat.is_some()
-            && let Some(soon) = self.after(now, self.config.heartbeat / 2)
-        {
-            self.next_heartbeat = Some(soon);
+        if late && self.next_heartbeat.is_some() {
+            self.owed_heartbeat = self.after(now, self.config.heartbeat / 2);
         }
     }
 
@@ -378,6 +382,7 @@ impl Connection {
     pub fn close(&mut self) {
         self.state = State::Closed;
         self.next_heartbeat = None;
+        self.owed_heartbeat = None;
         self.recv_buf = BytesMut::new();
     }
 
@@ -438,6 +443,7 @@ impl Connection {
                 .after(due, self.config.heartbeat)
                 .filter(|&next| next > now)
                 .or_else(|| self.after(now, self.config.heartbeat));
+            self.owed_heartbeat = self.owed_heartbeat.filter(|&owed| owed > now);
         }
         Ok(())
     }
@@ -462,7 +468,12 @@ impl Connection {
 
     fn heartbeat_due(&self) -> Option<Instant> {
         match self.state {
-            State::HandshakeSent | State::Working => self.next_heartbeat,
+            State::HandshakeSent | State::Working => {
+                match (self.next_heartbeat, self.owed_heartbeat) {
+                    (Some(next), Some(owed)) => Some(next.min(owed)),
+                    (next, owed) => next.or(owed),
+                }
+            }
             _ => None,
         }
     }

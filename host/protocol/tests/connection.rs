@@ -685,13 +685,44 @@ fn a_client_that_answers_heartbeats_at_once_gets_one_an_interval() {
     );
 }
 
+/// protocol.md §6: the host beats every interval, whatever the client does. A client on a timer
+/// of its own, slower than the host's (1.3 intervals: each of its beats is late enough to be
+/// owed one half an interval later), pulls beats forward but never puts one off.
+#[test]
+fn a_client_slower_than_the_interval_never_puts_the_hosts_heartbeat_off() {
+    const MS: Duration = Duration::from_millis(1);
+    let mut h = Harness::answered_with_heartbeat(SECOND);
+    h.receive(ACK, MS).unwrap();
+    let mut server = Vec::new();
+    let mut now = Duration::ZERO;
+    while now < 30 * SECOND {
+        now += MS;
+        if now.as_millis().is_multiple_of(1300) {
+            h.receive(HEARTBEAT, now).unwrap();
+        }
+        h.timeout(now).unwrap();
+        if !h.transmits().is_empty() {
+            server.push(now);
+        }
+    }
+    assert_eq!(h.conn.state(), State::Working);
+    let longest = longest_gap(&server);
+    assert!(longest <= SECOND, "the host was silent for {longest:?}");
+    // No more than one owed beat per client beat (23 in 30 s) beside one an interval.
+    assert!(
+        (30..=53).contains(&server.len()),
+        "{} server beats in 30 s",
+        server.len()
+    );
+}
+
 /// pomelo's web client (answer one interval after a heartbeat arrives, drop heartbeats that
 /// arrive while the answer is pending) against a host as busy as a loaded machine makes it: the
 /// host acts on each deadline 0–4 ms late, but handles a packet that arrived meanwhile first
 /// (its connection task polls the socket before its timer); the client's timer fires 0–4 ms late;
 /// each packet takes 0.25–1 ms. Whichever comes first, the client's answer or the server's next
 /// heartbeat, the client must never be cut off: 100 runs of 40 s at a 1 s interval, none closed,
-/// none silent for over 1.6 s.
+/// none silent for over 1.6 s; and the host never silent for over an interval and its lateness.
 #[test]
 fn a_pomelo_client_stays_alive_beside_a_busy_host() {
     const STEP: Duration = Duration::from_micros(250);
@@ -714,6 +745,8 @@ fn a_pomelo_client_stays_alive_beside_a_busy_host() {
         let mut wake: Option<Duration> = None; // when the host gets round to its deadline
         let mut last_client = STEP;
         let mut longest = Duration::ZERO;
+        let mut last_server: Option<Duration> = None;
+        let mut longest_server = Duration::ZERO;
         let mut now = Duration::ZERO;
         while now < 40 * SECOND {
             now += STEP;
@@ -735,6 +768,9 @@ fn a_pomelo_client_stays_alive_beside_a_busy_host() {
                     }
                     if !h.transmits().is_empty() {
                         to_client.push(now + STEP + jitter(3));
+                        if let Some(last) = last_server.replace(now) {
+                            longest_server = longest_server.max(now - last);
+                        }
                     }
                 }
             }
@@ -750,6 +786,11 @@ fn a_pomelo_client_stays_alive_beside_a_busy_host() {
         assert!(
             longest <= Duration::from_millis(1600),
             "run {run}: the client was silent for {longest:?}"
+        );
+        // A wake-up 4 ms late at most, counted from a deadline that was not.
+        assert!(
+            longest_server <= SECOND + 16 * STEP,
+            "run {run}: the host was silent for {longest_server:?}"
         );
     }
 }
