@@ -76,7 +76,7 @@ fn connect_and_handshake_options() -> Result<()> {
     );
     ensure!(
         run.stdout
-            .contains("error PIT-404: pitaya/handler: nope.nothing not found"),
+            .contains("error PIT-404: pitaya/handler: connector.nope.nothing not found"),
         "{run}"
     );
     ensure!(run.stdout.contains("response echo.echo {}\n"), "{run}");

@@ -343,14 +343,18 @@ impl<C: Component> TestHost<C> {
         handler: &str,
         payload: impl AsRef<[u8]>,
     ) -> Result<Vec<u8>, HandlerError> {
-        let is_notify = C::HANDLERS
-            .iter()
-            .any(|info| info.name == handler && info.kind == HandlerKind::Notify);
-        if is_notify {
+        let Some(info) = C::HANDLERS.iter().find(|info| info.name == handler) else {
+            // The real host's router answers before the component hears of it.
+            return Err(HandlerError::not_found(format!(
+                "pitaya/handler: {} not found",
+                Self::route(handler)
+            )));
+        };
+        if info.kind == HandlerKind::Notify {
             // The real host's words, so that a test may compare the message too.
             return Err(HandlerError::bad_request(format!(
-                "pitaya/handler: {}.{handler} is a notify handler and gives no response",
-                C::NAME
+                "pitaya/handler: {} is a notify handler and gives no response",
+                Self::route(handler)
             )));
         }
         let result = self
@@ -835,10 +839,17 @@ impl<C: Component> TestHost<C> {
         HandlerError::new(
             "PIT-503",
             format!(
-                "pitaya/handler: {}.{handler} unavailable: the component trapped",
-                C::NAME
+                "pitaya/handler: {} unavailable: the component trapped",
+                Self::route(handler)
             ),
         )
+    }
+
+    /// A handler's route as the real host names it in its messages: with the server type in
+    /// front, the cluster's when the fake host joined one, else the host's default, `connector`.
+    fn route(handler: &str) -> String {
+        let server_type = fake::cluster_server().map_or_else(|| "connector".into(), |(t, _)| t);
+        format!("{server_type}.{}.{handler}", C::NAME)
     }
 }
 

@@ -214,7 +214,7 @@ fn unknown_handler_is_pit_404() {
     let error = host.request(ana, "nope", "{}").unwrap_err();
     assert_eq!(
         error,
-        HandlerError::not_found("pitaya/handler: lobby.nope not found")
+        HandlerError::not_found("pitaya/handler: connector.lobby.nope not found")
     );
     assert_eq!(host.notify(ana, "nope", "{}").unwrap_err().code, "PIT-404");
 }

@@ -240,7 +240,10 @@ fn unknown_handlers_are_answered_without_running_the_hooks() {
     let ana = host.connect_with(login("ana")).unwrap();
     trail(&mut host, ana);
     let error = host.request(ana, "steal", "").unwrap_err();
-    assert_eq!(error.message, "pitaya/handler: vault.steal not found");
+    assert_eq!(
+        error.message,
+        "pitaya/handler: connector.vault.steal not found"
+    );
     let trail = trail(&mut host, ana);
     assert_eq!(trail.len(), 1, "{trail:?}");
 }
@@ -497,7 +500,7 @@ fn a_panic_answers_pit_503_and_replaces_the_instance_but_not_the_hosts_state() {
     assert_eq!(error.code, "PIT-503");
     assert_eq!(
         error.message,
-        "pitaya/handler: brittle.boom unavailable: the component trapped"
+        "pitaya/handler: connector.brittle.boom unavailable: the component trapped"
     );
     let logs = host.take_logs();
     assert!(

@@ -144,6 +144,16 @@ impl Router {
         self.components.values().find(|c| c.index == index)
     }
 
+    /// A route as pitaya names it in error messages: with this server's type in front when the
+    /// client left it out (`room.join` is `connector.room.join`, protocol.md §5).
+    pub fn full_route<'a>(&self, route: &'a str) -> std::borrow::Cow<'a, str> {
+        if route.bytes().filter(|&b| b == b'.').count() == 1 {
+            format!("{}.{route}", self.server_type).into()
+        } else {
+            route.into()
+        }
+    }
+
     /// Resolves a client route. Lookup is exact and case-sensitive.
     pub fn resolve<'a>(&'a self, route: &'a str) -> Resolved<'a> {
         // No allocation, and a plain byte scan rather than `split`: this runs for every

@@ -87,7 +87,7 @@ fn protobuf_requests_responses_and_errors() -> Result<()> {
     );
     let error = ErrorPayload::decode(&payload[..])?;
     ensure!(
-        error.code == "PIT-404" && error.msg == "pitaya/handler: lab.nothing not found",
+        error.code == "PIT-404" && error.msg == "pitaya/handler: connector.lab.nothing not found",
         "{error:?}"
     );
     Ok(())

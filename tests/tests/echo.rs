@@ -110,15 +110,18 @@ async fn message_ids_up_to_u32_max() -> Result<()> {
     server.each_transport(|t| message_ids(&server, t)).await
 }
 
-/// Unknown handlers answer PIT-404 "pitaya/handler: <route> not found"; the connection stays usable.
+/// Unknown handlers answer PIT-404 "pitaya/handler: <route> not found", the route named with the
+/// server type as pitaya names it (protocol.md §5: `room.foo` is `connector.room.foo`); the
+/// connection stays usable.
 async fn unknown_handler(server: &Server, t: Transport) -> Result<()> {
     let mut c = server.connect_ready(t).await?;
-    for route in [
-        "echo.nope",
-        "connector.echo.nope",
-        "nosuch.handler",
-        "Echo.echo",
-        "echo.Echo",
+    for (route, named) in [
+        ("echo.nope", "connector.echo.nope"),
+        ("connector.echo.nope", "connector.echo.nope"),
+        ("nosuch.handler", "connector.nosuch.handler"),
+        ("Echo.echo", "connector.Echo.echo"),
+        ("echo.Echo", "connector.echo.Echo"),
+        ("chat.echo.echo", "chat.echo.echo"),
     ] {
         let id = c.next_id();
         c.send_request(id, route, b"{}").await?;
@@ -127,10 +130,9 @@ async fn unknown_handler(server: &Server, t: Transport) -> Result<()> {
             .await
             .with_context(|| format!("route {route}"))?;
         let v = ensure_error(&m, id, "PIT-404").with_context(|| format!("route {route}"))?;
-        let msg = v["msg"].as_str().unwrap_or_default();
         ensure!(
-            msg.contains("not found"),
-            "PIT-404 msg for {route} does not say \"not found\": {v}"
+            v["msg"] == format!("pitaya/handler: {named} not found"),
+            "PIT-404 for {route}: {v}"
         );
     }
     ensure_nothing_else(&mut c).await

@@ -114,5 +114,8 @@ fn unknown_handler_is_not_found() {
     let ana = host.connect();
     let error = host.request(ana, "leave", "{}").unwrap_err();
     assert_eq!(error.code, "PIT-404");
-    assert_eq!(error.message, "pitaya/handler: room.leave not found");
+    assert_eq!(
+        error.message,
+        "pitaya/handler: connector.room.leave not found"
+    );
 }

@@ -807,7 +807,10 @@ pub(super) async fn call_route(
         Resolved::NotFound | Resolved::Elsewhere { .. } => (
             Err(failure(
                 "PIT-404",
-                format!("pitaya/handler: {route} not found"),
+                format!(
+                    "pitaya/handler: {} not found",
+                    shared.router.full_route(route)
+                ),
             )),
             "not_found",
         ),
@@ -821,7 +824,10 @@ pub(super) async fn call_route(
             (
                 Err(failure(
                     "PIT-400",
-                    format!("pitaya/handler: {route} is a notify handler and gives no response"),
+                    format!(
+                        "pitaya/handler: {} is a notify handler and gives no response",
+                        shared.router.full_route(route)
+                    ),
                 )),
                 "bad_request",
             )
@@ -903,7 +909,13 @@ pub(super) async fn call_sessionless(
             "bad_request",
         ),
         Resolved::NotFound | Resolved::Elsewhere { .. } => (
-            failure("PIT-404", format!("pitaya/handler: {route} not found")),
+            failure(
+                "PIT-404",
+                format!(
+                    "pitaya/handler: {} not found",
+                    shared.router.full_route(route)
+                ),
+            ),
             "not_found",
         ),
     };
@@ -917,12 +929,15 @@ fn handler_outcome(
     route: &str,
     result: crate::runtime::CallResult,
 ) -> (Result<Vec<u8>, Failure>, &'static str) {
+    // Only the failures below name the route, and they are rare: no copy for a success.
+    let route = || shared.router.full_route(route);
     match result {
         Ok(Ok(payload)) if payload.len() > shared.config.max_response => (
             Err(failure(
                 "PIT-500",
                 format!(
-                    "pitaya/handler: {route} answered {} bytes, over the limit of {}",
+                    "pitaya/handler: {} answered {} bytes, over the limit of {}",
+                    route(),
                     payload.len(),
                     shared.config.max_response
                 ),
@@ -938,7 +953,8 @@ fn handler_outcome(
                 Err(failure(
                     "PIT-500",
                     format!(
-                        "pitaya/handler: {route} failed with an error of {size} bytes, over the limit of {}",
+                        "pitaya/handler: {} failed with an error of {size} bytes, over the limit of {}",
+                        route(),
                         shared.config.max_response
                     ),
                 )),
@@ -955,7 +971,10 @@ fn handler_outcome(
             (
                 Err(failure(
                     "PIT-503",
-                    format!("pitaya/handler: {route} unavailable: the component {why}"),
+                    format!(
+                        "pitaya/handler: {} unavailable: the component {why}",
+                        route()
+                    ),
                 )),
                 label,
             )
