@@ -315,7 +315,8 @@ async fn the_websocket_port_serves_web_pages_with_web() -> Result<()> {
 /// A browser game's folder: a file the browser has already is answered 304 while it is
 /// unchanged, a range gets that part (206) or 416 past the end, and a precompressed build file
 /// (as Unity's WebGL builds ship them) goes out with its content coding and the type of what it
-/// compresses (RFC 9110 §13, §14).
+/// compresses to a client that accepts the coding, as the compressed file it is to others
+/// (RFC 9110 §12.5.3, §13, §14).
 #[tokio::test]
 async fn web_pages_are_revalidated_ranged_and_precompressed() -> Result<()> {
     use pitaya_tests::ServerOptions;
@@ -329,7 +330,12 @@ async fn web_pages_are_revalidated_ranged_and_precompressed() -> Result<()> {
     std::fs::write(dir.0.join("Build/game.wasm.br"), &build)?;
     std::fs::write(dir.0.join("saves.tar.gz"), "not inflated")?;
     let server = Server::start(ServerOptions::default().args("--web", dir.0.display())).await?;
-    let get = |extra: &str| format!("GET /Build/game.wasm.br HTTP/1.1\r\nHost: a\r\n{extra}\r\n");
+    let get = |extra: &str| {
+        format!(
+            "GET /Build/game.wasm.br HTTP/1.1\r\nHost: a\r\n\
+             Accept-Encoding: gzip, deflate, br\r\n{extra}\r\n"
+        )
+    };
     let header = |answer: &str, name: &str| {
         answer
             .split("\r\n\r\n")
@@ -346,6 +352,7 @@ async fn web_pages_are_revalidated_ranged_and_precompressed() -> Result<()> {
         ("Content-Encoding", "br"),
         ("Content-Length", "200"),
         ("Accept-Ranges", "bytes"),
+        ("Vary", "Accept-Encoding"),
     ] {
         ensure!(
             header(&whole, name).as_deref() == Some(value),
@@ -408,6 +415,17 @@ async fn web_pages_are_revalidated_ranged_and_precompressed() -> Result<()> {
             None => ensure!(answer.ends_with(&build), "{range:?}: {answer:?}"),
         }
     }
+
+    // A client that does not inflate brotli (a browser over plain HTTP) gets the compressed
+    // bytes as they are, which Unity's loader inflates itself.
+    let plain = "GET /Build/game.wasm.br HTTP/1.1\r\nAccept-Encoding: gzip, deflate\r\n\r\n";
+    let answer = http_answer(server.ws, plain, "HTTP/1.1 200 OK\r\n").await?;
+    ensure!(
+        header(&answer, "Content-Type").as_deref() == Some("application/octet-stream")
+            && header(&answer, "Content-Encoding").is_none()
+            && answer.ends_with(&build),
+        "{answer:?}"
+    );
 
     // A compressed file of no page type is a download, not inflated by the browser.
     let archive = "GET /saves.tar.gz HTTP/1.1\r\n\r\n";

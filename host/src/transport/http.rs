@@ -18,7 +18,9 @@ use super::upgrade::{Conditions, Page};
 /// A browser that has the file already gets 304 when it has not changed (`ETag` and
 /// `Last-Modified`, with `Cache-Control: no-cache` so that it always asks); a range gets 206
 /// and that part only. A precompressed file (`game.wasm.br`, `app.js.gz`, as Unity's WebGL
-/// builds ship) goes out with its `Content-Encoding` and the type of what it compresses.
+/// builds ship) goes out with its `Content-Encoding` and the type of what it compresses, to a
+/// client that says it inflates that coding (browsers offer `br` over HTTPS only); to others,
+/// as the compressed file it is, which Unity's loader can inflate itself.
 pub async fn serve_file(
     stream: &mut (impl AsyncWrite + Unpin),
     root: &Path,
@@ -29,8 +31,11 @@ pub async fn serve_file(
         return send_short(stream, "404 Not Found", "", NOT_FOUND, stall).await;
     };
     let validators = Validators::new(len, modified);
-    let (media_type, encoding) = media_type(&path);
+    let media = media_type(&path, page.conditions.accept_encoding.as_deref());
     let mut headers = validators.header_lines();
+    if media.varies {
+        headers.push_str("Vary: Accept-Encoding\r\n");
+    }
     let (status, start, count) = match answer(&page.conditions, &validators, len, page.head_only) {
         Answer::NotModified => {
             let answer = format!("HTTP/1.1 304 Not Modified\r\n{headers}{CLOSING}\r\n");
@@ -54,12 +59,13 @@ pub async fn serve_file(
             ("206 Partial Content", start, end - start + 1)
         }
     };
-    if let Some(encoding) = encoding {
-        headers.push_str(&format!("Content-Encoding: {encoding}\r\n"));
+    if let Some(coding) = media.coding {
+        headers.push_str(&format!("Content-Encoding: {coding}\r\n"));
     }
     let answer = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {media_type}\r\nContent-Length: {count}\r\n\
-         Accept-Ranges: bytes\r\n{headers}{CLOSING}\r\n"
+        "HTTP/1.1 {status}\r\nContent-Type: {}\r\nContent-Length: {count}\r\n\
+         Accept-Ranges: bytes\r\n{headers}{CLOSING}\r\n",
+        media.media_type
     );
     within(stall, stream.write_all(answer.as_bytes())).await?;
     // HEAD: the length of what a GET would get, and no body.
@@ -362,30 +368,78 @@ fn percent_decode(path: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The media type of a file, and its content coding when it is a precompressed copy of a file
-/// of a known type (`game.wasm.br`: `application/wasm`, `br`), which browsers then inflate
-/// themselves. A compressed file of no known inner type (`saves.tar.gz`) is just a file.
-fn media_type(file: &Path) -> (&'static str, Option<&'static str>) {
-    let extension = |path: &Path| path.extension().and_then(|e| e.to_str()).map(str::to_owned);
-    let extension = extension(file).map(|e| e.to_ascii_lowercase());
-    let coding = match extension.as_deref() {
-        Some("gz") => Some(("gzip", "application/gzip")),
-        Some("br") => Some(("br", "application/octet-stream")),
-        _ => None,
-    };
-    if let Some((coding, alone)) = coding {
-        let inner = file
-            .file_stem()
-            .and_then(|stem| Path::new(stem).extension())
+/// How a file goes out: its media type, and its content coding when it is sent as a
+/// precompressed copy of a file of another type.
+#[derive(Debug, PartialEq, Eq)]
+struct Media {
+    media_type: &'static str,
+    coding: Option<&'static str>,
+    /// Whether the answer depends on the client's `Accept-Encoding` (`Vary`, for caches).
+    varies: bool,
+}
+
+/// How `file` goes out to a client that accepts the codings `accepted`: a precompressed copy of
+/// a file of a known type (`game.wasm.br`) as that type with its coding (`application/wasm`,
+/// `br`), which the browser inflates, when the client accepts the coding; else, like a
+/// compressed file of no known inner type (`saves.tar.gz`), as the file it is.
+fn media_type(file: &Path, accepted: Option<&str>) -> Media {
+    let extension = |path: &Path| {
+        path.extension()
             .and_then(|e| e.to_str())
-            .and_then(|e| known_type(&e.to_ascii_lowercase()));
-        return match inner {
-            Some(inner) => (inner, Some(coding)),
-            None => (alone, None),
-        };
+            .map(str::to_ascii_lowercase)
+    };
+    let plain = |media_type| Media {
+        media_type,
+        coding: None,
+        varies: false,
+    };
+    let (coding, alone) = match extension(file).as_deref() {
+        Some("gz") => ("gzip", "application/gzip"),
+        Some("br") => ("br", "application/octet-stream"),
+        Some(other) => return plain(known_type(other).unwrap_or("application/octet-stream")),
+        None => return plain("application/octet-stream"),
+    };
+    let inner = file
+        .file_stem()
+        .and_then(|stem| extension(Path::new(stem)))
+        .and_then(|e| known_type(&e));
+    match inner {
+        Some(inner) if accepted.is_some_and(|list| accepts(list, coding)) => Media {
+            media_type: inner,
+            coding: Some(coding),
+            varies: true,
+        },
+        Some(_) => Media {
+            varies: true,
+            ..plain(alone)
+        },
+        None => plain(alone),
     }
-    let known = extension.as_deref().and_then(known_type);
-    (known.unwrap_or("application/octet-stream"), None)
+}
+
+/// Whether an `Accept-Encoding` list (RFC 9110 §12.5.3) accepts `coding`: named, or `*`, with
+/// a weight other than 0; the coding's own entry wins over `*`.
+fn accepts(list: &str, coding: &str) -> bool {
+    let mut any = false;
+    for item in list.split(',') {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or_default().trim();
+        let refused = parts.any(|parameter| {
+            parameter.split_once('=').is_some_and(|(key, weight)| {
+                key.trim().eq_ignore_ascii_case("q")
+                    && weight.trim().parse::<f64>().is_ok_and(|q| q == 0.0)
+            })
+        });
+        if name.eq_ignore_ascii_case(coding)
+            || (coding == "gzip" && name.eq_ignore_ascii_case("x-gzip"))
+        {
+            return !refused;
+        }
+        if name == "*" {
+            any = !refused;
+        }
+    }
+    any
 }
 
 /// The media types of what a browser game's folder holds, by extension (lower case).
@@ -440,6 +494,7 @@ mod tests {
             if_modified_since: if_modified_since.map(Into::into),
             range: range.map(Into::into),
             if_range: if_range.map(Into::into),
+            accept_encoding: None,
         }
     }
 
@@ -563,28 +618,59 @@ mod tests {
 
     #[test]
     fn precompressed_files_keep_the_type_of_what_they_compress() {
-        let media = |name: &str| media_type(Path::new(name));
-        assert_eq!(
-            media("Build/game.wasm.br"),
-            ("application/wasm", Some("br"))
-        );
+        let coded = |media_type, coding| Media {
+            media_type,
+            coding: Some(coding),
+            varies: true,
+        };
+        let plain = |media_type, varies| Media {
+            media_type,
+            coding: None,
+            varies,
+        };
+        let media = |name: &str| media_type(Path::new(name), Some("gzip, deflate, br, zstd"));
+        assert_eq!(media("Build/game.wasm.br"), coded("application/wasm", "br"));
         assert_eq!(
             media("Build/game.framework.js.gz"),
-            ("text/javascript; charset=utf-8", Some("gzip"))
+            coded("text/javascript; charset=utf-8", "gzip")
         );
         assert_eq!(
             media("Build/game.data.br"),
-            ("application/octet-stream", Some("br"))
+            coded("application/octet-stream", "br")
         );
         assert_eq!(
             media("Build/GAME.WASM.GZ"),
-            ("application/wasm", Some("gzip"))
+            coded("application/wasm", "gzip")
         );
-        assert_eq!(media("saves.tar.gz"), ("application/gzip", None));
-        assert_eq!(media("x.br"), ("application/octet-stream", None));
-        assert_eq!(media("index.html"), ("text/html; charset=utf-8", None));
-        assert_eq!(media("Logo.PNG"), ("image/png", None));
-        assert_eq!(media("README"), ("application/octet-stream", None));
+        assert_eq!(media("saves.tar.gz"), plain("application/gzip", false));
+        assert_eq!(media("x.br"), plain("application/octet-stream", false));
+        assert_eq!(
+            media("index.html"),
+            plain("text/html; charset=utf-8", false)
+        );
+        assert_eq!(media("Logo.PNG"), plain("image/png", false));
+        assert_eq!(media("README"), plain("application/octet-stream", false));
+        // A client that does not inflate the coding gets the compressed file as it is.
+        let wasm = Path::new("game.wasm.br");
+        for accepted in [None, Some("gzip, deflate"), Some("br;q=0, *"), Some("")] {
+            assert_eq!(
+                media_type(wasm, accepted),
+                plain("application/octet-stream", true),
+                "{accepted:?}"
+            );
+        }
+        let gzipped = Path::new("app.js.gz");
+        for accepted in ["x-gzip", "*", "br, GZIP;q=0.5", "br;q=0, *;q=0.1"] {
+            assert_eq!(
+                media_type(gzipped, Some(accepted)),
+                coded("text/javascript; charset=utf-8", "gzip"),
+                "{accepted}"
+            );
+        }
+        assert_eq!(
+            media_type(gzipped, Some("gzip;q=0, *")),
+            plain("application/gzip", true)
+        );
     }
 
     #[test]

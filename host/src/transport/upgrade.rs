@@ -64,6 +64,9 @@ pub struct Conditions {
     pub range: Option<String>,
     /// `If-Range`: the range only if the file is still this one (an entity tag or a date).
     pub if_range: Option<String>,
+    /// `Accept-Encoding`: the content codings the client inflates, every such header's list
+    /// joined.
+    pub accept_encoding: Option<String>,
 }
 
 /// An HTTP error answer to a request head.
@@ -162,15 +165,19 @@ fn judge(request: &httparse::Request<'_, '_>) -> Verdict {
         return match (request.method, request.path) {
             (Some(method @ ("GET" | "HEAD")), Some(path)) => {
                 let first = |name| values(name).next().map(str::to_owned);
-                let tags: Vec<&str> = values("if-none-match").collect();
+                let list = |name| {
+                    let items: Vec<&str> = values(name).collect();
+                    (!items.is_empty()).then(|| items.join(", "))
+                };
                 Verdict::Get(Page {
                     path: path.to_owned(),
                     head_only: method == "HEAD",
                     conditions: Conditions {
-                        if_none_match: (!tags.is_empty()).then(|| tags.join(", ")),
+                        if_none_match: list("if-none-match"),
                         if_modified_since: first("if-modified-since"),
                         range: first("range"),
                         if_range: first("if-range"),
+                        accept_encoding: list("accept-encoding"),
                     },
                 })
             }
@@ -395,7 +402,7 @@ mod tests {
         );
         let conditional = "GET /a.js HTTP/1.1\r\nIf-None-Match: \"x\"\r\nRange: bytes=0-9\r\n\
              if-none-match: W/\"y\", \"z\"\r\nIf-Modified-Since: Sat, 28 Nov 2026 01:00:00 GMT\r\n\
-             If-Range: \"x\"\r\n\r\n";
+             If-Range: \"x\"\r\nAccept-Encoding: gzip, br\r\n\r\n";
         assert_eq!(
             verdict(conditional),
             Verdict::Get(Page {
@@ -406,6 +413,7 @@ mod tests {
                     if_modified_since: Some("Sat, 28 Nov 2026 01:00:00 GMT".into()),
                     range: Some("bytes=0-9".into()),
                     if_range: Some("\"x\"".into()),
+                    accept_encoding: Some("gzip, br".into()),
                 },
             })
         );
