@@ -1,5 +1,6 @@
-// Browser test of the web demos: starts pitaya-host with --web examples/web and the chat + tadpole components,
-// drives chat.html and tadpole.html in headless Chromium (two browser contexts each), saves screenshots.
+// Browser test of the web demos: starts pitaya-host with --web (a copy of examples/web, with a precompressed build
+// beside it) and the chat + tadpole components, drives chat.html and tadpole.html in headless Chromium (two browser
+// contexts each), saves screenshots, and loads a page whose module is a .js.gz, as Unity's WebGL builds ship.
 //
 //   bash tests/browser/setup.sh && node tests/browser/run.mjs
 //
@@ -7,8 +8,10 @@
 // <repo>/target/wasm32-wasip2/release), CHROMIUM (default /usr/bin/chromium), PITAYA_HOST_ARGS (more `serve` flags,
 // e.g. "--compress --compress-handshake --push-route-codes").
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -17,7 +20,7 @@ const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const HOST_BIN = process.env.PITAYA_HOST_BIN || join(REPO, 'target/release/pitaya-host');
 const COMPONENTS = process.env.PITAYA_COMPONENTS_DIR || join(REPO, 'target/wasm32-wasip2/release');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const WEB = join(REPO, 'examples/web');
+const WEB = mkdtempSync(join(tmpdir(), 'pitaya-web-'));
 const SHOTS = join(REPO, 'target/screenshots');
 const WAIT = 30_000; // the longest any single wait in a test may take (a busy CI machine is slow)
 // Chromium usually starts in under a second here, but a CI run once saw it take over 15 s on a busy machine.
@@ -37,7 +40,25 @@ function killHost() {
   const child = host;
   setTimeout(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); }, 3000).unref();
 }
-process.on('exit', () => { if (host && host.exitCode === null) host.kill('SIGKILL'); });
+process.on('exit', () => {
+  if (host && host.exitCode === null) host.kill('SIGKILL');
+  rmSync(WEB, { recursive: true, force: true });
+});
+
+/** The web folder: the demos, and a page whose module is served from a gzipped build file. */
+function makeWebFolder() {
+  cpSync(join(REPO, 'examples/web'), WEB, { recursive: true });
+  mkdirSync(join(WEB, 'Build'));
+  writeFileSync(join(WEB, 'Build/pitaya.js.gz'), gzipSync(readFileSync(join(WEB, 'pitaya.js'))));
+  writeFileSync(join(WEB, 'build.html'), `<!doctype html>
+<meta charset="utf-8">
+<p id="status">loading</p>
+<script type="module">
+import { PitayaClient } from './Build/pitaya.js.gz';
+document.getElementById('status').textContent = typeof PitayaClient === 'function' ? 'loaded' : 'broken';
+</script>
+`);
+}
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => { killHost(); process.exit(130); });
 
 /** Starts the host and resolves with the `IP:PORT` of its WebSocket (and web) listener. */
@@ -212,6 +233,21 @@ async function launchBrowser() {
   }
 }
 
+async function buildTest(base) {
+  await test('web: a gzipped build loads as a module, and a reload revalidates it (304)', async (pages) => {
+    const page = await step('open build.html', openPage(`${base}/build.html`));
+    pages.push(page);
+    await step('the module from Build/pitaya.js.gz runs', page.locator('#status', { hasText: 'loaded' }).waitFor());
+    const statuses = [];
+    page.on('response', (response) => statuses.push(`${new URL(response.url()).pathname} ${response.status()}`));
+    await step('reload', page.reload({ timeout: WAIT }));
+    await step('the module runs again', page.locator('#status', { hasText: 'loaded' }).waitFor());
+    if (!statuses.includes('/Build/pitaya.js.gz 304')) {
+      throw new Error(`the build file was not revalidated: ${statuses.join(', ')}`);
+    }
+  });
+}
+
 async function main() {
   const watchdog = setTimeout(() => {
     console.log(`FAIL the whole run took longer than ${TOTAL / 1000} s`);
@@ -221,12 +257,14 @@ async function main() {
   }, TOTAL);
   mkdirSync(SHOTS, { recursive: true });
   try {
+    makeWebFolder();
     const addr = await startHost();
     const base = `http://${addr}`;
     console.log(`host listening on ${base}`);
     browser = await launchBrowser();
     await chatTest(base);
     await tadpoleTests(base);
+    await buildTest(base);
   } catch (err) {
     console.log(`FAIL setup: ${err.message}`);
     results.push(false);
