@@ -151,7 +151,8 @@ pub struct Connection {
     /// handshake is accepted.
     next_heartbeat: Option<Instant>,
     /// A heartbeat owed half an interval after the client's ack or late heartbeat (see
-    /// [`Connection::client_beat`]), when it is not the next one anyway.
+    /// [`Connection::client_beat`]), besides the one an interval after the last; `None` once
+    /// sent.
     owed_heartbeat: Option<Instant>,
     /// When the client last acked or sent a heartbeat (see [`Connection::client_beat`]).
     last_beat: Option<Instant>,
