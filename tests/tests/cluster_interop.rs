@@ -129,6 +129,13 @@ fn ensure_sys_call_shape(c: &SysCall, host_id: &str) -> Result<()> {
         c.route,
         c.request
     );
+    // Go's buildRequest names a frontend only when the caller is one; the host is a backend.
+    ensure!(
+        c.request.frontend_id.is_empty(),
+        "{}: a backend's call names no frontend, got {:?}",
+        c.route,
+        c.request.frontend_id
+    );
     ensure_metadata(&c.request.metadata, host_id, "room", &c.route)?;
     Ok(())
 }

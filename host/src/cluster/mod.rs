@@ -470,12 +470,18 @@ impl Cluster {
                 ));
             }
         };
-        let request = self.user_request(route, payload.to_vec(), String::new());
+        let request = self.user_request(route, payload.to_vec());
         self.call_type(server_type, None, &request).await
     }
 
-    /// A User request with no session, as pitaya's RPC and `sys.*` calls send it.
-    fn user_request(&self, route: &str, data: Vec<u8>, frontend_id: String) -> Request {
+    /// A User request with no session, as pitaya's RPC and `sys.*` calls send it: like Go's
+    /// `buildRequest`, it names a frontend only when this server is one.
+    fn user_request(&self, route: &str, data: Vec<u8>) -> Request {
+        let frontend_id = if self.me.frontend {
+            self.me.id.clone()
+        } else {
+            String::new()
+        };
         Request {
             r#type: RpcType::User as i32,
             session: None,
@@ -616,7 +622,7 @@ impl Cluster {
                 }
             },
         };
-        let request = self.user_request(route, data, self.me.id.clone());
+        let request = self.user_request(route, data);
         let subject = format!("pitaya/servers/{frontend_type}/{frontend_id}");
         match self.request(subject, request.encode_to_vec().into()).await {
             Ok(data) => Ok(data),
