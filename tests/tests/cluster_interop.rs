@@ -633,6 +633,24 @@ async fn host_frontend_forwards_to_a_go_backend() -> Result<()> {
         );
         let md = ensure_metadata(&r.metadata_raw, &host_id, "connector", "forwarded request")?;
         eprintln!("the host frontend's metadata: {md}");
+        // What a Go frontend adds at the start of a chain, and a Go backend logs and times by.
+        ensure!(
+            md["req-route"] == "room.room.join",
+            "req-route should be the client's route: {md}"
+        );
+        ensure!(
+            md["request.id"].as_str().is_some_and(|id| !id.is_empty()),
+            "request.id should be a string: {md}"
+        );
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos() as f64;
+        ensure!(
+            md["req-start-time"]
+                .as_u64()
+                .is_some_and(|t| (now_ns - t as f64).abs() < 60e9),
+            "req-start-time should be the time in nanoseconds, as a number: {md}"
+        );
         // Go writes and reads it as a time.Duration string; the host's default timeout is 5 s.
         let timeout = md["reqTimeout"]
             .as_str()

@@ -398,8 +398,9 @@ impl Cluster {
 
     /// The metadata sent with every request: a JSON object, never empty, with `reqTimeout`
     /// as a string (Go peers crash on any other type). Within the serving of a cluster request
-    /// it carries that request's keys on, `req-route` included (the route that began the
-    /// chain), with this server as the peer.
+    /// it carries that request's keys on, `req-route`, `request.id` and `req-start-time`
+    /// included (the route, id and start of the call that began the chain, which a Go server
+    /// logs and times its answer by), with this server as the peer.
     fn metadata(&self, route: &str) -> Vec<u8> {
         let mut metadata = incoming().map(|m| Metadata::clone(&m)).unwrap_or_default();
         metadata.insert("peer.id".into(), self.me.id.clone().into());
@@ -411,6 +412,16 @@ impl Cluster {
         metadata
             .entry("req-route")
             .or_insert_with(|| route.to_owned().into());
+        metadata
+            .entry("request.id")
+            .or_insert_with(|| uuid::Uuid::new_v4().to_string().into());
+        metadata.entry("req-start-time").or_insert_with(|| {
+            // Go's time.Now().UnixNano(), a number; 0 for a clock set before 1970.
+            let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            u64::try_from(since.map_or(0, |t| t.as_nanos()))
+                .unwrap_or(u64::MAX)
+                .into()
+        });
         serde_json::Value::Object(metadata).to_string().into_bytes()
     }
 
