@@ -426,6 +426,11 @@ async fn web_pages_are_revalidated_ranged_and_precompressed() -> Result<()> {
             && answer.ends_with(&build),
         "{answer:?}"
     );
+    // Another representation of the file, so another entity tag.
+    ensure!(
+        header(&answer, "ETag").is_some_and(|tag| tag != etag),
+        "{answer:?}"
+    );
 
     // A compressed file of no page type is a download, not inflated by the browser.
     let archive = "GET /saves.tar.gz HTTP/1.1\r\n\r\n";

@@ -30,8 +30,8 @@ pub async fn serve_file(
     let Some((path, file, len, modified)) = open_page(root, &page.path).await else {
         return send_short(stream, "404 Not Found", "", NOT_FOUND, stall).await;
     };
-    let validators = Validators::new(len, modified);
     let media = media_type(&path, page.conditions.accept_encoding.as_deref());
+    let validators = Validators::new(len, modified, media.coding);
     let mut headers = validators.header_lines();
     if media.varies {
         headers.push_str("Vary: Accept-Encoding\r\n");
@@ -122,7 +122,9 @@ async fn send_short(
 #[derive(Debug)]
 struct Validators {
     /// A strong entity tag made of the length and the modification time, as nginx makes its
-    /// own: a file rewritten changes one or the other.
+    /// own: a file rewritten changes one or the other. A file sent with a content coding is
+    /// another representation than the same bytes sent as they are, so its tag names the coding
+    /// (§8.8.3).
     etag: String,
     /// The modification time, to the second, as an HTTP date; none when the file system keeps
     /// none.
@@ -130,11 +132,15 @@ struct Validators {
 }
 
 impl Validators {
-    fn new(len: u64, modified: Option<SystemTime>) -> Self {
+    fn new(len: u64, modified: Option<SystemTime>, coding: Option<&str>) -> Self {
         let since_epoch = modified.and_then(|m| m.duration_since(UNIX_EPOCH).ok());
-        let etag = match since_epoch {
-            Some(t) => format!("\"{len:x}-{:x}.{:x}\"", t.as_secs(), t.subsec_nanos()),
-            None => format!("\"{len:x}\""),
+        let version = match since_epoch {
+            Some(t) => format!("{len:x}-{:x}.{:x}", t.as_secs(), t.subsec_nanos()),
+            None => format!("{len:x}"),
+        };
+        let etag = match coding {
+            Some(coding) => format!("\"{version}-{coding}\""),
+            None => format!("\"{version}\""),
         };
         let last_modified = since_epoch.map(|t| {
             let second = UNIX_EPOCH + Duration::from_secs(t.as_secs());
@@ -537,8 +543,11 @@ mod tests {
     #[test]
     fn validators_answer_304_and_if_range_guards_the_range() {
         let modified = UNIX_EPOCH + Duration::new(1_795_000_000, 123_456_789);
-        let file = Validators::new(100, Some(modified));
+        let file = Validators::new(100, Some(modified), None);
         assert_eq!(file.etag, "\"64-6afd86c0.75bcd15\"");
+        // The same bytes sent with a content coding are another representation.
+        let coded = Validators::new(100, Some(modified), Some("br"));
+        assert_eq!(coded.etag, "\"64-6afd86c0.75bcd15-br\"");
         let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(1_795_000_000));
         assert_eq!(file.last_modified.as_ref().map(|(_, d)| d), Some(&date));
         let answer = |c: Conditions| answer(&c, &file, 100, false);
@@ -602,7 +611,7 @@ mod tests {
             Answer::Whole
         );
         // A file system that keeps no times: a tag of the length alone, and no date.
-        let timeless = Validators::new(100, None);
+        let timeless = Validators::new(100, None, None);
         assert_eq!(timeless.etag, "\"64\"");
         assert!(timeless.last_modified.is_none());
         assert_eq!(
