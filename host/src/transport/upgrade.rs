@@ -52,8 +52,9 @@ pub struct Page {
     pub conditions: Conditions,
 }
 
-/// A GET's conditional and range headers (RFC 9110 §13.1, §14.2), as sent: a browser that has
-/// a page asks whether it changed, and a media element or a resumed download asks for a part.
+/// A GET's conditional, range and content-coding headers (RFC 9110 §13.1, §14.2, §12.5.3), as
+/// sent: a browser that has a page asks whether it changed, a media element or a resumed
+/// download asks for a part, and a browser says which compressed forms it inflates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Conditions {
     /// `If-None-Match`: entity tags, every such header's list joined.
