@@ -469,12 +469,10 @@ impl Connection {
 
     fn heartbeat_due(&self) -> Option<Instant> {
         match self.state {
-            State::HandshakeSent | State::Working => {
-                match (self.next_heartbeat, self.owed_heartbeat) {
-                    (Some(next), Some(owed)) => Some(next.min(owed)),
-                    (next, owed) => next.or(owed),
-                }
-            }
+            // A beat is owed only while one is scheduled: none without heartbeats.
+            State::HandshakeSent | State::Working => self
+                .next_heartbeat
+                .map(|next| self.owed_heartbeat.map_or(next, |owed| next.min(owed))),
             _ => None,
         }
     }

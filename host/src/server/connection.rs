@@ -930,14 +930,14 @@ fn handler_outcome(
     result: crate::runtime::CallResult,
 ) -> (Result<Vec<u8>, Failure>, &'static str) {
     // Only the failures below name the route, and they are rare: no copy for a success.
-    let route = || shared.router.full_route(route);
+    let named = || shared.router.full_route(route);
     match result {
         Ok(Ok(payload)) if payload.len() > shared.config.max_response => (
             Err(failure(
                 "PIT-500",
                 format!(
                     "pitaya/handler: {} answered {} bytes, over the limit of {}",
-                    route(),
+                    named(),
                     payload.len(),
                     shared.config.max_response
                 ),
@@ -954,7 +954,7 @@ fn handler_outcome(
                     "PIT-500",
                     format!(
                         "pitaya/handler: {} failed with an error of {size} bytes, over the limit of {}",
-                        route(),
+                        named(),
                         shared.config.max_response
                     ),
                 )),
@@ -973,7 +973,7 @@ fn handler_outcome(
                     "PIT-503",
                     format!(
                         "pitaya/handler: {} unavailable: the component {why}",
-                        route()
+                        named()
                     ),
                 )),
                 label,

@@ -27,7 +27,7 @@ pub async fn serve_file(
     page: &Page,
     stall: Duration,
 ) -> io::Result<()> {
-    let Some((path, file, len, modified)) = open_page(root, &page.path).await else {
+    let Some((path, mut file, len, modified)) = open_page(root, &page.path).await else {
         return send_short(stream, "404 Not Found", "", NOT_FOUND, stall).await;
     };
     let media = media_type(&path, page.conditions.accept_encoding.as_deref());
@@ -70,7 +70,6 @@ pub async fn serve_file(
     within(stall, stream.write_all(answer.as_bytes())).await?;
     // HEAD: the length of what a GET would get, and no body.
     if !page.head_only {
-        let mut file = file;
         if start > 0 {
             file.seek(io::SeekFrom::Start(start)).await?;
         }
