@@ -30,19 +30,22 @@ fn chosen() -> Option<StandIn> {
     static CHOSEN: OnceLock<Option<StandIn>> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
         let value = std::env::var("PITAYA_STAND_IN").ok()?;
-        let (mode, nanos) = value.split_once(':').unwrap_or((&value, "0"));
-        let spin = nanos.parse().map(Duration::from_nanos);
-        let stand_in = match (mode, spin) {
-            ("free", Ok(_)) => StandIn { locked: false, spin: Duration::ZERO },
-            ("locked", Ok(_)) => StandIn { locked: true, spin: Duration::ZERO },
-            ("spin", Ok(spin)) => StandIn { locked: false, spin },
-            ("locked-spin", Ok(spin)) => StandIn { locked: true, spin },
-            _ => {
-                eprintln!("PITAYA_STAND_IN: expected free, locked, spin:NS or locked-spin:NS, not {value:?}");
-                std::process::exit(2);
-            }
+        let nanos = |n: &str| n.parse().ok().map(Duration::from_nanos);
+        let stand_in = |locked, spin| Some(StandIn { locked, spin });
+        let read = match value.split_once(':') {
+            None if value == "free" => stand_in(false, Duration::ZERO),
+            None if value == "locked" => stand_in(true, Duration::ZERO),
+            Some(("spin", n)) => nanos(n).and_then(|spin| stand_in(false, spin)),
+            Some(("locked-spin", n)) => nanos(n).and_then(|spin| stand_in(true, spin)),
+            _ => None,
         };
-        Some(stand_in)
+        if read.is_none() {
+            eprintln!(
+                "PITAYA_STAND_IN: expected free, locked, spin:NS or locked-spin:NS, not {value:?}"
+            );
+            std::process::exit(2);
+        }
+        read
     })
 }
 

@@ -673,6 +673,17 @@ fn failure(code: &str, message: String) -> Failure {
     (code.to_owned(), message, Vec::new())
 }
 
+/// The answer to a route that no handler serves, worded as pitaya words it (protocol.md §5).
+fn not_found(shared: &Shared, route: &str) -> Failure {
+    failure(
+        "PIT-404",
+        format!(
+            "pitaya/handler: {} not found",
+            shared.router.full_route(route)
+        ),
+    )
+}
+
 /// The answer to a request over the rate limit (a notify over it is dropped).
 fn rate_limited(shared: &Shared, message: &Message) -> Option<Bytes> {
     tracing::debug!(route = message.route, "rate limited");
@@ -804,16 +815,9 @@ pub(super) async fn call_route(
                 }
             }
         }
-        Resolved::NotFound | Resolved::Elsewhere { .. } => (
-            Err(failure(
-                "PIT-404",
-                format!(
-                    "pitaya/handler: {} not found",
-                    shared.router.full_route(route)
-                ),
-            )),
-            "not_found",
-        ),
+        Resolved::NotFound | Resolved::Elsewhere { .. } => {
+            (Err(not_found(shared, route)), "not_found")
+        }
         Resolved::Handler {
             component,
             handler,
@@ -908,16 +912,7 @@ pub(super) async fn call_sessionless(
             ),
             "bad_request",
         ),
-        Resolved::NotFound | Resolved::Elsewhere { .. } => (
-            failure(
-                "PIT-404",
-                format!(
-                    "pitaya/handler: {} not found",
-                    shared.router.full_route(route)
-                ),
-            ),
-            "not_found",
-        ),
+        Resolved::NotFound | Resolved::Elsewhere { .. } => (not_found(shared, route), "not_found"),
     };
     shared.context.metrics.request("unknown", label, None);
     Err(outcome)
