@@ -295,12 +295,9 @@ impl Instance {
             return Err(CallFailure::Unavailable);
         }
         let Some(position) = self.handlers.iter().position(|name| name == handler) else {
-            // Only a call that raced a reload to a build without the handler lands here.
-            return Ok(Err(HandlerError {
-                code: "PIT-404".into(),
-                message: format!("pitaya/handler: {}.{handler} not found", self.shared.name),
-                metadata: Vec::new(),
-            }));
+            // Only a call that raced a reload to a build without the handler lands here; the
+            // caller answers it as it answers any unknown route.
+            return Err(CallFailure::NoHandler);
         };
         // A component declares far fewer than 2^32 handlers; an index past them is answered
         // by the component as unknown.

@@ -297,6 +297,9 @@ pub enum CallFailure {
     /// The component has no working instance (it failed to restart).
     #[error("component unavailable")]
     Unavailable,
+    /// The running build has no such handler: the call raced a reload to a build without it.
+    #[error("handler not in the running build")]
+    NoHandler,
 }
 
 /// A handler's error, as the component returned it.

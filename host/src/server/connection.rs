@@ -962,6 +962,7 @@ fn handler_outcome(
                 CallFailure::Trap => ("trapped", "trap"),
                 CallFailure::Timeout => ("ran out of time", "timeout"),
                 CallFailure::Unavailable => ("is unavailable", "unavailable"),
+                CallFailure::NoHandler => return (Err(not_found(shared, route)), "not_found"),
             };
             (
                 Err(failure(
