@@ -15,11 +15,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use pitaya_host::ComponentOptions;
-use pitaya_host::group::Groups;
-use pitaya_host::metrics::Metrics;
-use pitaya_host::protocol::{ClientHandshake, EncodeOptions, RouteDict};
+use pitaya_host::protocol::ClientHandshake;
 use pitaya_host::runtime::{HostContext, Runtime};
-use pitaya_host::session::{Registry, SendQueue, Session};
+use pitaya_host::session::{SendQueue, Session};
 
 /// The request payload: a small JSON body, as in docs/performance.md's load runs.
 const BODY: &[u8] = br#"{"a":1}"#;
@@ -51,27 +49,12 @@ impl Client {
 }
 
 fn context(runtime: &tokio::runtime::Runtime) -> (Arc<HostContext>, Client) {
-    let registry = Arc::new(Registry::default());
-    let context = Arc::new(HostContext {
-        registry: registry.clone(),
-        groups: Groups::default(),
-        encode: EncodeOptions {
-            compress: false,
-            push_route_codes: false,
-        },
-        json_payloads: true,
-        dict: Default::default(),
-        kick_reasons: false,
-        refuse_duplicate_login: false,
-        max_payload: 1 << 20,
-        runtime: runtime.handle().clone(),
-        metrics: Arc::new(Metrics::default()),
-        cluster: Default::default(),
-    });
-    let _ = context.dict.set(Arc::new(RouteDict::default()));
+    let context = Arc::new(HostContext::detached(runtime.handle().clone()));
     let queue = SendQueue::new(1024, 4 << 20);
     let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
-    let session = registry.create(peer, ClientHandshake::default(), queue.clone());
+    let session = context
+        .registry
+        .create(peer, ClientHandshake::default(), queue.clone());
     (
         context,
         Client {

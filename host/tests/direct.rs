@@ -9,11 +9,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, ensure};
 use pitaya_host::ComponentOptions;
-use pitaya_host::group::Groups;
-use pitaya_host::metrics::Metrics;
-use pitaya_host::protocol::{ClientHandshake, EncodeOptions, RouteDict};
+use pitaya_host::protocol::ClientHandshake;
 use pitaya_host::runtime::{CallFailure, HostContext, Runtime};
-use pitaya_host::session::{Registry, SendQueue};
+use pitaya_host::session::SendQueue;
 
 #[test]
 fn a_handler_missing_from_the_build_is_no_handler_not_a_trap() -> Result<()> {
@@ -21,26 +19,9 @@ fn a_handler_missing_from_the_build_is_no_handler_not_a_trap() -> Result<()> {
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let registry = Arc::new(Registry::default());
-    let context = Arc::new(HostContext {
-        registry: registry.clone(),
-        groups: Groups::default(),
-        encode: EncodeOptions {
-            compress: false,
-            push_route_codes: false,
-        },
-        json_payloads: true,
-        dict: Default::default(),
-        kick_reasons: false,
-        refuse_duplicate_login: false,
-        max_payload: 1 << 20,
-        runtime: tokio.handle().clone(),
-        metrics: Arc::new(Metrics::default()),
-        cluster: Default::default(),
-    });
-    let _ = context.dict.set(Arc::new(RouteDict::default()));
+    let context = Arc::new(HostContext::detached(tokio.handle().clone()));
     let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
-    let session = registry.create(
+    let session = context.registry.create(
         peer,
         ClientHandshake::default(),
         SendQueue::new(16, 1 << 20),

@@ -610,6 +610,31 @@ pub struct HostContext {
 }
 
 impl HostContext {
+    /// A context for calling instances without a server (benches, tests): an empty registry,
+    /// JSON payloads, uncompressed pushes, an empty route dictionary, a 1 MiB payload limit, no
+    /// cluster.
+    #[doc(hidden)]
+    pub fn detached(runtime: tokio::runtime::Handle) -> Self {
+        let context = Self {
+            registry: Arc::new(Registry::default()),
+            groups: Groups::default(),
+            encode: EncodeOptions {
+                compress: false,
+                push_route_codes: false,
+            },
+            json_payloads: true,
+            dict: OnceLock::new(),
+            kick_reasons: false,
+            refuse_duplicate_login: false,
+            max_payload: 1 << 20,
+            runtime,
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+            cluster: OnceLock::new(),
+        };
+        let _ = context.dict.set(Arc::new(RouteDict::default()));
+        context
+    }
+
     /// Encodes a push packet (with a coded route when configured and known), refusing a
     /// payload over the size limit.
     pub fn encode_push(&self, route: &str, payload: &[u8]) -> Result<Bytes, String> {
