@@ -26,6 +26,8 @@ fn a_handler_missing_from_the_build_is_no_handler_not_a_trap() -> Result<()> {
         ClientHandshake::default(),
         SendQueue::new(16, 1 << 20),
     );
+    // A pool of 4 instances: `direct` starts one to read the component's declarations and
+    // keeps another, as the dispatch bench does.
     let runtime = Runtime::new(context, false, Some(4)).context("the engine")?;
     let mut echo = runtime
         .direct(wasm, ComponentOptions::default())
@@ -36,8 +38,8 @@ fn a_handler_missing_from_the_build_is_no_handler_not_a_trap() -> Result<()> {
         matches!(&answer, Ok(Ok(out)) if out == b"{}"),
         "echo.echo: {answer:?}"
     );
-    // The connection words this as any unknown route's PIT-404 (tests/tests/echo.rs); the
-    // runtime must not make up a message of its own, nor count it as a trap.
+    // The connection answers this with the PIT-404 it gives any unknown route (`not_found` in
+    // server/connection.rs); the runtime must not word a message of its own, nor count a trap.
     let missing = tokio.block_on(echo.call(session.id(), "nosuch", b"{}"));
     ensure!(
         matches!(missing, Err(CallFailure::NoHandler)),
