@@ -615,7 +615,7 @@ impl HostContext {
     /// cluster.
     #[doc(hidden)]
     pub fn detached(runtime: tokio::runtime::Handle) -> Self {
-        let context = Self {
+        Self {
             registry: Arc::new(Registry::default()),
             groups: Groups::default(),
             encode: EncodeOptions {
@@ -623,16 +623,14 @@ impl HostContext {
                 push_route_codes: false,
             },
             json_payloads: true,
-            dict: OnceLock::new(),
+            dict: OnceLock::from(Arc::new(RouteDict::default())),
             kick_reasons: false,
             refuse_duplicate_login: false,
             max_payload: 1 << 20,
             runtime,
             metrics: Arc::new(crate::metrics::Metrics::default()),
             cluster: OnceLock::new(),
-        };
-        let _ = context.dict.set(Arc::new(RouteDict::default()));
-        context
+        }
     }
 
     /// Encodes a push packet (with a coded route when configured and known), refusing a
